@@ -1,0 +1,91 @@
+# Durable Streams over FastCGI.
+#
+#   make            build everything (warnings are errors)
+#   make run        install what is missing, build, run the stack on 127.0.0.1:4437
+#   make test       install what is missing, build, run every test with prove
+#   make sanitize   C unit tests under ASan+UBSan
+#   make valgrind   C unit tests under valgrind
+#   make fuzz       build the parser fuzzers (clang/libFuzzer) and run each briefly
+#   make bench      run the benchmarks (prints numbers; not a test)
+#   make install    PREFIX=/usr/local DESTDIR=
+
+SHELL   := /bin/bash
+CC      ?= cc
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+B       ?= build
+
+WARN    = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+          -Wwrite-strings -Wpointer-arith -Wformat=2 -Werror
+CFLAGS  ?= -O2 -g
+DSFLAGS = -std=c11 -D_GNU_SOURCE -fvisibility=hidden -pthread -I. $(WARN) $(CFLAGS)
+LDLIBS  = -lfcgi -llmdb -lsodium -ljansson -pthread
+
+STORE_SRC = $(wildcard store/*.c)
+APP_SRC   = $(filter-out fcgi-app/main.c fcgi-app/notify_main.c,$(wildcard fcgi-app/*.c))
+UNIT_SRC  = $(wildcard t/unit/*_test.c)
+FUZZ_SRC  = $(wildcard t/fuzz/fuzz_*.c)
+
+STORE_OBJ = $(STORE_SRC:%.c=$(B)/%.o)
+APP_OBJ   = $(APP_SRC:%.c=$(B)/%.o)
+UNIT_BIN  = $(UNIT_SRC:t/unit/%.c=$(B)/t/%)
+
+PROGS = $(B)/ds-fcgi
+
+.PHONY: all setup run test unit sanitize valgrind fuzz bench install clean
+
+all: $(PROGS) $(UNIT_BIN)
+
+$(B)/%.o: %.c $(wildcard store/*.h fcgi-app/*.h t/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(DSFLAGS) -c -o $@ $<
+
+$(B)/libdsstore.a: $(STORE_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/libdsapp.a: $(APP_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/ds-fcgi: $(B)/fcgi-app/main.o $(B)/libdsapp.a $(B)/libdsstore.a
+	$(CC) $(DSFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/t/%: t/unit/%.c $(B)/libdsapp.a $(B)/libdsstore.a t/tap.h
+	@mkdir -p $(dir $@)
+	$(CC) $(DSFLAGS) -o $@ $< $(B)/libdsapp.a $(B)/libdsstore.a $(LDLIBS)
+
+setup:
+	@scripts/setup
+
+run: setup all
+	scripts/run --port 4437 --data ./var
+
+# Every test, C unit tests and integration tests alike, is a t/*.t file.
+test: setup all
+	prove t/
+
+unit: all
+	prove t/0*-unit-*.t
+
+sanitize:
+	$(MAKE) B=build-asan CC=clang \
+	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	  build-asan/ds-fcgi $(UNIT_SRC:t/unit/%.c=build-asan/t/%)
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 DS_UNIT_DIR=build-asan/t prove t/0*-unit-*.t
+
+valgrind: all
+	DS_UNIT_WRAP="valgrind -q --error-exitcode=99 --leak-check=full" prove t/0*-unit-*.t
+
+fuzz:
+	@scripts/fuzz
+
+bench: setup all
+	scripts/bench
+
+install: all
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 0755 $(PROGS) $(DESTDIR)$(BINDIR)
+
+clean:
+	rm -rf build build-asan build-fuzz

@@ -1,0 +1,57 @@
+/*
+ * app.h: what the FastCGI application's files share.
+ */
+#ifndef DS_APP_H
+#define DS_APP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <fcgiapp.h>
+
+#include "store/store.h"
+
+#define DS_ROUTE_PREFIX "/v1/stream/"
+
+/* Process-wide configuration, fixed before the first request. */
+struct ds_cfg {
+	const char	*data_dir;	/* --data */
+	const char	*listen;	/* --listen, or NULL for fd 0 */
+	unsigned	 threads;	/* --threads */
+	size_t		 max_body;	/* --max-body: larger bodies get 413 */
+	size_t		 chunk;		/* --chunk: bytes per catch-up read */
+};
+
+/* One request in flight, owned by the thread serving it. */
+struct ds_req {
+	FCGX_Request	*fr;
+	const struct ds_cfg *cfg;
+	struct ds_store	*store;
+	const char	*method;
+	const char	*uri;		/* REQUEST_URI as sent */
+	const char	*query;		/* after '?', or "" */
+	size_t		 querylen;
+	char		 path[DS_PATH_MAX + 1]; /* decoded stream path */
+	char		*body;		/* request body (malloc'd) or NULL */
+	size_t		 bodylen;
+	int64_t		 now;		/* ms since the epoch, at arrival */
+	char		 hdr[4096];	/* response headers being built */
+	size_t		 hdrlen;
+	int		 hdr_overflow;
+};
+
+/* http.c: request and response plumbing. */
+const char	*ds_param(const struct ds_req *, const char *name);
+int		 ds_read_body(struct ds_req *);
+void		 ds_add_header(struct ds_req *, const char *name,
+		    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int		 ds_respond(struct ds_req *, int status, const char *ctype,
+		    const void *body, size_t len);
+int		 ds_respond_error(struct ds_req *, int status, const char *msg);
+int		 ds_respond_store_error(struct ds_req *, enum ds_err);
+int64_t		 ds_now_ms(void);
+
+/* stream.c: the protocol. */
+void		 ds_handle(struct ds_req *);
+
+#endif /* DS_APP_H */

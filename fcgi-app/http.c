@@ -1,0 +1,274 @@
+/*
+ * http.c: reading a FastCGI request and writing its response.
+ *
+ * Responses are written in one go: status line, the headers every response
+ * carries (PROTOCOL 12.7 and CORS), the handler's headers, then the body.
+ * Write errors (the client left) surface on FCGX_FFlush, which is checked.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fcgi-app/app.h"
+#include "fcgi-app/parse.h"
+
+int64_t
+ds_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *
+ds_param(const struct ds_req *r, const char *name)
+{
+	return FCGX_GetParam(name, r->fr->envp);
+}
+
+/*
+ * Reads the request body into r->body, at most cfg->max_body bytes.
+ * CONTENT_LENGTH may be absent or "-1" (Caddy passes chunked uploads that
+ * way): then read to the end of the stream. Returns 0, 413 when the body is
+ * over the limit (nothing of it is kept), 400 for a malformed length, or 500.
+ */
+int
+ds_read_body(struct ds_req *r)
+{
+	const char *cl = ds_param(r, "CONTENT_LENGTH");
+	size_t want, cap, got = 0;
+	uint64_t n = 0;
+	char *nb;
+	int k;
+
+	r->body = NULL;
+	r->bodylen = 0;
+	if (cl && *cl && strcmp(cl, "-1") != 0) {
+		if (ds_parse_uint(cl, strlen(cl), UINT64_MAX / 2, &n) == -1)
+			return 400;
+		if (n > r->cfg->max_body)
+			return 413;
+		if (n == 0)
+			return 0;
+		want = (size_t)n;
+		if ((r->body = malloc(want)) == NULL)
+			return 500;
+		while (got < want) {
+			k = FCGX_GetStr(r->body + got, (int)(want - got > 65536 ?
+			    65536 : want - got), r->fr->in);
+			if (k <= 0)
+				break;
+			got += (size_t)k;
+		}
+		if (got != want) {
+			free(r->body);
+			r->body = NULL;
+			return 400;	/* the client sent less than it said */
+		}
+		r->bodylen = got;
+		return 0;
+	}
+	cap = 0;
+	for (;;) {
+		if (got == cap) {
+			if (cap > r->cfg->max_body)
+				break;
+			cap = cap ? cap * 2 : 65536;
+			if ((nb = realloc(r->body, cap)) == NULL) {
+				free(r->body);
+				r->body = NULL;
+				return 500;
+			}
+			r->body = nb;
+		}
+		k = FCGX_GetStr(r->body + got, (int)(cap - got), r->fr->in);
+		if (k <= 0)
+			break;
+		got += (size_t)k;
+	}
+	if (got > r->cfg->max_body) {
+		free(r->body);
+		r->body = NULL;
+		return 413;
+	}
+	r->bodylen = got;
+	if (got == 0) {
+		free(r->body);
+		r->body = NULL;
+	}
+	return 0;
+}
+
+void
+ds_add_header(struct ds_req *r, const char *name, const char *fmt, ...)
+{
+	va_list ap;
+	size_t room = sizeof(r->hdr) - r->hdrlen;
+	int n, m;
+
+	n = snprintf(r->hdr + r->hdrlen, room, "%s: ", name);
+	if (n < 0 || (size_t)n >= room) {
+		r->hdr_overflow = 1;
+		return;
+	}
+	va_start(ap, fmt);
+	m = vsnprintf(r->hdr + r->hdrlen + n, room - (size_t)n, fmt, ap);
+	va_end(ap);
+	if (m < 0 || (size_t)(n + m + 2) >= room) {
+		r->hdr_overflow = 1;
+		r->hdr[r->hdrlen] = '\0';
+		return;
+	}
+	memcpy(r->hdr + r->hdrlen + n + m, "\r\n", 3);
+	r->hdrlen += (size_t)(n + m + 2);
+}
+
+static const char *
+reason(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 201: return "Created";
+	case 204: return "No Content";
+	case 304: return "Not Modified";
+	case 400: return "Bad Request";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 409: return "Conflict";
+	case 410: return "Gone";
+	case 413: return "Payload Too Large";
+	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
+	case 503: return "Service Unavailable";
+	case 507: return "Insufficient Storage";
+	default: return "Status";
+	}
+}
+
+/* Headers every response carries: PROTOCOL 12.7 and CORS for browsers. */
+static const char common_headers[] =
+    "X-Content-Type-Options: nosniff\r\n"
+    "Cross-Origin-Resource-Policy: cross-origin\r\n"
+    "Access-Control-Allow-Origin: *\r\n"
+    "Access-Control-Expose-Headers: Stream-Next-Offset, Stream-Cursor, "
+    "Stream-Up-To-Date, Stream-Closed, Stream-TTL, Stream-Expires-At, "
+    "Stream-SSE-Data-Encoding, Producer-Epoch, Producer-Seq, "
+    "Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, "
+    "Content-Type\r\n";
+
+/*
+ * Writes the whole response. A body is not sent for HEAD, 204 and 304.
+ * Returns 0, or -1 when the client is gone.
+ */
+int
+ds_respond(struct ds_req *r, int status, const char *ctype, const void *body,
+    size_t len)
+{
+	FCGX_Stream *out = r->fr->out;
+	char line[DS_CTYPE_MAX + 64];
+	int nobody, n;
+
+	if (r->hdr_overflow) {
+		/* Never send half a header block. */
+		r->hdrlen = 0;
+		r->hdr[0] = '\0';
+		r->hdr_overflow = 0;
+		status = 500;
+		ctype = "text/plain; charset=utf-8";
+		body = "response headers too large\n";
+		len = strlen(body);
+	}
+	nobody = status == 204 || status == 304 ||
+	    (r->method && strcmp(r->method, "HEAD") == 0);
+	/* libfcgi's own printf lacks C99 length modifiers: format here. */
+	n = snprintf(line, sizeof(line), "Status: %d %s\r\n", status,
+	    reason(status));
+	FCGX_PutStr(line, n, out);
+	FCGX_PutStr(common_headers, (int)sizeof(common_headers) - 1, out);
+	if (ctype && status != 204 && status != 304) {
+		n = snprintf(line, sizeof(line), "Content-Type: %s\r\n", ctype);
+		if (n > 0 && (size_t)n < sizeof(line))
+			FCGX_PutStr(line, n, out);
+	}
+	if (!nobody) {
+		n = snprintf(line, sizeof(line), "Content-Length: %zu\r\n",
+		    len);
+		FCGX_PutStr(line, n, out);
+	}
+	FCGX_PutStr(r->hdr, (int)r->hdrlen, out);
+	FCGX_PutStr("\r\n", 2, out);
+	if (!nobody && len > 0) {
+		const char *p = body;
+
+		while (len > 0) {
+			int k = len > (1 << 20) ? (1 << 20) : (int)len;
+
+			if (FCGX_PutStr(p, k, out) != k)
+				return -1;
+			p += k;
+			len -= (size_t)k;
+		}
+	}
+	return FCGX_FFlush(out) == -1 ? -1 : 0;
+}
+
+int
+ds_respond_error(struct ds_req *r, int status, const char *msg)
+{
+	char buf[512];
+	int n;
+
+	n = snprintf(buf, sizeof(buf), "%s\n", msg);
+	if (n < 0 || (size_t)n >= sizeof(buf))
+		n = (int)sizeof(buf) - 1;
+	if (status != 304)
+		ds_add_header(r, "Cache-Control", "no-store");
+	return ds_respond(r, status, "text/plain; charset=utf-8", buf,
+	    (size_t)n);
+}
+
+/* The one place where store errors become HTTP statuses. */
+int
+ds_respond_store_error(struct ds_req *r, enum ds_err e)
+{
+	int status;
+
+	switch (e) {
+	case DS_ENOTFOUND:
+		status = 404;
+		break;
+	case DS_EGONE:
+		status = 410;
+		break;
+	case DS_EEXIST:
+	case DS_ECLOSED:
+	case DS_ECTYPE:
+	case DS_ESEQ:
+	case DS_EPRODUCER_GAP:
+		status = 409;
+		break;
+	case DS_EPRODUCER_STALE:
+		status = 403;
+		break;
+	case DS_EPRODUCER_BADSEQ:
+	case DS_EOFFSET:
+	case DS_ETOOBIG:
+		status = 400;
+		break;
+	case DS_EFULL:
+		status = 507;
+		break;
+	case DS_ENOMEM:
+		status = 503;
+		break;
+	default:
+		status = 500;
+		break;
+	}
+	return ds_respond_error(r, status, ds_strerror(e));
+}

@@ -1,0 +1,248 @@
+/*
+ * main.c: the ds-fcgi worker process.
+ *
+ * spawn-fcgi (through multiwatch, which respawns dead workers) hands every
+ * worker the listening socket on fd 0. A worker runs --threads threads, each
+ * accepting and serving one request at a time. The main thread only waits
+ * for SIGTERM/SIGINT: libfcgi's own SIGTERM handling merely sets a flag that
+ * accept never sees, so signals are blocked everywhere and taken with
+ * sigwait() here; then the worker lets in-flight requests finish (bounded)
+ * and exits.
+ */
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fcgiapp.h>
+
+#include "fcgi-app/app.h"
+#include "fcgi-app/parse.h"
+
+static struct ds_cfg	 cfg = {
+	.threads = 16,
+	.max_body = 16u << 20,
+	.chunk = 1u << 20,
+};
+static struct ds_store	*store;
+static int		 listen_fd;
+static atomic_int	 busy;		/* requests being served */
+static atomic_int	 stopping;
+
+static void
+usage(void)
+{
+	fprintf(stderr,
+	    "usage: ds-fcgi --data DIR [--threads N] [--max-body BYTES] "
+	    "[--chunk BYTES]\n"
+	    "               [--listen PATH] [-n|--check] [--recover]\n");
+	exit(2);
+}
+
+static size_t
+parse_size(const char *opt, const char *v, uint64_t min, uint64_t max)
+{
+	uint64_t n;
+
+	if (ds_parse_uint(v, strlen(v), max, &n) == -1 || n < min) {
+		fprintf(stderr, "ds-fcgi: %s must be an integer from %llu to "
+		    "%llu, not \"%s\"\n", opt, (unsigned long long)min,
+		    (unsigned long long)max, v);
+		exit(2);
+	}
+	return (size_t)n;
+}
+
+static void *
+serve(void *arg)
+{
+	FCGX_Request fr;
+	struct ds_req *r;
+	int rc, backoff = 0;
+
+	(void)arg;
+	if ((r = malloc(sizeof(*r))) == NULL ||
+	    FCGX_InitRequest(&fr, listen_fd, 0) != 0) {
+		fprintf(stderr, "ds-fcgi: cannot set up a request thread\n");
+		exit(1);
+	}
+	while (!atomic_load(&stopping)) {
+		rc = FCGX_Accept_r(&fr);
+		if (rc < 0) {
+			/*
+			 * EMFILE and friends: wait and retry; a thread
+			 * that dies here shrinks the pool for good.
+			 */
+			if (atomic_load(&stopping))
+				break;
+			if (backoff == 0)
+				fprintf(stderr, "ds-fcgi[%ld]: accept: %s\n",
+				    (long)getpid(), strerror(-rc));
+			backoff = backoff ? (backoff < 500 ? backoff * 2 :
+			    500) : 10;
+			nanosleep(&(struct timespec){ 0, backoff * 1000000L },
+			    NULL);
+			continue;
+		}
+		backoff = 0;
+		atomic_fetch_add(&busy, 1);
+		memset(r, 0, offsetof(struct ds_req, hdr));
+		r->hdrlen = 0;
+		r->hdr_overflow = 0;
+		r->hdr[0] = '\0';
+		r->fr = &fr;
+		r->cfg = &cfg;
+		r->store = store;
+		r->now = ds_now_ms();
+		ds_handle(r);
+		free(r->body);
+		r->body = NULL;
+		FCGX_Finish_r(&fr);
+		atomic_fetch_sub(&busy, 1);
+	}
+	free(r);
+	return NULL;
+}
+
+int
+main(int argc, char *argv[])
+{
+	static const struct option opts[] = {
+		{ "data", required_argument, NULL, 'd' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "max-body", required_argument, NULL, 'b' },
+		{ "chunk", required_argument, NULL, 'c' },
+		{ "listen", required_argument, NULL, 'l' },
+		{ "check", no_argument, NULL, 'n' },
+		{ "recover", no_argument, NULL, 'R' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct ds_store_cfg scfg;
+	struct stat st;
+	pthread_attr_t attr;
+	pthread_t tid;
+	sigset_t set;
+	enum ds_err e;
+	unsigned i, truncated, removed;
+	int ch, sig, check = 0, recover = 0, waited;
+
+	while ((ch = getopt_long(argc, argv, "n", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'd':
+			cfg.data_dir = optarg;
+			break;
+		case 't':
+			cfg.threads = (unsigned)parse_size("--threads", optarg,
+			    1, 4096);
+			break;
+		case 'b':
+			cfg.max_body = parse_size("--max-body", optarg, 1,
+			    (uint64_t)1 << 32);
+			break;
+		case 'c':
+			cfg.chunk = parse_size("--chunk", optarg, 1024,
+			    (uint64_t)64 << 20);
+			break;
+		case 'l':
+			cfg.listen = optarg;
+			break;
+		case 'n':
+			check = 1;
+			break;
+		case 'R':
+			recover = 1;
+			break;
+		default:
+			usage();
+		}
+	}
+	if (optind != argc || cfg.data_dir == NULL)
+		usage();
+	if (stat(cfg.data_dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "ds-fcgi: --data %s is not a directory\n",
+		    cfg.data_dir);
+		return 2;
+	}
+
+	memset(&scfg, 0, sizeof(scfg));
+	scfg.dir = cfg.data_dir;
+	if ((e = ds_store_open(&scfg, &store)) != DS_OK) {
+		fprintf(stderr, "ds-fcgi: cannot open the store in %s: %s\n",
+		    cfg.data_dir, ds_strerror(e));
+		return 1;
+	}
+	if (check) {
+		printf("ds-fcgi: configuration and store in %s are fine\n",
+		    cfg.data_dir);
+		ds_store_close(store);
+		return 0;
+	}
+	if (recover) {
+		if ((e = ds_store_recover(store, 60, &truncated, &removed)) !=
+		    DS_OK) {
+			fprintf(stderr, "ds-fcgi: recovery failed: %s\n",
+			    ds_strerror(e));
+			return 1;
+		}
+		printf("ds-fcgi: recovery: %u torn tails truncated, %u "
+		    "orphan segments removed\n", truncated, removed);
+		ds_store_close(store);
+		return 0;
+	}
+
+	if (FCGX_Init() != 0) {
+		fprintf(stderr, "ds-fcgi: FCGX_Init failed\n");
+		return 1;
+	}
+	listen_fd = 0;
+	if (cfg.listen &&
+	    (listen_fd = FCGX_OpenSocket(cfg.listen, 1024)) < 0) {
+		fprintf(stderr, "ds-fcgi: cannot listen on %s\n", cfg.listen);
+		return 1;
+	}
+
+	/* Every thread inherits this mask; only sigwait() below sees them. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGPIPE);
+	if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) {
+		fprintf(stderr, "ds-fcgi: pthread_sigmask failed\n");
+		return 1;
+	}
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 256 * 1024);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	for (i = 0; i < cfg.threads; i++) {
+		if ((errno = pthread_create(&tid, &attr, serve, NULL)) != 0) {
+			fprintf(stderr, "ds-fcgi: pthread_create: %s\n",
+			    strerror(errno));
+			return 1;
+		}
+	}
+	pthread_attr_destroy(&attr);
+
+	for (;;) {
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (sig == SIGTERM || sig == SIGINT)
+			break;
+	}
+	atomic_store(&stopping, 1);
+	FCGX_ShutdownPending();
+	/* Let requests in flight finish, for at most five seconds. */
+	for (waited = 0; atomic_load(&busy) > 0 && waited < 500; waited++)
+		nanosleep(&(struct timespec){ 0, 10 * 1000000L }, NULL);
+	/* Threads are still blocked in accept: leave without joining. */
+	_exit(0);
+}

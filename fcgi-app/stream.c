@@ -1,0 +1,578 @@
+/*
+ * stream.c: the Durable Streams protocol over HTTP (PROTOCOL 5).
+ *
+ * Each handler validates every header and parameter before it touches the
+ * store, so bad input gets a 4xx and changes nothing.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "fcgi-app/app.h"
+#include "fcgi-app/json.h"
+#include "fcgi-app/parse.h"
+
+#define ALLOW "GET, HEAD, POST, PUT, DELETE, OPTIONS"
+#define DEFAULT_CTYPE "application/octet-stream"
+
+static int
+is_json(const char *ctype)
+{
+	return ds_media_type_eq(ctype, "application/json");
+}
+
+/* Headers describing a stream: PROTOCOL 5.1 and 5.5. */
+static void
+stream_headers(struct ds_req *r, const struct ds_stream_info *i)
+{
+	char off[DS_OFFSET_LEN + 1], ts[32];
+
+	ds_offset_format(i->tail, off);
+	ds_add_header(r, "Stream-Next-Offset", "%s", off);
+	if (i->flags & DS_F_TTL)
+		ds_add_header(r, "Stream-TTL", "%" PRIu64, i->ttl_s);
+	if (i->flags & DS_F_EXPIRES) {
+		ds_format_rfc3339(i->expires_ms, ts);
+		ds_add_header(r, "Stream-Expires-At", "%s", ts);
+	}
+	if (i->flags & DS_F_CLOSED)
+		ds_add_header(r, "Stream-Closed", "true");
+}
+
+/* The absolute URL of the request's stream, for Location. */
+static void
+location_header(struct ds_req *r)
+{
+	const char *host = ds_param(r, "HTTP_HOST");
+	const char *https = ds_param(r, "HTTPS");
+	const char *scheme = (https && *https && strcasecmp(https, "off")) ?
+	    "https" : "http";
+	size_t pathlen = (size_t)(r->query - r->uri);
+
+	if (r->querylen > 0 || (pathlen > 0 && r->uri[pathlen - 1] == '?'))
+		pathlen--;
+	if (!host || !*host || strpbrk(host, "\r\n /"))
+		host = ds_param(r, "SERVER_NAME");
+	if (!host || !*host)
+		host = "localhost";
+	ds_add_header(r, "Location", "%s://%s%.*s", scheme, host,
+	    (int)pathlen, r->uri);
+}
+
+/*
+ * Reads the optional TTL/expiry headers of a PUT (PROTOCOL 5.1). Returns 0,
+ * or -1 after answering 400.
+ */
+static int
+expiry_headers(struct ds_req *r, struct ds_create *c)
+{
+	const char *ttl = ds_param(r, "HTTP_STREAM_TTL");
+	const char *exp = ds_param(r, "HTTP_STREAM_EXPIRES_AT");
+
+	if (ttl && exp) {
+		ds_respond_error(r, 400,
+		    "Stream-TTL and Stream-Expires-At are mutually exclusive");
+		return -1;
+	}
+	if (ttl) {
+		/* Ten years is plenty and keeps ms arithmetic far from overflow. */
+		if (ds_parse_uint(ttl, strlen(ttl), 315360000, &c->ttl_s) ==
+		    -1) {
+			ds_respond_error(r, 400, "invalid Stream-TTL");
+			return -1;
+		}
+		c->flags |= DS_F_TTL;
+	}
+	if (exp) {
+		if (ds_parse_rfc3339(exp, strlen(exp), &c->expires_ms) == -1) {
+			ds_respond_error(r, 400, "invalid Stream-Expires-At");
+			return -1;
+		}
+		c->flags |= DS_F_EXPIRES;
+	}
+	return 0;
+}
+
+/* Does an existing stream have the configuration a PUT asks for? */
+static int
+same_config(const struct ds_stream_info *i, const struct ds_create *c)
+{
+	uint32_t m = DS_F_TTL | DS_F_EXPIRES | DS_F_CLOSED;
+
+	if (!ds_media_type_eq(i->ctype, c->ctype))
+		return 0;
+	if ((i->flags & m) != (c->flags & m))
+		return 0;
+	if ((i->flags & DS_F_TTL) && i->ttl_s != c->ttl_s)
+		return 0;
+	if ((i->flags & DS_F_EXPIRES) && i->expires_ms != c->expires_ms)
+		return 0;
+	return 1;
+}
+
+/* PUT: create a stream, or confirm an identical one (PROTOCOL 5.1). */
+static void
+handle_put(struct ds_req *r)
+{
+	struct ds_create c;
+	struct ds_stream_info info;
+	const char *ct = ds_param(r, "CONTENT_TYPE");
+	const char *closed = ds_param(r, "HTTP_STREAM_CLOSED");
+	char norm[DS_CTYPE_MAX + 1];
+	char *msgs = NULL;
+	size_t msglen = 0, nmsg;
+	enum ds_json_err je;
+	enum ds_err e;
+
+	memset(&c, 0, sizeof(c));
+	if (ds_param(r, "HTTP_STREAM_FORKED_FROM")) {
+		ds_respond_error(r, 501, "forks are not implemented yet");
+		return;
+	}
+	if (ct == NULL || *ct == '\0')
+		ct = DEFAULT_CTYPE;
+	if (strlen(ct) > DS_CTYPE_MAX ||
+	    ds_media_type_norm(ct, norm, sizeof(norm)) == -1) {
+		ds_respond_error(r, 400, "invalid Content-Type");
+		return;
+	}
+	c.ctype = ct;
+	if (expiry_headers(r, &c) == -1)
+		return;
+	if (closed && ds_header_is_true(closed))
+		c.flags |= DS_F_CLOSED;
+	c.body = r->body;
+	c.len = r->bodylen;
+	if (is_json(ct)) {
+		c.flags |= DS_F_MSG;
+		if (r->bodylen > 0) {
+			je = ds_json_split(r->body, r->bodylen, 1, &msgs,
+			    &msglen, &nmsg);
+			if (je != DS_JSON_OK) {
+				ds_respond_error(r, je == DS_JSON_NOMEM ? 503 :
+				    400, ds_json_strerror(je));
+				return;
+			}
+			c.body = msgs;
+			c.len = msglen;
+		}
+	}
+	e = ds_store_create(r->store, r->path, &c, r->now, &info);
+	free(msgs);
+	if (e == DS_OK) {
+		location_header(r);
+		stream_headers(r, &info);
+		ds_respond(r, 201, info.ctype, NULL, 0);
+	} else if (e == DS_EEXIST && same_config(&info, &c)) {
+		stream_headers(r, &info);
+		ds_respond(r, 200, info.ctype, NULL, 0);
+	} else if (e == DS_EEXIST || e == DS_EGONE) {
+		ds_respond_error(r, 409, e == DS_EGONE ?
+		    "a deleted stream still holds this path" :
+		    "stream exists with a different configuration");
+	} else
+		ds_respond_store_error(r, e);
+}
+
+/*
+ * Reads the producer headers (PROTOCOL 5.2.1). Returns 1 when all three are
+ * present and valid, 0 when none is, or -1 after answering 400.
+ */
+static int
+producer_headers(struct ds_req *r, struct ds_producer *p)
+{
+	const char *id = ds_param(r, "HTTP_PRODUCER_ID");
+	const char *ep = ds_param(r, "HTTP_PRODUCER_EPOCH");
+	const char *sq = ds_param(r, "HTTP_PRODUCER_SEQ");
+
+	if (!id && !ep && !sq)
+		return 0;
+	if (!id || !ep || !sq) {
+		ds_respond_error(r, 400, "Producer-Id, Producer-Epoch and "
+		    "Producer-Seq go together");
+		return -1;
+	}
+	if (*id == '\0' || strlen(id) > DS_PRODUCER_MAX) {
+		ds_respond_error(r, 400, "invalid Producer-Id");
+		return -1;
+	}
+	if (ds_parse_uint(ep, strlen(ep), DS_MAX_SAFE_INT, &p->epoch) == -1 ||
+	    ds_parse_uint(sq, strlen(sq), DS_MAX_SAFE_INT, &p->seq) == -1) {
+		ds_respond_error(r, 400, "invalid Producer-Epoch or "
+		    "Producer-Seq");
+		return -1;
+	}
+	p->id = id;
+	p->idlen = strlen(id);
+	return 1;
+}
+
+/* POST: append, close, or both (PROTOCOL 5.2, 5.2.1, 5.3). */
+static void
+handle_post(struct ds_req *r)
+{
+	struct ds_append a;
+	struct ds_append_res res;
+	struct ds_producer p;
+	struct ds_stream_info info;
+	const char *ct = ds_param(r, "CONTENT_TYPE");
+	const char *closed = ds_param(r, "HTTP_STREAM_CLOSED");
+	const char *seq = ds_param(r, "HTTP_STREAM_SEQ");
+	char norm[DS_CTYPE_MAX + 1], off[DS_OFFSET_LEN + 1];
+	char *msgs = NULL;
+	size_t msglen, nmsg;
+	enum ds_json_err je;
+	enum ds_err e;
+	int hasp;
+
+	memset(&a, 0, sizeof(a));
+	if ((hasp = producer_headers(r, &p)) == -1)
+		return;
+	a.producer = hasp ? &p : NULL;
+	a.close = closed && ds_header_is_true(closed);
+	if (seq) {
+		if (*seq == '\0' || strlen(seq) > DS_SEQ_MAX) {
+			ds_respond_error(r, 400, "invalid Stream-Seq");
+			return;
+		}
+		a.seq = seq;
+		a.seqlen = strlen(seq);
+	}
+	if (r->bodylen == 0 && !a.close) {
+		ds_respond_error(r, 400, "empty body without Stream-Closed");
+		return;
+	}
+	if (r->bodylen > 0 && (ct == NULL || *ct == '\0' ||
+	    strlen(ct) > DS_CTYPE_MAX ||
+	    ds_media_type_norm(ct, norm, sizeof(norm)) == -1)) {
+		ds_respond_error(r, 400, "missing or invalid Content-Type");
+		return;
+	}
+	if ((e = ds_store_stat(r->store, r->path, r->now, &info)) != DS_OK) {
+		ds_respond_store_error(r, e);
+		return;
+	}
+	a.body = r->body;
+	a.len = r->bodylen;
+	a.ctype_ok = r->bodylen == 0 || ds_media_type_eq(ct, info.ctype);
+	if ((info.flags & DS_F_MSG) && r->bodylen > 0 && a.ctype_ok &&
+	    !(info.flags & DS_F_CLOSED)) {
+		je = ds_json_split(r->body, r->bodylen, 0, &msgs, &msglen,
+		    &nmsg);
+		if (je != DS_JSON_OK) {
+			ds_respond_error(r, je == DS_JSON_NOMEM ? 503 : 400,
+			    ds_json_strerror(je));
+			return;
+		}
+		a.body = msgs;
+		a.len = msglen;
+	}
+	e = ds_store_append(r->store, r->path, &a, r->now, &res);
+	free(msgs);
+	ds_offset_format(res.tail, off);
+	switch (e) {
+	case DS_OK:
+		ds_add_header(r, "Stream-Next-Offset", "%s", off);
+		if (res.closed)
+			ds_add_header(r, "Stream-Closed", "true");
+		if (hasp) {
+			ds_add_header(r, "Producer-Epoch", "%" PRIu64,
+			    res.epoch);
+			ds_add_header(r, "Producer-Seq", "%" PRIu64, res.seq);
+		}
+		/* PROTOCOL 5.2.1: 200 for new data from a producer. */
+		ds_respond(r, hasp && !res.duplicate && a.len > 0 ? 200 : 204,
+		    NULL, NULL, 0);
+		return;
+	case DS_ECLOSED:
+		ds_add_header(r, "Stream-Closed", "true");
+		ds_add_header(r, "Stream-Next-Offset", "%s", off);
+		break;
+	case DS_EPRODUCER_STALE:
+		ds_add_header(r, "Producer-Epoch", "%" PRIu64, res.epoch);
+		break;
+	case DS_EPRODUCER_GAP:
+		ds_add_header(r, "Producer-Expected-Seq", "%" PRIu64, res.seq);
+		ds_add_header(r, "Producer-Received-Seq", "%" PRIu64, p.seq);
+		break;
+	default:
+		break;
+	}
+	ds_respond_store_error(r, e);
+}
+
+/* The Cache-Control of a catch-up read (PROTOCOL 10.1), bounded by expiry. */
+static void
+cache_header(struct ds_req *r, const struct ds_stream_info *i)
+{
+	int64_t left = 60;
+
+	if (i->flags & DS_F_TTL)
+		left = (int64_t)i->ttl_s;
+	if (i->flags & DS_F_EXPIRES)
+		left = (i->expires_ms - r->now) / 1000;
+	if (left > 60)
+		left = 60;
+	if (left <= 0)
+		ds_add_header(r, "Cache-Control", "no-store");
+	else
+		ds_add_header(r, "Cache-Control",
+		    "public, max-age=%" PRId64 ", stale-while-revalidate=300",
+		    left);
+}
+
+/* Does an If-None-Match value name etag (or "*")? */
+static int
+etag_matches(const char *inm, const char *etag)
+{
+	size_t n = strlen(etag);
+	const char *p;
+
+	for (p = inm; *p; ) {
+		while (*p == ' ' || *p == ',' || *p == '\t')
+			p++;
+		if (*p == '*')
+			return 1;
+		if (strncmp(p, "W/", 2) == 0)
+			p += 2;
+		if (strncmp(p, etag, n) == 0 &&
+		    (p[n] == '\0' || p[n] == ',' || p[n] == ' '))
+			return 1;
+		while (*p && *p != ',')
+			p++;
+	}
+	return 0;
+}
+
+/*
+ * Turns newline-terminated JSON records into one JSON array (PROTOCOL
+ * 9.1.5). Returns a malloc'd buffer and its length in *outlen, or NULL.
+ */
+static char *
+records_to_array(const char *data, size_t len, size_t *outlen)
+{
+	char *out, *p;
+	size_t i;
+
+	if ((out = malloc(len + 2)) == NULL)
+		return NULL;
+	p = out;
+	*p++ = '[';
+	for (i = 0; i < len; i++)
+		*p++ = data[i] == '\n' ? (i + 1 == len ? ']' : ',') : data[i];
+	if (len == 0 || data[len - 1] != '\n')
+		*p++ = ']';
+	*outlen = (size_t)(p - out);
+	return out;
+}
+
+/* GET: catch-up read (PROTOCOL 5.6, 8, 9.1.5, 10.1). */
+static void
+handle_get(struct ds_req *r)
+{
+	struct ds_stream_info info;
+	enum ds_offset_kind kind = DS_OFFSET_START;
+	char val[256], off[DS_OFFSET_LEN + 1], etag[128], *data = NULL;
+	char *arr = NULL;
+	const char *inm, *body;
+	size_t vlen, len = 0, blen;
+	uint64_t from = 0, next;
+	enum ds_err e;
+	int n, now_read, up_to_date, eof;
+
+	n = ds_query_get(r->query, r->querylen, "offset", val, sizeof(val),
+	    &vlen);
+	if (n > 1 || n == -1) {
+		ds_respond_error(r, 400, n > 1 ? "more than one offset" :
+		    "malformed offset");
+		return;
+	}
+	if (n == 1 && ds_offset_parse(val, vlen, &kind, &from) == -1) {
+		ds_respond_error(r, 400, "malformed offset");
+		return;
+	}
+	n = ds_query_get(r->query, r->querylen, "live", val, sizeof(val),
+	    &vlen);
+	if (n > 1 || n == -1) {
+		ds_respond_error(r, 400, "malformed live parameter");
+		return;
+	}
+	if (n == 1) {
+		if (strcmp(val, "long-poll") == 0 || strcmp(val, "sse") == 0)
+			ds_respond_error(r, 501,
+			    "live reads are not implemented yet");
+		else
+			ds_respond_error(r, 400, "live must be long-poll or sse");
+		return;
+	}
+	now_read = kind == DS_OFFSET_NOW;
+	if (kind == DS_OFFSET_START)
+		from = 0;
+	else if (kind == DS_OFFSET_NOW)
+		from = DS_POS_NOW;
+	e = ds_store_read(r->store, r->path, from, now_read ? 0 :
+	    r->cfg->chunk, r->now, &info, &data, &len);
+	if (e != DS_OK) {
+		ds_respond_store_error(r, e);
+		return;
+	}
+	if (from == DS_POS_NOW)
+		from = info.tail;
+	next = from + len;
+	up_to_date = next == info.tail;
+	eof = up_to_date && (info.flags & DS_F_CLOSED);
+	ds_offset_format(next, off);
+	ds_add_header(r, "Stream-Next-Offset", "%s", off);
+	if (up_to_date)
+		ds_add_header(r, "Stream-Up-To-Date", "true");
+	if (eof)
+		ds_add_header(r, "Stream-Closed", "true");
+	body = data;
+	blen = len;
+	if (info.flags & DS_F_MSG) {
+		if ((arr = records_to_array(data ? data : "", len, &blen)) ==
+		    NULL) {
+			free(data);
+			r->hdrlen = 0;
+			ds_respond_error(r, 503, "out of memory");
+			return;
+		}
+		body = arr;
+	}
+	if (now_read) {
+		/* The tail moves: never cache it (PROTOCOL 8). */
+		ds_add_header(r, "Cache-Control", "no-store");
+		ds_respond(r, 200, info.ctype, body, blen);
+	} else {
+		snprintf(etag, sizeof(etag), "\"%016" PRIx64 ":%" PRIu64 ":%"
+		    PRIu64 "%s\"", info.id, from, next, eof ? ":c" : "");
+		ds_add_header(r, "ETag", "%s", etag);
+		cache_header(r, &info);
+		inm = ds_param(r, "HTTP_IF_NONE_MATCH");
+		if (inm && etag_matches(inm, etag))
+			ds_respond(r, 304, NULL, NULL, 0);
+		else
+			ds_respond(r, 200, info.ctype, body, blen);
+	}
+	free(arr);
+	free(data);
+}
+
+/* HEAD: metadata only, never cached (PROTOCOL 5.5). */
+static void
+handle_head(struct ds_req *r)
+{
+	struct ds_stream_info info;
+	enum ds_err e;
+
+	if ((e = ds_store_stat(r->store, r->path, r->now, &info)) != DS_OK) {
+		ds_respond_store_error(r, e);
+		return;
+	}
+	stream_headers(r, &info);
+	ds_add_header(r, "Cache-Control", "no-store");
+	ds_respond(r, 200, info.ctype, NULL, 0);
+}
+
+static void
+handle_delete(struct ds_req *r)
+{
+	enum ds_err e;
+
+	if ((e = ds_store_delete(r->store, r->path)) != DS_OK)
+		ds_respond_store_error(r, e);
+	else
+		ds_respond(r, 204, NULL, NULL, 0);
+}
+
+/* CORS preflight. */
+static void
+handle_options(struct ds_req *r)
+{
+	const char *want = ds_param(r, "HTTP_ACCESS_CONTROL_REQUEST_HEADERS");
+
+	ds_add_header(r, "Access-Control-Allow-Methods", ALLOW);
+	if (want && *want && strlen(want) < 1024 && !strpbrk(want, "\r\n"))
+		ds_add_header(r, "Access-Control-Allow-Headers", "%s", want);
+	else
+		ds_add_header(r, "Access-Control-Allow-Headers",
+		    "Content-Type, Stream-TTL, Stream-Expires-At, Stream-Seq, "
+		    "Stream-Closed, Stream-Forked-From, Stream-Fork-Offset, "
+		    "Stream-Fork-Sub-Offset, Producer-Id, Producer-Epoch, "
+		    "Producer-Seq, If-None-Match, Authorization");
+	ds_add_header(r, "Access-Control-Max-Age", "86400");
+	ds_add_header(r, "Allow", ALLOW);
+	ds_respond(r, 204, NULL, NULL, 0);
+}
+
+/*
+ * Routes one request: checks the method and the stream path, reads the
+ * body where one is expected, then hands over to the method's handler.
+ */
+void
+ds_handle(struct ds_req *r)
+{
+	const char *q;
+	size_t rawlen, plen;
+	int st;
+
+	r->method = ds_param(r, "REQUEST_METHOD");
+	r->uri = ds_param(r, "REQUEST_URI");
+	if (r->method == NULL || r->uri == NULL) {
+		ds_respond_error(r, 500, "front server sent no REQUEST_METHOD "
+		    "or REQUEST_URI");
+		return;
+	}
+	if ((q = strchr(r->uri, '?')) != NULL) {
+		r->query = q + 1;
+		r->querylen = strlen(q + 1);
+		rawlen = (size_t)(q - r->uri);
+	} else {
+		r->query = r->uri + strlen(r->uri);
+		r->querylen = 0;
+		rawlen = strlen(r->uri);
+	}
+	plen = strlen(DS_ROUTE_PREFIX);
+	if (rawlen < plen || strncmp(r->uri, DS_ROUTE_PREFIX, plen) != 0) {
+		ds_respond_error(r, 404, "not a stream URL");
+		return;
+	}
+	if (ds_path_decode(r->uri + plen, rawlen - plen, r->path,
+	    sizeof(r->path), &plen) == -1) {
+		ds_respond_error(r, 400, "invalid stream path");
+		return;
+	}
+	if (strncmp(r->path, "__ds", 4) == 0 &&
+	    (r->path[4] == '/' || r->path[4] == '\0')) {
+		ds_respond_error(r, 501, "subscriptions are not implemented yet");
+		return;
+	}
+	if (strcmp(r->method, "OPTIONS") == 0) {
+		handle_options(r);
+		return;
+	}
+	if (strcmp(r->method, "PUT") == 0 || strcmp(r->method, "POST") == 0) {
+		if ((st = ds_read_body(r)) != 0) {
+			ds_respond_error(r, st, st == 413 ?
+			    "request body too large" : st == 400 ?
+			    "malformed or truncated request body" :
+			    "cannot read request body");
+			return;
+		}
+		if (r->method[1] == 'U')
+			handle_put(r);
+		else
+			handle_post(r);
+	} else if (strcmp(r->method, "GET") == 0)
+		handle_get(r);
+	else if (strcmp(r->method, "HEAD") == 0)
+		handle_head(r);
+	else if (strcmp(r->method, "DELETE") == 0)
+		handle_delete(r);
+	else {
+		ds_add_header(r, "Allow", ALLOW);
+		ds_respond_error(r, 405, "method not allowed");
+	}
+}

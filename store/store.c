@@ -1,0 +1,959 @@
+/*
+ * store.c: stream records in LMDB, bytes in segment files.
+ *
+ * Concurrency. Appends to one stream are serialised by an exclusive flock()
+ * on the stream's segment file (every call opens its own descriptor, so the
+ * lock works between threads as well as processes, and the kernel drops it
+ * when a process dies). Under that lock an append validates against the
+ * committed record, writes its bytes past the committed tail, fdatasync()s
+ * the segment, then commits the new tail and producer state in one short
+ * LMDB write transaction. The environment runs with MDB_NOSYNC so that
+ * LMDB's single writer lock is never held across a sync; each writer calls
+ * mdb_env_sync() after its commit instead, and concurrent writers share the
+ * flushes (the kernel returns at once when the pages are already clean).
+ * That is the group commit: no lock is held across any fsync that another
+ * stream has to wait for.
+ *
+ * Error handling: functions that acquire resources leave through one
+ * cleanup label ("out") that releases whatever was taken.
+ */
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store/store_int.h"
+
+static const char *const errtab[] = {
+	[DS_OK] = "success",
+	[DS_ENOTFOUND] = "stream not found",
+	[DS_EGONE] = "stream is deleted",
+	[DS_EEXIST] = "stream already exists",
+	[DS_ECLOSED] = "stream is closed",
+	[DS_ECTYPE] = "content type does not match the stream",
+	[DS_ESEQ] = "Stream-Seq is not above the last one",
+	[DS_EPRODUCER_STALE] = "stale producer epoch",
+	[DS_EPRODUCER_GAP] = "producer sequence gap",
+	[DS_EPRODUCER_BADSEQ] = "a new producer epoch must start at seq 0",
+	[DS_EOFFSET] = "offset is beyond the tail or not on a boundary",
+	[DS_ETOOBIG] = "value exceeds a store limit",
+	[DS_EFULL] = "metadata map is full",
+	[DS_EIO] = "I/O error",
+	[DS_ENOMEM] = "out of memory",
+	[DS_ECORRUPT] = "corrupt stream record",
+};
+
+const char *
+ds_strerror(enum ds_err e)
+{
+	if ((size_t)e >= sizeof(errtab) / sizeof(errtab[0]) || !errtab[e])
+		return "unknown error";
+	return errtab[e];
+}
+
+void
+ds_logf(const char *fn, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "ds-store[%ld]: %s: %s\n", (long)getpid(), fn, buf);
+}
+
+/* Maps an LMDB return code to ours, logging the unexpected ones. */
+static enum ds_err
+mdb_err(const char *fn, const char *what, int rc)
+{
+	if (rc == MDB_MAP_FULL) {
+		ds_logf(fn, "%s: %s", what, mdb_strerror(rc));
+		return DS_EFULL;
+	}
+	if (rc == ENOMEM)
+		return DS_ENOMEM;
+	ds_logf(fn, "%s: %s", what, mdb_strerror(rc));
+	return DS_EIO;
+}
+
+/*
+ * Begins a transaction. Another process may have grown the map; adopt its
+ * size and try again.
+ */
+static enum ds_err
+txn_begin(struct ds_store *s, unsigned flags, MDB_txn **txn)
+{
+	int rc;
+
+	rc = mdb_txn_begin(s->env, NULL, flags, txn);
+	if (rc == MDB_MAP_RESIZED) {
+		if ((rc = mdb_env_set_mapsize(s->env, 0)) == 0)
+			rc = mdb_txn_begin(s->env, NULL, flags, txn);
+	}
+	if (rc != 0)
+		return mdb_err(__func__, "mdb_txn_begin", rc);
+	return DS_OK;
+}
+
+/* Commits a write transaction and flushes it (see the top of the file). */
+static enum ds_err
+txn_commit_sync(struct ds_store *s, MDB_txn *txn)
+{
+	int rc;
+
+	if ((rc = mdb_txn_commit(txn)) != 0)
+		return mdb_err(__func__, "mdb_txn_commit", rc);
+	if ((rc = mdb_env_sync(s->env, 1)) != 0)
+		return mdb_err(__func__, "mdb_env_sync", rc);
+	return DS_OK;
+}
+
+static enum ds_err
+rec_get(struct ds_store *s, MDB_txn *txn, const char *path, struct ds_rec *r)
+{
+	MDB_val k, v;
+	int rc;
+
+	k.mv_data = (void *)path;
+	k.mv_size = strlen(path);
+	if (k.mv_size == 0 || k.mv_size > DS_PATH_MAX)
+		return DS_ENOTFOUND;
+	rc = mdb_get(txn, s->streams, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return DS_ENOTFOUND;
+	if (rc != 0)
+		return mdb_err(__func__, "mdb_get", rc);
+	if (ds_rec_decode(&v, r) == -1) {
+		ds_log("%s: undecodable record", path);
+		return DS_ECORRUPT;
+	}
+	return DS_OK;
+}
+
+static enum ds_err
+rec_put(struct ds_store *s, MDB_txn *txn, const char *path,
+    const struct ds_rec *r)
+{
+	char buf[DS_REC_BUFSZ];
+	MDB_val k, v;
+	int rc;
+
+	k.mv_data = (void *)path;
+	k.mv_size = strlen(path);
+	v.mv_data = buf;
+	if ((v.mv_size = ds_rec_encode(r, buf, sizeof(buf))) == 0)
+		return DS_ETOOBIG;
+	if ((rc = mdb_put(txn, s->streams, &k, &v, 0)) != 0)
+		return mdb_err(__func__, "mdb_put", rc);
+	return DS_OK;
+}
+
+static int
+expired(const struct ds_stream_info *i, int64_t now)
+{
+	if ((i->flags & DS_F_TTL) &&
+	    now >= i->access_ms + (int64_t)i->ttl_s * 1000)
+		return 1;
+	if ((i->flags & DS_F_EXPIRES) && now >= i->expires_ms)
+		return 1;
+	return 0;
+}
+
+/* Key of a producer's state: the stream id, then the producer id. */
+static size_t
+producer_key(uint64_t id, const char *pid, size_t pidlen, char *buf)
+{
+	memcpy(buf, &id, 8);
+	memcpy(buf + 8, pid, pidlen);
+	return 8 + pidlen;
+}
+
+/*
+ * Removes a stream's record, its id entry and its producer states within
+ * txn. The caller commits, then unlinks the segment.
+ */
+static enum ds_err
+rec_remove(struct ds_store *s, MDB_txn *txn, const char *path, uint64_t id)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	int rc;
+
+	k.mv_data = (void *)path;
+	k.mv_size = strlen(path);
+	if ((rc = mdb_del(txn, s->streams, &k, NULL)) != 0)
+		return mdb_err(__func__, "mdb_del stream", rc);
+	k.mv_data = &id;
+	k.mv_size = sizeof(id);
+	if ((rc = mdb_del(txn, s->ids, &k, NULL)) != 0 && rc != MDB_NOTFOUND)
+		return mdb_err(__func__, "mdb_del id", rc);
+	if ((rc = mdb_cursor_open(txn, s->producers, &c)) != 0)
+		return mdb_err(__func__, "mdb_cursor_open", rc);
+	k.mv_data = &id;
+	k.mv_size = sizeof(id);
+	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	while (rc == 0 && k.mv_size >= 8 && memcmp(k.mv_data, &id, 8) == 0) {
+		if ((rc = mdb_cursor_del(c, 0)) != 0)
+			break;
+		rc = mdb_cursor_get(c, &k, &v, MDB_GET_CURRENT);
+		if (rc == MDB_NOTFOUND || rc == EINVAL)
+			rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return mdb_err(__func__, "producer cleanup", rc);
+	return DS_OK;
+}
+
+/*
+ * Deletes the stream at path if it is still the expired stream id. Called
+ * when a lookup finds a stream past its TTL or Expires-At.
+ */
+static void
+expire(struct ds_store *s, const char *path, uint64_t id, int64_t now)
+{
+	struct ds_rec r;
+	MDB_txn *txn;
+
+	if (txn_begin(s, 0, &txn) != DS_OK)
+		return;
+	if (rec_get(s, txn, path, &r) != DS_OK || r.info.id != id ||
+	    !expired(&r.info, now) ||
+	    rec_remove(s, txn, path, id) != DS_OK) {
+		mdb_txn_abort(txn);
+		return;
+	}
+	if (txn_commit_sync(s, txn) == DS_OK)
+		ds_seg_unlink(s, id);
+}
+
+/*
+ * Looks a live stream up in a read transaction of its own. Expired streams
+ * are removed and reported as not found.
+ */
+static enum ds_err
+lookup(struct ds_store *s, const char *path, int64_t now, struct ds_rec *r)
+{
+	MDB_txn *txn;
+	enum ds_err e;
+
+	if ((e = txn_begin(s, MDB_RDONLY, &txn)) != DS_OK)
+		return e;
+	e = rec_get(s, txn, path, r);
+	mdb_txn_abort(txn);
+	if (e != DS_OK)
+		return e;
+	if (expired(&r->info, now)) {
+		expire(s, path, r->info.id, now);
+		return DS_ENOTFOUND;
+	}
+	if (r->info.flags & DS_F_DELETED)
+		return DS_EGONE;
+	return DS_OK;
+}
+
+enum ds_err
+ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
+{
+	struct ds_store *s;
+	char meta[4096];
+	MDB_txn *txn = NULL;
+	enum ds_err e = DS_EIO;
+	int rc, dead;
+
+	*out = NULL;
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return DS_ENOMEM;
+	s->segdirfd = -1;
+	if (snprintf(meta, sizeof(meta), "%s/meta", cfg->dir) >=
+	    (int)sizeof(meta) ||
+	    asprintf(&s->segdir, "%s/segments", cfg->dir) == -1) {
+		s->segdir = NULL;
+		goto out;
+	}
+	if ((mkdir(cfg->dir, 0750) == -1 && errno != EEXIST) ||
+	    (mkdir(meta, 0750) == -1 && errno != EEXIST) ||
+	    (mkdir(s->segdir, 0750) == -1 && errno != EEXIST)) {
+		ds_log("mkdir under %s: %s", cfg->dir, strerror(errno));
+		goto out;
+	}
+	s->segdirfd = open(s->segdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (s->segdirfd == -1) {
+		ds_log("open %s: %s", s->segdir, strerror(errno));
+		goto out;
+	}
+	if ((rc = mdb_env_create(&s->env)) != 0 ||
+	    (rc = mdb_env_set_maxdbs(s->env, 8)) != 0 ||
+	    (rc = mdb_env_set_maxreaders(s->env,
+	    cfg->max_readers ? cfg->max_readers : 4096)) != 0 ||
+	    (rc = mdb_env_set_mapsize(s->env,
+	    cfg->map_size ? cfg->map_size : (size_t)8 << 30)) != 0) {
+		e = mdb_err(__func__, "mdb_env setup", rc);
+		goto out;
+	}
+	rc = mdb_env_open(s->env, meta,
+	    MDB_NOSYNC | MDB_NOTLS | MDB_NORDAHEAD, 0640);
+	if (rc != 0) {
+		e = mdb_err(__func__, meta, rc);
+		goto out;
+	}
+	/* Reader slots of processes that died (SIGKILL) would pin pages. */
+	if ((rc = mdb_reader_check(s->env, &dead)) != 0) {
+		e = mdb_err(__func__, "mdb_reader_check", rc);
+		goto out;
+	}
+	if ((e = txn_begin(s, 0, &txn)) != DS_OK)
+		goto out;
+	if ((rc = mdb_dbi_open(txn, "streams", MDB_CREATE, &s->streams)) ||
+	    (rc = mdb_dbi_open(txn, "ids", MDB_CREATE, &s->ids)) ||
+	    (rc = mdb_dbi_open(txn, "producers", MDB_CREATE,
+	    &s->producers))) {
+		e = mdb_err(__func__, "mdb_dbi_open", rc);
+		mdb_txn_abort(txn);
+		goto out;
+	}
+	if ((e = txn_commit_sync(s, txn)) != DS_OK)
+		goto out;
+	*out = s;
+	return DS_OK;
+out:
+	ds_store_close(s);
+	return e;
+}
+
+void
+ds_store_close(struct ds_store *s)
+{
+	if (s == NULL)
+		return;
+	if (s->env)
+		mdb_env_close(s->env);
+	if (s->segdirfd != -1)
+		close(s->segdirfd);
+	free(s->segdir);
+	free(s);
+}
+
+enum ds_err
+ds_store_stat(struct ds_store *s, const char *path, int64_t now,
+    struct ds_stream_info *out)
+{
+	struct ds_rec r;
+	enum ds_err e;
+
+	if ((e = lookup(s, path, now, &r)) != DS_OK)
+		return e;
+	*out = r.info;
+	return DS_OK;
+}
+
+static uint64_t
+new_id(void)
+{
+	uint64_t id = 0;
+
+	while (id == 0) {
+		if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id))
+			id = 0;
+	}
+	return id;
+}
+
+enum ds_err
+ds_store_create(struct ds_store *s, const char *path,
+    const struct ds_create *req, int64_t now, struct ds_stream_info *out)
+{
+	struct ds_rec r, old;
+	MDB_txn *txn;
+	MDB_val k, v;
+	enum ds_err e;
+	uint64_t id, oldid = 0;
+	int rc;
+
+	if (strlen(path) == 0 || strlen(path) > DS_PATH_MAX ||
+	    strlen(req->ctype) > DS_CTYPE_MAX)
+		return DS_ETOOBIG;
+	e = lookup(s, path, now, &old);
+	if (e == DS_OK || e == DS_EGONE) {
+		*out = old.info;
+		return e == DS_OK ? DS_EEXIST : DS_EGONE;
+	}
+	if (e != DS_ENOTFOUND)
+		return e;
+
+	memset(&r, 0, sizeof(r));
+	snprintf(r.info.ctype, sizeof(r.info.ctype), "%s", req->ctype);
+	r.info.flags = req->flags & (DS_F_CLOSED | DS_F_TTL | DS_F_EXPIRES |
+	    DS_F_MSG);
+	r.info.ttl_s = req->ttl_s;
+	r.info.expires_ms = req->expires_ms;
+	r.info.access_ms = now;
+	r.info.base = 0;
+	r.info.tail = req->len;
+	r.created_ms = now;
+
+	for (;;) {
+		id = new_id();
+		if (ds_seg_create(s, id, req->body, req->len) == -1)
+			return DS_EIO;
+		if ((e = txn_begin(s, 0, &txn)) != DS_OK)
+			goto fail;
+		/* Someone may have created the path since our lookup. */
+		e = rec_get(s, txn, path, &old);
+		if (e == DS_OK && !expired(&old.info, now)) {
+			mdb_txn_abort(txn);
+			ds_seg_unlink(s, id);
+			*out = old.info;
+			return (old.info.flags & DS_F_DELETED) ? DS_EGONE :
+			    DS_EEXIST;
+		}
+		if (e == DS_OK) {
+			oldid = old.info.id;
+			if ((e = rec_remove(s, txn, path, oldid)) != DS_OK)
+				goto abort;
+		} else if (e != DS_ENOTFOUND)
+			goto abort;
+		k.mv_data = &id;
+		k.mv_size = sizeof(id);
+		v.mv_data = (void *)path;
+		v.mv_size = strlen(path);
+		rc = mdb_put(txn, s->ids, &k, &v, MDB_NOOVERWRITE);
+		if (rc == MDB_KEYEXIST) {
+			/* A 64-bit random id collided: draw again. */
+			mdb_txn_abort(txn);
+			ds_seg_unlink(s, id);
+			continue;
+		}
+		if (rc != 0) {
+			e = mdb_err(__func__, "mdb_put id", rc);
+			goto abort;
+		}
+		r.info.id = id;
+		if ((e = rec_put(s, txn, path, &r)) != DS_OK)
+			goto abort;
+		if ((e = txn_commit_sync(s, txn)) != DS_OK)
+			goto fail;
+		break;
+	}
+	if (oldid != 0)
+		ds_seg_unlink(s, oldid);
+	*out = r.info;
+	return DS_OK;
+abort:
+	mdb_txn_abort(txn);
+fail:
+	ds_seg_unlink(s, id);
+	return e;
+}
+
+/* Locks fd exclusively, retrying EINTR. */
+static int
+lock_fd(int fd)
+{
+	while (flock(fd, LOCK_EX) == -1) {
+		if (errno != EINTR) {
+			ds_log("flock: %s", strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Validates an append against the committed record and producer state
+ * (PROTOCOL 5.2 error precedence, 5.2.1 validation logic). Returns DS_OK
+ * when the append should be written, or an error; a duplicate is DS_OK with
+ * res->duplicate set.
+ */
+static enum ds_err
+validate(const struct ds_rec *r, const struct ds_pstate *ps, int have_ps,
+    const struct ds_append *req, struct ds_append_res *res)
+{
+	const struct ds_producer *p = req->producer;
+	size_t n;
+	int c;
+
+	res->tail = r->info.tail;
+	res->closed = (r->info.flags & DS_F_CLOSED) != 0;
+	if (p && have_ps && p->epoch < ps->epoch) {
+		res->epoch = ps->epoch;
+		return DS_EPRODUCER_STALE;
+	}
+	if (res->closed) {
+		if (p && r->closerlen == p->idlen &&
+		    memcmp(r->closer, p->id, p->idlen) == 0 &&
+		    r->closer_epoch == p->epoch && r->closer_seq == p->seq) {
+			res->duplicate = 1;
+			res->epoch = p->epoch;
+			res->seq = p->seq;
+			return DS_OK;
+		}
+		if (req->len == 0 && req->close) {
+			res->duplicate = 1;
+			if (p) {
+				res->epoch = have_ps ? ps->epoch : p->epoch;
+				res->seq = have_ps ? ps->seq : p->seq;
+			}
+			return DS_OK;
+		}
+		return DS_ECLOSED;
+	}
+	if (req->len > 0 && !req->ctype_ok)
+		return DS_ECTYPE;
+	if (p) {
+		res->epoch = p->epoch;
+		if (!have_ps || p->epoch > ps->epoch) {
+			if (p->seq != 0) {
+				if (have_ps)
+					return DS_EPRODUCER_BADSEQ;
+				res->seq = 0;
+				return DS_EPRODUCER_GAP;
+			}
+		} else if (p->seq <= ps->seq) {
+			res->duplicate = 1;
+			res->seq = ps->seq;
+			return DS_OK;
+		} else if (p->seq != ps->seq + 1) {
+			res->seq = ps->seq + 1;
+			return DS_EPRODUCER_GAP;
+		}
+		res->seq = p->seq;
+	}
+	if (req->seq && r->seqlen > 0) {
+		n = req->seqlen < r->seqlen ? req->seqlen : r->seqlen;
+		c = memcmp(req->seq, r->seq, n);
+		if (c < 0 || (c == 0 && req->seqlen <= r->seqlen))
+			return DS_ESEQ;
+	}
+	return DS_OK;
+}
+
+/*
+ * Writes the append's bytes at the committed tail and syncs them. Bytes a
+ * crashed append left past the tail are cut off first (recovery on open).
+ */
+static enum ds_err
+write_data(int fd, const struct ds_rec *r, const void *body, size_t len)
+{
+	uint64_t own = r->info.tail - r->info.base;
+	struct stat st;
+
+	if (fstat(fd, &st) == -1) {
+		ds_log("fstat: %s", strerror(errno));
+		return DS_EIO;
+	}
+	if ((uint64_t)st.st_size > own && ftruncate(fd, (off_t)own) == -1) {
+		ds_log("ftruncate: %s", strerror(errno));
+		return DS_EIO;
+	}
+	if (ds_seg_write(fd, own, body, len) == -1)
+		return DS_EIO;
+	if (fdatasync(fd) == -1) {
+		ds_log("fdatasync: %s", strerror(errno));
+		return DS_EIO;
+	}
+	return DS_OK;
+}
+
+enum ds_err
+ds_store_append(struct ds_store *s, const char *path,
+    const struct ds_append *req, int64_t now, struct ds_append_res *res)
+{
+	const struct ds_producer *p = req->producer;
+	struct ds_rec r;
+	struct ds_pstate ps;
+	char pkey[8 + DS_PRODUCER_MAX];
+	MDB_txn *txn = NULL;
+	MDB_val k, v;
+	enum ds_err e;
+	uint64_t id;
+	int fd = -1, rc, have_ps = 0;
+
+	memset(res, 0, sizeof(*res));
+	if ((req->seq && req->seqlen > DS_SEQ_MAX) ||
+	    (p && (p->idlen == 0 || p->idlen > DS_PRODUCER_MAX)))
+		return DS_ETOOBIG;
+	if ((e = lookup(s, path, now, &r)) != DS_OK)
+		return e;
+	id = r.info.id;
+	if ((fd = ds_seg_open(s, id, O_RDWR)) == -1)
+		return errno == ENOENT ? DS_ENOTFOUND : DS_EIO;
+	if (lock_fd(fd) == -1) {
+		e = DS_EIO;
+		goto out;
+	}
+
+	/* Under the lock: the committed state nobody else can change. */
+	if ((e = txn_begin(s, MDB_RDONLY, &txn)) != DS_OK)
+		goto out;
+	if ((e = rec_get(s, txn, path, &r)) == DS_OK && r.info.id != id)
+		e = DS_ENOTFOUND;
+	if (e == DS_OK && p) {
+		k.mv_data = pkey;
+		k.mv_size = producer_key(id, p->id, p->idlen, pkey);
+		rc = mdb_get(txn, s->producers, &k, &v);
+		if (rc == 0 && v.mv_size == sizeof(ps)) {
+			memcpy(&ps, v.mv_data, sizeof(ps));
+			have_ps = 1;
+		} else if (rc != 0 && rc != MDB_NOTFOUND)
+			e = mdb_err(__func__, "mdb_get producer", rc);
+	}
+	mdb_txn_abort(txn);
+	txn = NULL;
+	if (e != DS_OK)
+		goto out;
+	if (r.info.flags & DS_F_DELETED) {
+		e = DS_EGONE;
+		goto out;
+	}
+	if ((e = validate(&r, &ps, have_ps, req, res)) != DS_OK ||
+	    res->duplicate)
+		goto out;
+
+	if (req->len > 0 && (e = write_data(fd, &r, req->body, req->len)))
+		goto out;
+
+	if ((e = txn_begin(s, 0, &txn)) != DS_OK)
+		goto out;
+	/* A DELETE does not take the segment lock: check the id again. */
+	if ((e = rec_get(s, txn, path, &r)) == DS_OK && r.info.id != id)
+		e = DS_ENOTFOUND;
+	if (e != DS_OK)
+		goto out;
+	r.info.tail += req->len;
+	r.info.access_ms = now;
+	if (req->seq) {
+		memcpy(r.seq, req->seq, req->seqlen);
+		r.seqlen = req->seqlen;
+	}
+	if (req->close) {
+		r.info.flags |= DS_F_CLOSED;
+		if (p) {
+			memcpy(r.closer, p->id, p->idlen);
+			r.closerlen = p->idlen;
+			r.closer_epoch = p->epoch;
+			r.closer_seq = p->seq;
+		}
+	}
+	if ((e = rec_put(s, txn, path, &r)) != DS_OK)
+		goto out;
+	if (p) {
+		ps.epoch = p->epoch;
+		ps.seq = p->seq;
+		ps.access_ms = now;
+		k.mv_data = pkey;
+		k.mv_size = producer_key(id, p->id, p->idlen, pkey);
+		v.mv_data = &ps;
+		v.mv_size = sizeof(ps);
+		if ((rc = mdb_put(txn, s->producers, &k, &v, 0)) != 0) {
+			e = mdb_err(__func__, "mdb_put producer", rc);
+			goto out;
+		}
+	}
+	e = txn_commit_sync(s, txn);
+	txn = NULL;
+	if (e == DS_OK) {
+		res->tail = r.info.tail;
+		res->closed = (r.info.flags & DS_F_CLOSED) != 0;
+	}
+out:
+	if (txn)
+		mdb_txn_abort(txn);
+	if (e == DS_ECLOSED || e == DS_ECTYPE || e == DS_ESEQ)
+		res->tail = r.info.tail;
+	close(fd);	/* releases the lock */
+	return e;
+}
+
+enum ds_err
+ds_store_touch(struct ds_store *s, const char *path, int64_t now)
+{
+	struct ds_rec r;
+	MDB_txn *txn;
+	enum ds_err e;
+	int rc;
+
+	if ((e = txn_begin(s, 0, &txn)) != DS_OK)
+		return e;
+	if ((e = rec_get(s, txn, path, &r)) != DS_OK ||
+	    !(r.info.flags & DS_F_TTL) || r.info.access_ms >= now) {
+		mdb_txn_abort(txn);
+		return e;
+	}
+	r.info.access_ms = now;
+	if ((e = rec_put(s, txn, path, &r)) != DS_OK) {
+		mdb_txn_abort(txn);
+		return e;
+	}
+	/* An access time lost in a crash costs nothing: no sync. */
+	if ((rc = mdb_txn_commit(txn)) != 0)
+		return mdb_err(__func__, "mdb_txn_commit", rc);
+	return DS_OK;
+}
+
+/*
+ * Extends a record-framed read that ended inside a record up to the end of
+ * that record (or the tail). *buf holds *len bytes read from file offset at.
+ */
+static enum ds_err
+read_to_record_end(int fd, uint64_t at, uint64_t limit, char **buf,
+    size_t *len)
+{
+	char *nb, *nl;
+	size_t step;
+
+	for (;;) {
+		if ((nl = memrchr(*buf, '\n', *len)) != NULL) {
+			*len = (size_t)(nl - *buf) + 1;
+			return DS_OK;
+		}
+		if (at + *len >= limit)
+			return DS_OK;	/* unframed tail: return as is */
+		step = *len < 65536 ? 65536 : *len;
+		if (step > limit - at - *len)
+			step = (size_t)(limit - at - *len);
+		if ((nb = realloc(*buf, *len + step)) == NULL)
+			return DS_ENOMEM;
+		*buf = nb;
+		if (ds_seg_read(fd, at + *len, *buf + *len, step) == -1)
+			return DS_EIO;
+		/* Only the newly read part can hold the first record end. */
+		if ((nl = memchr(*buf + *len, '\n', step)) != NULL) {
+			*len = (size_t)(nl - *buf) + 1;
+			return DS_OK;
+		}
+		*len += step;
+	}
+}
+
+enum ds_err
+ds_store_read(struct ds_store *s, const char *path, uint64_t from,
+    size_t max, int64_t now, struct ds_stream_info *info, char **data,
+    size_t *len)
+{
+	struct ds_rec r;
+	enum ds_err e;
+	uint64_t n, at;
+	char *buf = NULL, c;
+	int fd = -1;
+
+	*data = NULL;
+	*len = 0;
+	if ((e = lookup(s, path, now, &r)) != DS_OK)
+		return e;
+	*info = r.info;
+	if (from == DS_POS_NOW)
+		from = r.info.tail;
+	if (from > r.info.tail || from < r.info.base)
+		return DS_EOFFSET;
+	n = r.info.tail - from;
+	if (n > max)
+		n = max;
+	at = from - r.info.base;
+	if (n > 0 || (r.info.flags & DS_F_MSG && at > 0)) {
+		if ((fd = ds_seg_open(s, r.info.id, O_RDONLY)) == -1)
+			return errno == ENOENT ? DS_ENOTFOUND : DS_EIO;
+	}
+	/* A message stream's offsets all sit just after a record end. */
+	if ((r.info.flags & DS_F_MSG) && at > 0) {
+		if (ds_seg_read(fd, at - 1, &c, 1) == -1) {
+			e = DS_EIO;
+			goto out;
+		}
+		if (c != '\n') {
+			e = DS_EOFFSET;
+			goto out;
+		}
+	}
+	if (n > 0) {
+		if ((buf = malloc((size_t)n)) == NULL) {
+			e = DS_ENOMEM;
+			goto out;
+		}
+		if (ds_seg_read(fd, at, buf, (size_t)n) == -1) {
+			e = DS_EIO;
+			goto out;
+		}
+		*len = (size_t)n;
+		if ((r.info.flags & DS_F_MSG) &&
+		    (e = read_to_record_end(fd, at, r.info.tail - r.info.base,
+		    &buf, len)) != DS_OK)
+			goto out;
+		*data = buf;
+		buf = NULL;
+	}
+	if (r.info.flags & DS_F_TTL)
+		ds_store_touch(s, path, now);
+out:
+	if (fd != -1)
+		close(fd);
+	free(buf);
+	if (e != DS_OK) {
+		free(*data);
+		*data = NULL;
+		*len = 0;
+	}
+	return e;
+}
+
+enum ds_err
+ds_store_delete(struct ds_store *s, const char *path)
+{
+	struct ds_rec r;
+	MDB_txn *txn;
+	enum ds_err e;
+	int64_t now;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	if ((e = txn_begin(s, 0, &txn)) != DS_OK)
+		return e;
+	if ((e = rec_get(s, txn, path, &r)) != DS_OK)
+		goto abort;
+	if (r.info.flags & DS_F_DELETED) {
+		e = DS_EGONE;
+		goto abort;
+	}
+	if (expired(&r.info, now))
+		e = DS_ENOTFOUND;	/* removed all the same, below */
+	if (r.refs > 0 && e == DS_OK) {
+		/* Forks still read our bytes: keep them (PROTOCOL 4.2). */
+		r.info.flags |= DS_F_DELETED;
+		if ((e = rec_put(s, txn, path, &r)) != DS_OK)
+			goto abort;
+		return txn_commit_sync(s, txn);
+	}
+	{
+		enum ds_err e2;
+
+		if ((e2 = rec_remove(s, txn, path, r.info.id)) != DS_OK) {
+			e = e2;
+			goto abort;
+		}
+		if ((e2 = txn_commit_sync(s, txn)) != DS_OK)
+			return e2;
+	}
+	ds_seg_unlink(s, r.info.id);
+	return e;
+abort:
+	mdb_txn_abort(txn);
+	return e;
+}
+
+/* Parses "<16 hex>.seg"; returns 0 and the id, or -1. */
+static int
+seg_name_id(const char *name, uint64_t *id)
+{
+	char *end;
+
+	if (strlen(name) != 20 || strcmp(name + 16, ".seg") != 0)
+		return -1;
+	errno = 0;
+	*id = strtoull(name, &end, 16);
+	return errno || end != name + 16 ? -1 : 0;
+}
+
+/* Truncates bytes past every committed tail (see ds_store_recover()). */
+static enum ds_err
+recover_tails(struct ds_store *s, unsigned *truncated)
+{
+	MDB_txn *txn;
+	MDB_cursor *c;
+	MDB_val k, v;
+	struct ds_rec r;
+	struct stat st;
+	enum ds_err e;
+	int rc, fd;
+
+	if ((e = txn_begin(s, MDB_RDONLY, &txn)) != DS_OK)
+		return e;
+	if ((rc = mdb_cursor_open(txn, s->streams, &c)) != 0) {
+		mdb_txn_abort(txn);
+		return mdb_err(__func__, "mdb_cursor_open", rc);
+	}
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+	    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		if (ds_rec_decode(&v, &r) == -1) {
+			ds_log("%.*s: undecodable record", (int)k.mv_size,
+			    (char *)k.mv_data);
+			continue;
+		}
+		if ((fd = ds_seg_open(s, r.info.id, O_RDWR)) == -1)
+			continue;
+		if (lock_fd(fd) == 0 && fstat(fd, &st) == 0 &&
+		    (uint64_t)st.st_size > r.info.tail - r.info.base) {
+			if (ftruncate(fd, (off_t)(r.info.tail - r.info.base))
+			    == 0 && fdatasync(fd) == 0)
+				(*truncated)++;
+			else
+				ds_log("truncate %016" PRIx64 ": %s",
+				    r.info.id, strerror(errno));
+		}
+		close(fd);
+	}
+	mdb_cursor_close(c);
+	mdb_txn_abort(txn);
+	return DS_OK;
+}
+
+enum ds_err
+ds_store_recover(struct ds_store *s, unsigned min_age_s, unsigned *truncated,
+    unsigned *removed)
+{
+	unsigned t = 0, rm = 0;
+	char sub[4096];
+	DIR *d, *sd;
+	struct dirent *de, *se;
+	struct stat st;
+	MDB_txn *txn;
+	MDB_val k, v;
+	enum ds_err e;
+	uint64_t id;
+	time_t now = time(NULL);
+
+	if ((e = recover_tails(s, &t)) != DS_OK)
+		return e;
+	if ((d = opendir(s->segdir)) == NULL) {
+		ds_log("opendir %s: %s", s->segdir, strerror(errno));
+		return DS_EIO;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.' || strlen(de->d_name) != 2)
+			continue;
+		snprintf(sub, sizeof(sub), "%s/%s", s->segdir, de->d_name);
+		if ((sd = opendir(sub)) == NULL)
+			continue;
+		while ((se = readdir(sd)) != NULL) {
+			if (seg_name_id(se->d_name, &id) == -1)
+				continue;
+			if (fstatat(dirfd(sd), se->d_name, &st, 0) == -1 ||
+			    now - st.st_mtime < (time_t)min_age_s)
+				continue;
+			if (txn_begin(s, MDB_RDONLY, &txn) != DS_OK)
+				continue;
+			k.mv_data = &id;
+			k.mv_size = sizeof(id);
+			if (mdb_get(txn, s->ids, &k, &v) == MDB_NOTFOUND &&
+			    unlinkat(dirfd(sd), se->d_name, 0) == 0)
+				rm++;
+			mdb_txn_abort(txn);
+		}
+		closedir(sd);
+	}
+	closedir(d);
+	if (truncated)
+		*truncated = t;
+	if (removed)
+		*removed = rm;
+	return DS_OK;
+}

@@ -1,0 +1,193 @@
+/*
+ * store.h: the durable stream store. No HTTP and no FastCGI in here.
+ *
+ * A store is a directory holding one LMDB environment (meta/: stream
+ * records, producer state, id index) and one segment file per stream
+ * (segments/xx/<id>.seg) with the stream's own bytes. Any number of
+ * processes and threads may open the same directory at once.
+ *
+ * Positions are logical byte positions in a stream's offset space. A stream
+ * owns the positions [base, tail); for a plain stream base is 0. Positions
+ * below base belong to the stream it was forked from (a later issue).
+ *
+ * Durability contract: when ds_store_create() or ds_store_append() returns
+ * DS_OK, the bytes have been fdatasync'ed and the metadata (tail, closed
+ * flag, Stream-Seq, producer state) is committed and synced, in that order.
+ * Data and producer state land together: a crash before the metadata commit
+ * leaves bytes past the committed tail, which readers never see and the next
+ * append or ds_store_recover() truncates.
+ *
+ * All functions are thread-safe. Strings passed in are borrowed for the
+ * call only. Every function returns an enum ds_err.
+ */
+#ifndef DS_STORE_H
+#define DS_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DS_EXPORT __attribute__((visibility("default")))
+
+enum ds_err {
+	DS_OK = 0,
+	DS_ENOTFOUND,		/* no such stream (or it expired) */
+	DS_EGONE,		/* soft-deleted: kept only for its forks */
+	DS_EEXIST,		/* create: a stream is already there */
+	DS_ECLOSED,		/* append: the stream is closed */
+	DS_ECTYPE,		/* append: content type differs */
+	DS_ESEQ,		/* append: Stream-Seq not above the last one */
+	DS_EPRODUCER_STALE,	/* append: epoch below the producer's */
+	DS_EPRODUCER_GAP,	/* append: seq skips ahead */
+	DS_EPRODUCER_BADSEQ,	/* append: new epoch must start at seq 0 */
+	DS_EOFFSET,		/* read: offset beyond the tail or not on a
+				   message boundary */
+	DS_ETOOBIG,		/* a key or value exceeds a store limit */
+	DS_EFULL,		/* the metadata map is full */
+	DS_EIO,			/* a system call failed (logged) */
+	DS_ENOMEM,
+	DS_ECORRUPT		/* a record could not be decoded (logged) */
+};
+
+DS_EXPORT const char *ds_strerror(enum ds_err);
+
+/* Limits that keep every key under LMDB's 511 bytes. */
+#define DS_PATH_MAX	480	/* stream path bytes */
+#define DS_CTYPE_MAX	255	/* content type bytes */
+#define DS_SEQ_MAX	255	/* Stream-Seq bytes */
+#define DS_PRODUCER_MAX	255	/* Producer-Id bytes */
+
+/* Stream flags. */
+#define DS_F_CLOSED	0x01u	/* no more appends (PROTOCOL 4.1) */
+#define DS_F_TTL	0x02u	/* sliding TTL in ttl_s */
+#define DS_F_EXPIRES	0x04u	/* absolute expiry in expires_ms */
+#define DS_F_MSG	0x08u	/* message framing: each record ends in '\n'
+				   (JSON mode); reads cut on record ends */
+#define DS_F_DELETED	0x10u	/* soft-deleted */
+
+/* A snapshot of one stream's metadata, copied out of the store. */
+struct ds_stream_info {
+	uint64_t	id;		/* internal id, never reused */
+	uint64_t	base;		/* first position in our own segment */
+	uint64_t	tail;		/* committed tail position */
+	uint64_t	ttl_s;		/* with DS_F_TTL */
+	int64_t		expires_ms;	/* with DS_F_EXPIRES, ms since epoch */
+	int64_t		access_ms;	/* last read or write, ms since epoch */
+	uint32_t	flags;		/* DS_F_* */
+	char		ctype[DS_CTYPE_MAX + 1]; /* as given at creation */
+};
+
+struct ds_store_cfg {
+	const char	*dir;		/* data directory */
+	size_t		 map_size;	/* LMDB map size; 0: 8 GiB */
+	unsigned int	 max_readers;	/* LMDB reader slots; 0: 4096 */
+};
+
+struct ds_store;
+
+/*
+ * Opens (creating if needed) the store in cfg->dir. Clears reader slots
+ * left by dead processes. On success *out owns the store until
+ * ds_store_close().
+ */
+DS_EXPORT enum ds_err ds_store_open(const struct ds_store_cfg *cfg,
+	    struct ds_store **out);
+DS_EXPORT void ds_store_close(struct ds_store *);
+
+/*
+ * Start-up recovery, run once before a pool starts: truncates bytes past
+ * each stream's committed tail and removes segment files that no record
+ * names (left by a crash between a delete's commit and its unlink, or a
+ * create that never committed) once they are older than min_age_s.
+ * *truncated and *removed count what it did (either may be NULL).
+ */
+DS_EXPORT enum ds_err ds_store_recover(struct ds_store *, unsigned min_age_s,
+	    unsigned *truncated, unsigned *removed);
+
+/*
+ * Reads a stream's metadata. Expired streams (PROTOCOL 5.1 TTL/Expires-At)
+ * answer DS_ENOTFOUND and are deleted. Does not renew the TTL (HEAD).
+ */
+DS_EXPORT enum ds_err ds_store_stat(struct ds_store *, const char *path,
+	    int64_t now_ms, struct ds_stream_info *out);
+
+struct ds_create {
+	const char	*ctype;		/* content type to store */
+	uint32_t	 flags;		/* DS_F_CLOSED, DS_F_TTL, DS_F_EXPIRES,
+					   DS_F_MSG */
+	uint64_t	 ttl_s;
+	int64_t		 expires_ms;
+	const void	*body;		/* initial bytes (already framed) */
+	size_t		 len;
+};
+
+/*
+ * Creates the stream at path. DS_OK: created, *out describes it. DS_EEXIST:
+ * a live stream is already there, *out describes it so the caller can tell
+ * an idempotent re-create from a conflict (PROTOCOL 5.1). DS_EGONE: a
+ * soft-deleted stream holds the path.
+ */
+DS_EXPORT enum ds_err ds_store_create(struct ds_store *, const char *path,
+	    const struct ds_create *req, int64_t now_ms,
+	    struct ds_stream_info *out);
+
+struct ds_producer {
+	const char	*id;		/* Producer-Id, not NUL-terminated */
+	size_t		 idlen;
+	uint64_t	 epoch;		/* Producer-Epoch */
+	uint64_t	 seq;		/* Producer-Seq */
+};
+
+struct ds_append {
+	const void	*body;		/* bytes to append (already framed) */
+	size_t		 len;		/* 0: close-only */
+	int		 close;		/* Stream-Closed: true */
+	int		 ctype_ok;	/* caller found the content type equal */
+	const char	*seq;		/* Stream-Seq or NULL */
+	size_t		 seqlen;
+	const struct ds_producer *producer; /* or NULL */
+};
+
+struct ds_append_res {
+	uint64_t	tail;		/* tail after the call */
+	int		closed;		/* stream closed after the call */
+	int		duplicate;	/* producer retry: nothing written */
+	uint64_t	epoch;		/* producer: current epoch */
+	uint64_t	seq;		/* producer: highest accepted seq, or
+					   the expected one on DS_EPRODUCER_GAP */
+};
+
+/*
+ * Appends to the stream at path (PROTOCOL 5.2, 5.2.1, 5.3). Checks, in
+ * order: stale producer epoch, closed (a retry of the closing producer
+ * request is a duplicate), content type, producer epoch/seq, Stream-Seq.
+ * Appends of one stream are serialised; appends of different streams run
+ * in parallel and share syncs. *res is filled on DS_OK and, where it
+ * carries information, on errors (tail for DS_ECLOSED, epoch for
+ * DS_EPRODUCER_STALE, expected seq for DS_EPRODUCER_GAP).
+ */
+DS_EXPORT enum ds_err ds_store_append(struct ds_store *, const char *path,
+	    const struct ds_append *req, int64_t now_ms,
+	    struct ds_append_res *res);
+
+#define DS_POS_NOW UINT64_MAX	/* ds_store_read(): start at the tail */
+
+/*
+ * Reads up to max bytes from position from (DS_POS_NOW: the tail). With
+ * DS_F_MSG the chunk ends on a record end (a record longer than max is
+ * returned whole). *info is the snapshot the read used; *data (malloc'd,
+ * caller frees; NULL when *len is 0) holds [from, from + *len).
+ * DS_EOFFSET: from is past the tail or inside a record. Renews a sliding
+ * TTL (a read counts as access, PROTOCOL 5.1).
+ */
+DS_EXPORT enum ds_err ds_store_read(struct ds_store *, const char *path,
+	    uint64_t from, size_t max, int64_t now_ms,
+	    struct ds_stream_info *info, char **data, size_t *len);
+
+/* Renews the sliding TTL of the stream (no-op without DS_F_TTL). */
+DS_EXPORT enum ds_err ds_store_touch(struct ds_store *, const char *path,
+	    int64_t now_ms);
+
+/* Deletes the stream and its data (PROTOCOL 5.4). */
+DS_EXPORT enum ds_err ds_store_delete(struct ds_store *, const char *path);
+
+#endif /* DS_STORE_H */
