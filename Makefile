@@ -30,7 +30,7 @@ STORE_OBJ = $(STORE_SRC:%.c=$(B)/%.o)
 APP_OBJ   = $(APP_SRC:%.c=$(B)/%.o)
 UNIT_BIN  = $(UNIT_SRC:t/unit/%.c=$(B)/t/%)
 
-PROGS = $(B)/ds-fcgi
+PROGS = $(B)/ds-fcgi $(B)/ds-notify
 
 .PHONY: all setup run test unit sanitize valgrind fuzz bench install clean
 
@@ -50,6 +50,9 @@ $(B)/libdsapp.a: $(APP_OBJ)
 
 $(B)/ds-fcgi: $(B)/fcgi-app/main.o $(B)/libdsapp.a $(B)/libdsstore.a
 	$(CC) $(DSFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/ds-notify: $(B)/fcgi-app/notify_main.o
+	$(CC) $(DSFLAGS) -o $@ $^
 
 $(B)/t/%: t/unit/%.c $(B)/libdsapp.a $(B)/libdsstore.a t/tap.h
 	@mkdir -p $(dir $@)

@@ -20,6 +20,10 @@ struct ds_cfg {
 	unsigned	 threads;	/* --threads */
 	size_t		 max_body;	/* --max-body: larger bodies get 413 */
 	size_t		 chunk;		/* --chunk: bytes per catch-up read */
+	const char	*notify;	/* --notify: ds-notify socket or NULL */
+	unsigned	 longpoll_ms;	/* --long-poll-timeout */
+	unsigned	 sse_ms;	/* --sse-lifetime */
+	unsigned	 heartbeat_ms;	/* --sse-heartbeat */
 };
 
 /* One request in flight, owned by the thread serving it. */
@@ -53,5 +57,14 @@ int64_t		 ds_now_ms(void);
 
 /* stream.c: the protocol. */
 void		 ds_handle(struct ds_req *);
+void		 ds_send_read(struct ds_req *, const struct ds_stream_info *,
+		    uint64_t from, const char *data, size_t len, int now_read,
+		    uint64_t cursor);
+
+/* live.c: long-poll and SSE. from may be DS_POS_NOW. */
+void		 ds_live_longpoll(struct ds_req *, uint64_t from,
+		    const char *cursor);
+void		 ds_live_sse(struct ds_req *, uint64_t from, const char *cursor);
+uint64_t	 ds_cursor_next(int64_t now_ms, const char *client);
 
 #endif /* DS_APP_H */

@@ -26,12 +26,16 @@
 #include <fcgiapp.h>
 
 #include "fcgi-app/app.h"
+#include "fcgi-app/notify.h"
 #include "fcgi-app/parse.h"
 
 static struct ds_cfg	 cfg = {
 	.threads = 16,
 	.max_body = 16u << 20,
 	.chunk = 1u << 20,
+	.longpoll_ms = 30000,
+	.sse_ms = 60000,
+	.heartbeat_ms = 15000,
 };
 static struct ds_store	*store;
 static int		 listen_fd;
@@ -44,7 +48,10 @@ usage(void)
 	fprintf(stderr,
 	    "usage: ds-fcgi --data DIR [--threads N] [--max-body BYTES] "
 	    "[--chunk BYTES]\n"
-	    "               [--listen PATH] [-n|--check] [--recover]\n");
+	    "               [--notify PATH] [--long-poll-timeout MS] "
+	    "[--sse-lifetime MS]\n"
+	    "               [--sse-heartbeat MS] [--listen PATH] "
+	    "[-n|--check] [--recover]\n");
 	exit(2);
 }
 
@@ -122,11 +129,16 @@ main(int argc, char *argv[])
 		{ "max-body", required_argument, NULL, 'b' },
 		{ "chunk", required_argument, NULL, 'c' },
 		{ "listen", required_argument, NULL, 'l' },
+		{ "notify", required_argument, NULL, 'N' },
+		{ "long-poll-timeout", required_argument, NULL, 'L' },
+		{ "sse-lifetime", required_argument, NULL, 'S' },
+		{ "sse-heartbeat", required_argument, NULL, 'H' },
 		{ "check", no_argument, NULL, 'n' },
 		{ "recover", no_argument, NULL, 'R' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct ds_store_cfg scfg;
+	struct rlimit rl;
 	struct stat st;
 	pthread_attr_t attr;
 	pthread_t tid;
@@ -154,6 +166,21 @@ main(int argc, char *argv[])
 			break;
 		case 'l':
 			cfg.listen = optarg;
+			break;
+		case 'N':
+			cfg.notify = optarg;
+			break;
+		case 'L':
+			cfg.longpoll_ms = (unsigned)parse_size(
+			    "--long-poll-timeout", optarg, 100, 3600000);
+			break;
+		case 'S':
+			cfg.sse_ms = (unsigned)parse_size("--sse-lifetime",
+			    optarg, 100, 3600000);
+			break;
+		case 'H':
+			cfg.heartbeat_ms = (unsigned)parse_size(
+			    "--sse-heartbeat", optarg, 100, 15000);
 			break;
 		case 'n':
 			check = 1;
@@ -199,6 +226,11 @@ main(int argc, char *argv[])
 		return 0;
 	}
 
+	/* Parked readers hold descriptors: take all the kernel allows. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	if (FCGX_Init() != 0) {
 		fprintf(stderr, "ds-fcgi: FCGX_Init failed\n");
 		return 1;
@@ -231,6 +263,10 @@ main(int argc, char *argv[])
 		}
 	}
 	pthread_attr_destroy(&attr);
+	if (notify_start(cfg.notify) == -1) {
+		fprintf(stderr, "ds-fcgi: cannot start the notifier client\n");
+		return 1;
+	}
 
 	for (;;) {
 		if (sigwait(&set, &sig) != 0)

@@ -12,6 +12,7 @@
 
 #include "fcgi-app/app.h"
 #include "fcgi-app/json.h"
+#include "fcgi-app/notify.h"
 #include "fcgi-app/parse.h"
 
 #define ALLOW "GET, HEAD, POST, PUT, DELETE, OPTIONS"
@@ -274,6 +275,8 @@ handle_post(struct ds_req *r)
 	ds_offset_format(res.tail, off);
 	switch (e) {
 	case DS_OK:
+		if (!res.duplicate)
+			notify_publish(info.id);
 		ds_add_header(r, "Stream-Next-Offset", "%s", off);
 		if (res.closed)
 			ds_add_header(r, "Stream-Closed", "true");
@@ -368,19 +371,74 @@ records_to_array(const char *data, size_t len, size_t *outlen)
 	return out;
 }
 
-/* GET: catch-up read (PROTOCOL 5.6, 8, 9.1.5, 10.1). */
+/*
+ * Answers a read with the bytes [from, from + len) of a stream whose
+ * snapshot is info: 200 with the data (a JSON array for JSON streams), or
+ * 304 when If-None-Match names the same range (PROTOCOL 5.6, 9.1.5, 10.1).
+ * cursor > 0 adds Stream-Cursor (live reads, PROTOCOL 5.7). offset=now
+ * answers are never cached and carry no ETag (PROTOCOL 8).
+ */
+void
+ds_send_read(struct ds_req *r, const struct ds_stream_info *info,
+    uint64_t from, const char *data, size_t len, int now_read,
+    uint64_t cursor)
+{
+	char off[DS_OFFSET_LEN + 1], etag[128], *arr = NULL;
+	const char *inm, *body = data;
+	size_t blen = len;
+	uint64_t next = from + len;
+	int up_to_date = next == info->tail;
+	int eof = up_to_date && (info->flags & DS_F_CLOSED);
+
+	ds_offset_format(next, off);
+	ds_add_header(r, "Stream-Next-Offset", "%s", off);
+	if (up_to_date)
+		ds_add_header(r, "Stream-Up-To-Date", "true");
+	if (eof)
+		ds_add_header(r, "Stream-Closed", "true");
+	if (cursor > 0)
+		ds_add_header(r, "Stream-Cursor", "%" PRIu64, cursor);
+	if (info->flags & DS_F_MSG) {
+		if ((arr = records_to_array(data ? data : "", len, &blen)) ==
+		    NULL) {
+			r->hdrlen = 0;
+			ds_respond_error(r, 503, "out of memory");
+			return;
+		}
+		body = arr;
+	}
+	if (now_read) {
+		ds_add_header(r, "Cache-Control", "no-store");
+		ds_respond(r, 200, info->ctype, body, blen);
+		free(arr);
+		return;
+	}
+	snprintf(etag, sizeof(etag), "\"%016" PRIx64 ":%" PRIu64 ":%" PRIu64
+	    "%s\"", info->id, from, next, eof ? ":c" : "");
+	ds_add_header(r, "ETag", "%s", etag);
+	cache_header(r, info);
+	inm = ds_param(r, "HTTP_IF_NONE_MATCH");
+	if (inm && etag_matches(inm, etag))
+		ds_respond(r, 304, NULL, NULL, 0);
+	else
+		ds_respond(r, 200, info->ctype, body, blen);
+	free(arr);
+}
+
+/*
+ * GET: parses offset, live and cursor (PROTOCOL 5.6-5.8, 8), then serves a
+ * catch-up read here or hands over to the live modes.
+ */
 static void
 handle_get(struct ds_req *r)
 {
 	struct ds_stream_info info;
 	enum ds_offset_kind kind = DS_OFFSET_START;
-	char val[256], off[DS_OFFSET_LEN + 1], etag[128], *data = NULL;
-	char *arr = NULL;
-	const char *inm, *body;
-	size_t vlen, len = 0, blen;
-	uint64_t from = 0, next;
+	char val[256], cursor[32], *data = NULL;
+	size_t vlen, len = 0;
+	uint64_t from = 0;
 	enum ds_err e;
-	int n, now_read, up_to_date, eof;
+	int n, live = 0;
 
 	n = ds_query_get(r->query, r->querylen, "offset", val, sizeof(val),
 	    &vlen);
@@ -393,70 +451,55 @@ handle_get(struct ds_req *r)
 		ds_respond_error(r, 400, "malformed offset");
 		return;
 	}
-	n = ds_query_get(r->query, r->querylen, "live", val, sizeof(val),
-	    &vlen);
-	if (n > 1 || n == -1) {
-		ds_respond_error(r, 400, "malformed live parameter");
-		return;
-	}
-	if (n == 1) {
-		if (strcmp(val, "long-poll") == 0 || strcmp(val, "sse") == 0)
-			ds_respond_error(r, 501,
-			    "live reads are not implemented yet");
-		else
-			ds_respond_error(r, 400, "live must be long-poll or sse");
-		return;
-	}
-	now_read = kind == DS_OFFSET_NOW;
 	if (kind == DS_OFFSET_START)
 		from = 0;
 	else if (kind == DS_OFFSET_NOW)
 		from = DS_POS_NOW;
-	e = ds_store_read(r->store, r->path, from, now_read ? 0 :
+	switch (ds_query_get(r->query, r->querylen, "live", val, sizeof(val),
+	    &vlen)) {
+	case 0:
+		break;
+	case 1:
+		if (strcmp(val, "long-poll") == 0)
+			live = 1;
+		else if (strcmp(val, "sse") == 0)
+			live = 2;
+		else {
+			ds_respond_error(r, 400,
+			    "live must be long-poll or sse");
+			return;
+		}
+		break;
+	default:
+		ds_respond_error(r, 400, "malformed live parameter");
+		return;
+	}
+	if (live) {
+		/* PROTOCOL 5.7/5.8: live reads name their offset. */
+		if (n == 0) {
+			ds_respond_error(r, 400, "live reads need an offset");
+			return;
+		}
+		n = ds_query_get(r->query, r->querylen, "cursor", cursor,
+		    sizeof(cursor), &vlen);
+		if (n < 0) {
+			ds_respond_error(r, 400, "malformed cursor");
+			return;
+		}
+		if (live == 1)
+			ds_live_longpoll(r, from, n >= 1 ? cursor : NULL);
+		else
+			ds_live_sse(r, from, n >= 1 ? cursor : NULL);
+		return;
+	}
+	e = ds_store_read(r->store, r->path, from, from == DS_POS_NOW ? 0 :
 	    r->cfg->chunk, r->now, &info, &data, &len);
 	if (e != DS_OK) {
 		ds_respond_store_error(r, e);
 		return;
 	}
-	if (from == DS_POS_NOW)
-		from = info.tail;
-	next = from + len;
-	up_to_date = next == info.tail;
-	eof = up_to_date && (info.flags & DS_F_CLOSED);
-	ds_offset_format(next, off);
-	ds_add_header(r, "Stream-Next-Offset", "%s", off);
-	if (up_to_date)
-		ds_add_header(r, "Stream-Up-To-Date", "true");
-	if (eof)
-		ds_add_header(r, "Stream-Closed", "true");
-	body = data;
-	blen = len;
-	if (info.flags & DS_F_MSG) {
-		if ((arr = records_to_array(data ? data : "", len, &blen)) ==
-		    NULL) {
-			free(data);
-			r->hdrlen = 0;
-			ds_respond_error(r, 503, "out of memory");
-			return;
-		}
-		body = arr;
-	}
-	if (now_read) {
-		/* The tail moves: never cache it (PROTOCOL 8). */
-		ds_add_header(r, "Cache-Control", "no-store");
-		ds_respond(r, 200, info.ctype, body, blen);
-	} else {
-		snprintf(etag, sizeof(etag), "\"%016" PRIx64 ":%" PRIu64 ":%"
-		    PRIu64 "%s\"", info.id, from, next, eof ? ":c" : "");
-		ds_add_header(r, "ETag", "%s", etag);
-		cache_header(r, &info);
-		inm = ds_param(r, "HTTP_IF_NONE_MATCH");
-		if (inm && etag_matches(inm, etag))
-			ds_respond(r, 304, NULL, NULL, 0);
-		else
-			ds_respond(r, 200, info.ctype, body, blen);
-	}
-	free(arr);
+	ds_send_read(r, &info, from == DS_POS_NOW ? info.tail : from, data,
+	    len, from == DS_POS_NOW, 0);
 	free(data);
 }
 

@@ -1,0 +1,303 @@
+/*
+ * live.c: long-poll (PROTOCOL 5.7) and Server-Sent Events (5.8).
+ *
+ * A live request parks its thread on a notify watch of the stream. It
+ * registers the watch before it checks the store, and waits only if the
+ * watch has not changed since, so an append between the check and the wait
+ * is never missed. Each wait is bounded (see notify.h), after which the
+ * request re-checks the store and whether the front server has hung up.
+ */
+#include <sys/socket.h>
+
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <sodium.h>
+
+#include "fcgi-app/app.h"
+#include "fcgi-app/notify.h"
+#include "fcgi-app/parse.h"
+
+/* PROTOCOL 10.1: 20-second intervals counted from 2024-10-09T00:00:00Z. */
+#define CURSOR_EPOCH_S	1728432000LL
+#define CURSOR_STEP_S	20
+
+/*
+ * The cursor for a live response: the current interval number, or, when
+ * the client already holds that interval or a later one, its cursor plus a
+ * random 20 s to one hour, so cursors never repeat or go back.
+ */
+uint64_t
+ds_cursor_next(int64_t now_ms, const char *client)
+{
+	uint64_t cur, theirs;
+
+	cur = (uint64_t)((now_ms / 1000 - CURSOR_EPOCH_S) / CURSOR_STEP_S);
+	if (client && ds_parse_uint(client, strlen(client), DS_MAX_SAFE_INT,
+	    &theirs) == 0 && theirs >= cur)
+		return theirs + 1 + randombytes_uniform(3600 / CURSOR_STEP_S);
+	return cur;
+}
+
+/*
+ * Has the front server given up on this request? After the request body
+ * the FastCGI connection carries nothing more to us, so anything readable
+ * (an abort record, or EOF) means the client is gone.
+ */
+static int
+client_gone(struct ds_req *r)
+{
+	struct pollfd p = { .fd = r->fr->ipcFd, .events = POLLIN | POLLRDHUP };
+
+	return poll(&p, 1, 0) == 1 &&
+	    (p.revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR));
+}
+
+void
+ds_live_longpoll(struct ds_req *r, uint64_t from, const char *cursor)
+{
+	struct ds_stream_info info;
+	struct notify_watch *w;
+	char off[DS_OFFSET_LEN + 1], *data;
+	size_t len;
+	uint64_t seen, id;
+	int64_t deadline;
+	enum ds_err e;
+
+	if ((e = ds_store_stat(r->store, r->path, r->now, &info)) != DS_OK) {
+		ds_respond_store_error(r, e);
+		return;
+	}
+	id = info.id;
+	if (from == DS_POS_NOW)
+		from = info.tail;
+	/* TTL renews when a live read starts (PROTOCOL 5.1). */
+	ds_store_touch(r->store, r->path, r->now);
+	w = notify_watch_begin(id);
+	deadline = notify_mono_ms() + r->cfg->longpoll_ms;
+	for (;;) {
+		seen = notify_watch_seen(w);
+		e = ds_store_read(r->store, r->path, from, r->cfg->chunk,
+		    ds_now_ms(), &info, &data, &len);
+		if (e == DS_OK && info.id != id) {
+			free(data);
+			e = DS_ENOTFOUND;	/* deleted and created anew */
+		}
+		if (e != DS_OK) {
+			ds_respond_store_error(r, e);
+			break;
+		}
+		if (len > 0) {
+			ds_send_read(r, &info, from, data, len, 0,
+			    ds_cursor_next(ds_now_ms(), cursor));
+			free(data);
+			break;
+		}
+		if ((info.flags & DS_F_CLOSED) ||
+		    notify_mono_ms() >= deadline) {
+			/* EOF at once, or the timeout (PROTOCOL 5.7). */
+			ds_offset_format(info.tail, off);
+			ds_add_header(r, "Stream-Next-Offset", "%s", off);
+			ds_add_header(r, "Stream-Up-To-Date", "true");
+			if (info.flags & DS_F_CLOSED)
+				ds_add_header(r, "Stream-Closed", "true");
+			else
+				ds_add_header(r, "Stream-Cursor", "%" PRIu64,
+				    ds_cursor_next(ds_now_ms(), cursor));
+			ds_add_header(r, "Cache-Control", "no-store");
+			ds_respond(r, 204, NULL, NULL, 0);
+			break;
+		}
+		if (client_gone(r))
+			break;
+		notify_watch_wait(w, seen, deadline);
+	}
+	notify_watch_end(w);
+}
+
+/* Is this content type sent as text in SSE, or base64 (PROTOCOL 5.8)? */
+static int
+sse_is_text(const char *ctype)
+{
+	return strncasecmp(ctype, "text/", 5) == 0 ||
+	    ds_media_type_eq(ctype, "application/json");
+}
+
+/*
+ * Writes one "data" event. Text is split on every line ending an SSE parser
+ * knows (CRLF, CR, LF), so stream bytes can never end the event early or
+ * forge one (the CRLF-injection tests). Returns -1 when the client is gone.
+ */
+static int
+sse_data(struct ds_req *r, const struct ds_stream_info *info,
+    const char *data, size_t len)
+{
+	FCGX_Stream *out = r->fr->out;
+	char *b64, *arr = NULL, *p;
+	size_t i, start, n, b64len;
+	int rc;
+
+	FCGX_PutS("event: data\n", out);
+	if (!sse_is_text(info->ctype)) {
+		b64len = sodium_base64_encoded_len(len,
+		    sodium_base64_VARIANT_ORIGINAL);
+		if ((b64 = malloc(b64len)) == NULL)
+			return -1;
+		sodium_bin2base64(b64, b64len, (const unsigned char *)data,
+		    len, sodium_base64_VARIANT_ORIGINAL);
+		/* Lines of 76 characters, a multiple of 4, as in MIME. */
+		n = strlen(b64);
+		for (i = 0; i < n || i == 0; i += 76) {
+			FCGX_PutS("data:", out);
+			FCGX_PutStr(b64 + i, (int)(n - i > 76 ? 76 : n - i),
+			    out);
+			FCGX_PutS("\n", out);
+			if (n == 0)
+				break;
+		}
+		free(b64);
+		FCGX_PutS("\n", out);
+		return 0;
+	}
+	if (info->flags & DS_F_MSG) {
+		/* One JSON array per event; records hold no raw newline. */
+		if ((arr = malloc(len + 2)) == NULL)
+			return -1;
+		p = arr;
+		*p++ = '[';
+		for (i = 0; i < len; i++)
+			*p++ = data[i] == '\n' ?
+			    (i + 1 == len ? ']' : ',') : data[i];
+		data = arr;
+		len = (size_t)(p - arr);
+	}
+	for (start = 0, i = 0; i <= len; i++) {
+		if (i < len && data[i] != '\r' && data[i] != '\n')
+			continue;
+		/*
+		 * "data:" then the line; a parser drops one space after the
+		 * colon, so a line that starts with one gets one more.
+		 */
+		FCGX_PutS(i > start && data[start] == ' ' ? "data: " : "data:",
+		    out);
+		FCGX_PutStr(data + start, (int)(i - start), out);
+		FCGX_PutS("\n", out);
+		if (i < len && data[i] == '\r' && i + 1 < len &&
+		    data[i + 1] == '\n')
+			i++;
+		start = i + 1;
+	}
+	rc = FCGX_PutS("\n", out);
+	free(arr);
+	return rc < 0 ? -1 : 0;
+}
+
+/* Writes the "control" event that follows data or reports state. */
+static void
+sse_control(struct ds_req *r, uint64_t next, int up_to_date, int closed,
+    const char *cursor)
+{
+	char off[DS_OFFSET_LEN + 1], buf[256];
+
+	ds_offset_format(next, off);
+	if (closed)
+		snprintf(buf, sizeof(buf), "event: control\ndata:"
+		    "{\"streamNextOffset\":\"%s\",\"upToDate\":true,"
+		    "\"streamClosed\":true}\n\n", off);
+	else
+		snprintf(buf, sizeof(buf), "event: control\ndata:"
+		    "{\"streamNextOffset\":\"%s\",\"streamCursor\":\"%" PRIu64
+		    "\"%s}\n\n", off, ds_cursor_next(ds_now_ms(), cursor),
+		    up_to_date ? ",\"upToDate\":true" : "");
+	FCGX_PutS(buf, r->fr->out);
+}
+
+void
+ds_live_sse(struct ds_req *r, uint64_t from, const char *cursor)
+{
+	struct ds_stream_info info;
+	struct notify_watch *w;
+	char *data = NULL;
+	size_t len;
+	uint64_t seen, id;
+	int64_t deadline, beat, now;
+	enum ds_err e;
+	int first = 1, at_tail, closed, wrote;
+
+	if ((e = ds_store_stat(r->store, r->path, r->now, &info)) != DS_OK) {
+		ds_respond_store_error(r, e);
+		return;
+	}
+	id = info.id;
+	if (from == DS_POS_NOW)
+		from = info.tail;
+	if (from > info.tail) {
+		ds_respond_store_error(r, DS_EOFFSET);
+		return;
+	}
+	ds_store_touch(r->store, r->path, r->now);
+	FCGX_PutS("Status: 200 OK\r\n"
+	    "Content-Type: text/event-stream\r\n"
+	    "Cache-Control: no-cache\r\n"
+	    "X-Accel-Buffering: no\r\n"
+	    "X-Content-Type-Options: nosniff\r\n"
+	    "Cross-Origin-Resource-Policy: cross-origin\r\n"
+	    "Access-Control-Allow-Origin: *\r\n"
+	    "Access-Control-Expose-Headers: Stream-SSE-Data-Encoding\r\n",
+	    r->fr->out);
+	if (!sse_is_text(info.ctype))
+		FCGX_PutS("Stream-SSE-Data-Encoding: base64\r\n", r->fr->out);
+	/* Front servers hold the headers until the first body byte. */
+	FCGX_PutS("\r\n:\n\n", r->fr->out);
+	if (FCGX_FFlush(r->fr->out) == -1)
+		return;
+
+	w = notify_watch_begin(id);
+	now = notify_mono_ms();
+	deadline = now + r->cfg->sse_ms;
+	beat = now + r->cfg->heartbeat_ms;
+	for (;;) {
+		seen = notify_watch_seen(w);
+		e = ds_store_read(r->store, r->path, from, r->cfg->chunk,
+		    ds_now_ms(), &info, &data, &len);
+		if (e != DS_OK || info.id != id)
+			break;		/* deleted: end the stream */
+		at_tail = from + len == info.tail;
+		closed = at_tail && (info.flags & DS_F_CLOSED);
+		wrote = len > 0 || first || closed;
+		if (len > 0) {
+			if (sse_data(r, &info, data, len) == -1)
+				break;
+			from += len;
+			sse_control(r, from, at_tail, closed, cursor);
+		} else if (wrote)
+			sse_control(r, from, 1, closed, cursor);
+		free(data);
+		data = NULL;
+		first = 0;
+		if (wrote && FCGX_FFlush(r->fr->out) == -1)
+			break;
+		if (closed)
+			break;		/* EOF: close the connection */
+		if (!at_tail)
+			continue;	/* more to send right away */
+		now = notify_mono_ms();
+		if (now >= deadline)
+			break;
+		if (now >= beat) {
+			FCGX_PutS(":\n\n", r->fr->out);
+			if (FCGX_FFlush(r->fr->out) == -1)
+				break;
+			beat = now + r->cfg->heartbeat_ms;
+		}
+		if (client_gone(r))
+			break;
+		notify_watch_wait(w, seen, deadline < beat ? deadline : beat);
+	}
+	free(data);
+	notify_watch_end(w);
+}

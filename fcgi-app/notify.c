@@ -1,0 +1,312 @@
+/*
+ * notify.c: the worker side of ds-notify (see notify.h).
+ *
+ * One table per process maps a stream id to the requests parked on it: a
+ * change counter and a condition variable they share. The table, the
+ * counters and the daemon socket are guarded by one mutex; waits and sends
+ * are short, so one lock is enough for thousands of parked requests.
+ */
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fcgi-app/notify.h"
+
+#define NBUCKETS 1024
+
+struct notify_watch {
+	uint64_t	 id;
+	unsigned	 refs;		/* requests parked on id here */
+	uint64_t	 gen;		/* bumped on every change of id */
+	pthread_cond_t	 cond;
+	struct notify_watch *next;
+};
+
+static pthread_mutex_t	 mu = PTHREAD_MUTEX_INITIALIZER;
+static struct notify_watch *buckets[NBUCKETS];
+static int		 sock = -1;	/* daemon connection, or -1 */
+static char		*sockpath;
+static unsigned		 parked;
+
+int64_t
+notify_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct notify_watch **
+slot(uint64_t id)
+{
+	struct notify_watch **pp;
+
+	pp = &buckets[(id ^ (id >> 29)) % NBUCKETS];
+	while (*pp && (*pp)->id != id)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+/* Sends one message to the daemon; call with mu held. Errors drop it. */
+static void
+send_locked(uint32_t type, uint64_t id)
+{
+	struct notify_msg m;
+
+	if (sock == -1)
+		return;
+	memset(&m, 0, sizeof(m));
+	m.type = type;
+	m.id = id;
+	/* SO_SNDTIMEO bounds this; a lost message costs latency only. */
+	if (send(sock, &m, sizeof(m), MSG_NOSIGNAL) != (ssize_t)sizeof(m) &&
+	    errno != EAGAIN && errno != EWOULDBLOCK) {
+		close(sock);
+		sock = -1;
+	}
+}
+
+/* Wakes every request parked on id in this process; call with mu held. */
+static void
+wake_locked(uint64_t id)
+{
+	struct notify_watch *w = *slot(id);
+
+	if (w) {
+		w->gen++;
+		pthread_cond_broadcast(&w->cond);
+	}
+}
+
+/* Wakes everything, so that waiters pick the right wait slice. */
+static void
+wake_all_locked(void)
+{
+	struct notify_watch *w;
+	size_t i;
+
+	for (i = 0; i < NBUCKETS; i++)
+		for (w = buckets[i]; w; w = w->next)
+			pthread_cond_broadcast(&w->cond);
+}
+
+static int
+dial(const char *path)
+{
+	struct sockaddr_un sun;
+	struct timeval tv = { 0, 200000 };
+	int fd;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sun.sun_path))
+		return -1;
+	strcpy(sun.sun_path, path);
+	if ((fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)) == -1)
+		return -1;
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) == -1) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/*
+ * The connection thread: connects (again and again, if need be),
+ * re-subscribes what is parked, and turns wake-ups into condition
+ * broadcasts.
+ */
+static void *
+run(void *arg)
+{
+	struct notify_msg m;
+	struct notify_watch *w;
+	ssize_t n;
+	size_t i;
+	int fd, down_logged = 0;
+
+	(void)arg;
+	for (;;) {
+		if ((fd = dial(sockpath)) == -1) {
+			if (!down_logged++)
+				fprintf(stderr, "ds-fcgi[%ld]: notifier %s "
+				    "unreachable; parked requests poll\n",
+				    (long)getpid(), sockpath);
+			usleep(200000);
+			continue;
+		}
+		pthread_mutex_lock(&mu);
+		sock = fd;
+		for (i = 0; i < NBUCKETS; i++)
+			for (w = buckets[i]; w; w = w->next)
+				send_locked(NOTIFY_SUB, w->id);
+		wake_all_locked();
+		pthread_mutex_unlock(&mu);
+		if (down_logged)
+			fprintf(stderr, "ds-fcgi[%ld]: notifier %s back\n",
+			    (long)getpid(), sockpath);
+		down_logged = 0;
+		for (;;) {
+			n = recv(fd, &m, sizeof(m), 0);
+			if (n == -1 && errno == EINTR)
+				continue;
+			if (n != (ssize_t)sizeof(m))
+				break;
+			if (m.type != NOTIFY_WAKE)
+				continue;
+			pthread_mutex_lock(&mu);
+			wake_locked(m.id);
+			pthread_mutex_unlock(&mu);
+		}
+		pthread_mutex_lock(&mu);
+		if (sock == fd)
+			sock = -1;
+		wake_all_locked();
+		pthread_mutex_unlock(&mu);
+		close(fd);
+	}
+	return NULL;
+}
+
+int
+notify_start(const char *path)
+{
+	pthread_t t;
+
+	if (path == NULL)
+		return 0;
+	if ((sockpath = strdup(path)) == NULL ||
+	    pthread_create(&t, NULL, run, NULL) != 0)
+		return -1;
+	pthread_detach(t);
+	return 0;
+}
+
+int
+notify_connected(void)
+{
+	int up;
+
+	pthread_mutex_lock(&mu);
+	up = sock != -1;
+	pthread_mutex_unlock(&mu);
+	return up;
+}
+
+void
+notify_publish(uint64_t id)
+{
+	pthread_mutex_lock(&mu);
+	wake_locked(id);
+	send_locked(NOTIFY_PUB, id);
+	pthread_mutex_unlock(&mu);
+}
+
+struct notify_watch *
+notify_watch_begin(uint64_t id)
+{
+	struct notify_watch **pp, *w;
+	pthread_condattr_t ca;
+
+	pthread_mutex_lock(&mu);
+	pp = slot(id);
+	if ((w = *pp) == NULL) {
+		if ((w = calloc(1, sizeof(*w))) == NULL) {
+			pthread_mutex_unlock(&mu);
+			return NULL;
+		}
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&w->cond, &ca);
+		pthread_condattr_destroy(&ca);
+		w->id = id;
+		*pp = w;
+		send_locked(NOTIFY_SUB, id);
+	}
+	w->refs++;
+	parked++;
+	pthread_mutex_unlock(&mu);
+	return w;
+}
+
+uint64_t
+notify_watch_seen(struct notify_watch *w)
+{
+	uint64_t g;
+
+	if (w == NULL)
+		return 0;
+	pthread_mutex_lock(&mu);
+	g = w->gen;
+	pthread_mutex_unlock(&mu);
+	return g;
+}
+
+void
+notify_watch_wait(struct notify_watch *w, uint64_t seen, int64_t deadline)
+{
+	struct timespec ts;
+	int64_t until, now = notify_mono_ms();
+
+	if (w == NULL) {
+		until = now + NOTIFY_POLL_MS;
+		if (until > deadline)
+			until = deadline;
+		if (until > now)
+			usleep((useconds_t)(until - now) * 1000);
+		return;
+	}
+	pthread_mutex_lock(&mu);
+	until = now + (sock != -1 ? NOTIFY_SAFETY_MS : NOTIFY_POLL_MS);
+	if (until > deadline)
+		until = deadline;
+	while (w->gen == seen && now < until) {
+		ts.tv_sec = until / 1000;
+		ts.tv_nsec = (until % 1000) * 1000000;
+		pthread_cond_timedwait(&w->cond, &mu, &ts);
+		/* Lost the daemon while asleep: switch to polling. */
+		if (sock == -1 && until > now + NOTIFY_POLL_MS)
+			until = now + NOTIFY_POLL_MS;
+		now = notify_mono_ms();
+	}
+	pthread_mutex_unlock(&mu);
+}
+
+void
+notify_watch_end(struct notify_watch *w)
+{
+	struct notify_watch **pp;
+
+	if (w == NULL)
+		return;
+	pthread_mutex_lock(&mu);
+	parked--;
+	if (--w->refs == 0) {
+		pp = slot(w->id);
+		*pp = w->next;
+		send_locked(NOTIFY_UNSUB, w->id);
+		pthread_cond_destroy(&w->cond);
+		free(w);
+	}
+	pthread_mutex_unlock(&mu);
+}
+
+unsigned
+notify_parked(void)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&mu);
+	n = parked;
+	pthread_mutex_unlock(&mu);
+	return n;
+}

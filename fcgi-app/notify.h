@@ -1,0 +1,78 @@
+/*
+ * notify.h: live-read wake-ups between worker processes.
+ *
+ * ds-notify is a small daemon on a Unix-domain SOCK_SEQPACKET socket. Each
+ * worker process keeps one connection to it. A worker subscribes to a
+ * stream id while at least one of its requests is parked on that stream;
+ * an appender publishes the id after its commit; the daemon forwards the
+ * id to every subscribed worker, which wakes its parked requests.
+ *
+ * Wake-ups are hints, never the truth: a woken request re-reads the store.
+ * When the daemon is unreachable, parked requests poll the store every
+ * NOTIFY_POLL_MS instead and the worker reconnects in the background, so
+ * losing the notifier costs latency, never data.
+ */
+#ifndef DS_NOTIFY_H
+#define DS_NOTIFY_H
+
+#include <stdint.h>
+
+/* One message each way; SOCK_SEQPACKET keeps the boundaries. */
+struct notify_msg {
+	uint32_t	type;		/* NOTIFY_* */
+	uint32_t	pad;
+	uint64_t	id;		/* stream id */
+};
+
+enum {
+	NOTIFY_SUB = 1,		/* worker -> daemon: wake me for id */
+	NOTIFY_UNSUB,		/* worker -> daemon: no longer */
+	NOTIFY_PUB,		/* worker -> daemon: id has a new tail */
+	NOTIFY_WAKE		/* daemon -> worker: id has a new tail */
+};
+
+#define NOTIFY_POLL_MS	100	/* poll interval while the daemon is away */
+#define NOTIFY_SAFETY_MS 1000	/* re-check interval even when connected */
+
+/*
+ * Starts the process's connection to the daemon at path (a background
+ * thread that connects, reads wake-ups and reconnects). NULL: no daemon,
+ * parked requests poll. Returns 0, or -1 if the thread cannot start.
+ */
+int	notify_start(const char *path);
+
+/* Tells every worker (this one included) that stream id has changed. */
+void	notify_publish(uint64_t id);
+
+/* Nonzero while the daemon connection is up. */
+int	notify_connected(void);
+
+struct notify_watch;
+
+/*
+ * Registers interest in stream id before the caller checks the store, so
+ * that no change between the check and the wait is missed. Returns NULL
+ * only when out of memory (the caller then polls).
+ */
+struct notify_watch *notify_watch_begin(uint64_t id);
+
+/* The change counter to pass to notify_watch_wait() after a check. */
+uint64_t notify_watch_seen(struct notify_watch *);
+
+/*
+ * Waits until the stream changes after seen, deadline_ms (CLOCK_MONOTONIC
+ * milliseconds) passes, or a poll interval elapses (short while the daemon
+ * is away). The caller re-checks the store after every return.
+ */
+void	notify_watch_wait(struct notify_watch *, uint64_t seen,
+	    int64_t deadline_ms);
+
+void	notify_watch_end(struct notify_watch *);
+
+/* CLOCK_MONOTONIC in milliseconds. */
+int64_t	notify_mono_ms(void);
+
+/* Parked requests right now in this process (for tests and logs). */
+unsigned notify_parked(void);
+
+#endif /* DS_NOTIFY_H */

@@ -1,0 +1,339 @@
+/*
+ * notify_main.c: ds-notify, the wake-up daemon (protocol in notify.h).
+ *
+ * One epoll loop. It keeps, for every stream id some worker subscribed to,
+ * the list of worker connections to wake, and forwards each publish to
+ * them. It holds no durable state: if it dies, workers fall back to polling
+ * and re-subscribe when it comes back.
+ */
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fcgi-app/notify.h"
+
+#define NBUCKETS 4096
+
+struct sub {
+	uint64_t	 id;
+	int		*fds;		/* subscribed connections */
+	size_t		 n, cap;
+	struct sub	*next;
+};
+
+struct conn {
+	uint64_t	*ids;		/* what this connection subscribed */
+	size_t		 n, cap;
+	int		 open;
+};
+
+static struct sub	*subs[NBUCKETS];
+static struct conn	*conns;		/* indexed by fd */
+static size_t		 nconns;
+static volatile sig_atomic_t quit;
+
+static void
+on_signal(int sig)
+{
+	(void)sig;
+	quit = 1;
+}
+
+static struct sub **
+sub_slot(uint64_t id)
+{
+	struct sub **pp = &subs[(id ^ (id >> 31)) % NBUCKETS];
+
+	while (*pp && (*pp)->id != id)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+/* Appends v to a growable array; returns -1 when out of memory. */
+static int
+push(void *arrp, size_t *n, size_t *cap, size_t sz, const void *v)
+{
+	void **arr = arrp;
+	void *na;
+
+	if (*n == *cap) {
+		*cap = *cap ? *cap * 2 : 4;
+		if ((na = realloc(*arr, *cap * sz)) == NULL)
+			return -1;
+		*arr = na;
+	}
+	memcpy((char *)*arr + *n * sz, v, sz);
+	(*n)++;
+	return 0;
+}
+
+static void
+subscribe(int fd, uint64_t id)
+{
+	struct sub **pp = sub_slot(id), *s = *pp;
+	struct conn *c = &conns[fd];
+	size_t i;
+
+	if (s == NULL) {
+		if ((s = calloc(1, sizeof(*s))) == NULL)
+			return;
+		s->id = id;
+		*pp = s;
+	}
+	for (i = 0; i < s->n; i++)
+		if (s->fds[i] == fd)
+			return;
+	if (push(&s->fds, &s->n, &s->cap, sizeof(int), &fd) == -1 ||
+	    push(&c->ids, &c->n, &c->cap, sizeof(uint64_t), &id) == -1)
+		fprintf(stderr, "ds-notify: out of memory\n");
+}
+
+static void
+unsubscribe(int fd, uint64_t id, int from_conn)
+{
+	struct sub **pp = sub_slot(id), *s = *pp;
+	struct conn *c = &conns[fd];
+	size_t i;
+
+	if (s) {
+		for (i = 0; i < s->n; i++)
+			if (s->fds[i] == fd) {
+				s->fds[i] = s->fds[--s->n];
+				break;
+			}
+		if (s->n == 0) {
+			*pp = s->next;
+			free(s->fds);
+			free(s);
+		}
+	}
+	if (from_conn)
+		for (i = 0; i < c->n; i++)
+			if (c->ids[i] == id) {
+				c->ids[i] = c->ids[--c->n];
+				break;
+			}
+}
+
+static void
+drop(int ep, int fd)
+{
+	struct conn *c = &conns[fd];
+	size_t i;
+
+	for (i = 0; i < c->n; i++)
+		unsubscribe(fd, c->ids[i], 0);
+	free(c->ids);
+	memset(c, 0, sizeof(*c));
+	epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+	close(fd);
+}
+
+/* Forwards a publish to every subscriber but the publisher. */
+static void
+publish(int from, uint64_t id)
+{
+	struct sub *s = *sub_slot(id);
+	struct notify_msg m;
+	size_t i;
+
+	if (s == NULL)
+		return;
+	memset(&m, 0, sizeof(m));
+	m.type = NOTIFY_WAKE;
+	m.id = id;
+	for (i = 0; i < s->n; i++) {
+		if (s->fds[i] == from)
+			continue;
+		/*
+		 * Never block the loop on one slow worker: a wake-up it
+		 * misses is covered by its periodic re-check.
+		 */
+		(void)send(s->fds[i], &m, sizeof(m),
+		    MSG_DONTWAIT | MSG_NOSIGNAL);
+	}
+}
+
+static int
+listen_on(const char *path)
+{
+	struct sockaddr_un sun;
+	int fd, probe;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	strcpy(sun.sun_path, path);
+	/* A socket file nobody answers on is left over from a crash. */
+	if ((probe = socket(AF_UNIX, SOCK_SEQPACKET, 0)) != -1) {
+		if (connect(probe, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+			fprintf(stderr, "ds-notify: another ds-notify already "
+			    "serves %s\n", path);
+			close(probe);
+			return -1;
+		}
+		close(probe);
+	}
+	unlink(path);
+	if ((fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0)) == -1 ||
+	    bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 ||
+	    chmod(path, 0660) == -1 || listen(fd, 512) == -1) {
+		fprintf(stderr, "ds-notify: listen on %s: %s\n", path,
+		    strerror(errno));
+		return -1;
+	}
+	return fd;
+}
+
+static void
+usage(void)
+{
+	fprintf(stderr, "usage: ds-notify --socket PATH [-n|--check]\n");
+	exit(2);
+}
+
+int
+main(int argc, char *argv[])
+{
+	static const struct option opts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "check", no_argument, NULL, 'n' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct epoll_event ev, evs[256];
+	struct notify_msg m;
+	struct sockaddr_un sun;
+	struct sigaction sa;
+	struct rlimit rl;
+	const char *path = NULL;
+	char dir[sizeof(sun.sun_path)], *slash;
+	int ch, check = 0, lfd, ep, n, i, fd;
+	ssize_t k;
+
+	while ((ch = getopt_long(argc, argv, "n", opts, NULL)) != -1) {
+		switch (ch) {
+		case 's':
+			path = optarg;
+			break;
+		case 'n':
+			check = 1;
+			break;
+		default:
+			usage();
+		}
+	}
+	if (optind != argc || path == NULL)
+		usage();
+	/* Check the configuration before acquiring anything. */
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		fprintf(stderr, "ds-notify: socket path longer than %zu "
+		    "bytes: %s\n", sizeof(sun.sun_path) - 1, path);
+		return 2;
+	}
+	strcpy(dir, path);
+	if ((slash = strrchr(dir, '/')) != NULL)
+		*slash = '\0';
+	else
+		strcpy(dir, ".");
+	if (access(dir[0] ? dir : "/", W_OK | X_OK) == -1) {
+		fprintf(stderr, "ds-notify: cannot create a socket in %s: %s\n",
+		    dir, strerror(errno));
+		return 2;
+	}
+	if (check) {
+		printf("ds-notify: configuration is fine\n");
+		return 0;
+	}
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	nconns = getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+	    rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (1u << 20) ?
+	    (size_t)rl.rlim_cur : 65536;
+	if ((conns = calloc(nconns, sizeof(*conns))) == NULL) {
+		fprintf(stderr, "ds-notify: out of memory\n");
+		return 1;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if ((lfd = listen_on(path)) == -1)
+		return 1;
+	if ((ep = epoll_create1(EPOLL_CLOEXEC)) == -1) {
+		fprintf(stderr, "ds-notify: epoll_create1: %s\n",
+		    strerror(errno));
+		return 1;
+	}
+	ev.events = EPOLLIN;
+	ev.data.fd = lfd;
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev) == -1) {
+		fprintf(stderr, "ds-notify: epoll_ctl: %s\n", strerror(errno));
+		return 1;
+	}
+	while (!quit) {
+		n = epoll_wait(ep, evs, 256, 1000);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			fprintf(stderr, "ds-notify: epoll_wait: %s\n",
+			    strerror(errno));
+			break;
+		}
+		for (i = 0; i < n; i++) {
+			fd = evs[i].data.fd;
+			if (fd == lfd) {
+				while ((fd = accept4(lfd, NULL, NULL,
+				    SOCK_NONBLOCK | SOCK_CLOEXEC)) != -1) {
+					if ((size_t)fd >= nconns) {
+						close(fd);
+						continue;
+					}
+					ev.events = EPOLLIN;
+					ev.data.fd = fd;
+					if (epoll_ctl(ep, EPOLL_CTL_ADD, fd,
+					    &ev) == -1) {
+						close(fd);
+						continue;
+					}
+					conns[fd].open = 1;
+				}
+				continue;
+			}
+			for (;;) {
+				k = recv(fd, &m, sizeof(m), 0);
+				if (k == -1 && errno == EINTR)
+					continue;
+				if (k == -1 && (errno == EAGAIN ||
+				    errno == EWOULDBLOCK))
+					break;
+				if (k != (ssize_t)sizeof(m)) {
+					drop(ep, fd);
+					break;
+				}
+				if (m.type == NOTIFY_SUB)
+					subscribe(fd, m.id);
+				else if (m.type == NOTIFY_UNSUB)
+					unsubscribe(fd, m.id, 1);
+				else if (m.type == NOTIFY_PUB)
+					publish(fd, m.id);
+			}
+		}
+	}
+	unlink(path);
+	return 0;
+}
