@@ -72,7 +72,7 @@ unit: all
 	prove t/0*-unit-*.t
 
 sanitize:
-	$(MAKE) B=build-asan CC=clang \
+	$(MAKE) B=build-asan \
 	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	  build-asan/ds-fcgi $(UNIT_SRC:t/unit/%.c=build-asan/t/%)
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 DS_UNIT_DIR=build-asan/t prove t/0*-unit-*.t

@@ -1,0 +1,377 @@
+/*
+ * store_test.c: drives store/ directly: create, append with every
+ * validation rule, reads with chunk bounds and message framing, expiry,
+ * delete, torn-tail recovery and orphan removal, and concurrent appends from
+ * threads sharing one store.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store/store.h"
+#include "t/tap.h"
+
+static char dir[] = "/tmp/ds-store-test-XXXXXX";
+
+static struct ds_store *
+open_store(void)
+{
+	struct ds_store_cfg cfg = { .dir = dir };
+	struct ds_store *s = NULL;
+
+	if (ds_store_open(&cfg, &s) != DS_OK)
+		bail_out("cannot open store in %s", dir);
+	return s;
+}
+
+static enum ds_err
+append(struct ds_store *s, const char *path, const char *body, int close,
+    const struct ds_producer *p, const char *seq, struct ds_append_res *res)
+{
+	struct ds_append a;
+
+	memset(&a, 0, sizeof(a));
+	a.body = body;
+	a.len = body ? strlen(body) : 0;
+	a.close = close;
+	a.ctype_ok = 1;
+	a.producer = p;
+	a.seq = seq;
+	a.seqlen = seq ? strlen(seq) : 0;
+	return ds_store_append(s, path, &a, 1000, res);
+}
+
+static char *
+read_all(struct ds_store *s, const char *path, size_t chunk, size_t *total,
+    unsigned *reads)
+{
+	struct ds_stream_info info;
+	char *all = NULL, *data;
+	size_t len;
+	uint64_t at = 0;
+
+	*total = 0;
+	*reads = 0;
+	for (;;) {
+		if (ds_store_read(s, path, at, chunk, 1000, &info, &data,
+		    &len) != DS_OK)
+			return all;
+		(*reads)++;
+		all = realloc(all, *total + len + 1);
+		memcpy(all + *total, data ? data : "", len);
+		*total += len;
+		all[*total] = '\0';
+		free(data);
+		at += len;
+		if (at == info.tail)
+			return all;
+	}
+}
+
+static void
+test_basics(struct ds_store *s)
+{
+	struct ds_create c = { .ctype = "text/plain", .body = "abc",
+	    .len = 3 };
+	struct ds_stream_info info;
+	struct ds_append_res res;
+	char *data;
+	size_t len;
+	unsigned reads;
+
+	is_int(ds_store_create(s, "a", &c, 1000, &info), DS_OK, "create");
+	is_int(info.tail, 3, "initial body sets the tail");
+	is_int(ds_store_create(s, "a", &c, 1000, &info), DS_EEXIST,
+	    "second create reports the existing stream");
+	is_str(info.ctype, "text/plain", "existing stream described");
+	is_int(append(s, "a", "defg", 0, NULL, NULL, &res), DS_OK, "append");
+	is_int(res.tail, 7, "tail after append");
+	is_int(append(s, "missing", "x", 0, NULL, NULL, &res), DS_ENOTFOUND,
+	    "append to a missing stream");
+	data = read_all(s, "a", 1024, &len, &reads);
+	is_mem(data, len, "abcdefg", 7, "read back");
+	free(data);
+	data = read_all(s, "a", 2, &len, &reads);
+	is_mem(data, len, "abcdefg", 7, "read back in 2-byte chunks");
+	is_int(reads, 4, "chunk bound respected");
+	free(data);
+	is_int(ds_store_read(s, "a", 8, 10, 1000, &info, &data, &len),
+	    DS_EOFFSET, "offset past the tail");
+	is_int(ds_store_read(s, "a", DS_POS_NOW, 10, 1000, &info, &data,
+	    &len), DS_OK, "read at now");
+	is_int(len, 0, "nothing at now");
+
+	/* Stream-Seq: strictly increasing, bytewise. */
+	is_int(append(s, "a", "1", 0, NULL, "09", &res), DS_OK, "seq 09");
+	is_int(append(s, "a", "2", 0, NULL, "10", &res), DS_OK, "seq 10");
+	is_int(append(s, "a", "3", 0, NULL, "10", &res), DS_ESEQ,
+	    "repeated seq rejected");
+	is_int(append(s, "a", "3", 0, NULL, "1", &res), DS_ESEQ,
+	    "smaller seq rejected");
+
+	/* Closure. */
+	is_int(append(s, "a", "end", 1, NULL, NULL, &res), DS_OK,
+	    "append and close");
+	ok(res.closed, "closed after close");
+	is_int(append(s, "a", "more", 0, NULL, NULL, &res), DS_ECLOSED,
+	    "append to closed");
+	is_int(res.tail, 12, "closed error carries the tail");
+	is_int(append(s, "a", NULL, 1, NULL, NULL, &res), DS_OK,
+	    "close-only on closed is idempotent");
+	ok(res.duplicate, "reported as nothing written");
+}
+
+static void
+test_producers(struct ds_store *s)
+{
+	struct ds_create c = { .ctype = "text/plain" };
+	struct ds_stream_info info;
+	struct ds_producer p = { .id = "p1", .idlen = 2 };
+	struct ds_append_res res;
+	char *data;
+	size_t len;
+	unsigned reads;
+
+	is_int(ds_store_create(s, "p", &c, 1000, &info), DS_OK, "create p");
+	p.seq = 1;
+	is_int(append(s, "p", "x", 0, &p, NULL, &res), DS_EPRODUCER_GAP,
+	    "new producer must start at seq 0");
+	p.seq = 0;
+	is_int(append(s, "p", "a", 0, &p, NULL, &res), DS_OK, "seq 0");
+	p.seq = 1;
+	is_int(append(s, "p", "b", 0, &p, NULL, &res), DS_OK, "seq 1");
+	is_int(append(s, "p", "b", 0, &p, NULL, &res), DS_OK, "retry seq 1");
+	ok(res.duplicate, "retry is a duplicate");
+	is_int(res.seq, 1, "duplicate reports the highest seq");
+	p.seq = 0;
+	is_int(append(s, "p", "a", 0, &p, NULL, &res), DS_OK, "retry seq 0");
+	ok(res.duplicate && res.seq == 1, "old duplicate reports seq 1");
+	p.seq = 3;
+	is_int(append(s, "p", "d", 0, &p, NULL, &res), DS_EPRODUCER_GAP,
+	    "gap");
+	is_int(res.seq, 2, "gap reports the expected seq");
+	p.epoch = 1;
+	p.seq = 1;
+	is_int(append(s, "p", "e", 0, &p, NULL, &res), DS_EPRODUCER_BADSEQ,
+	    "new epoch must start at 0");
+	p.seq = 0;
+	is_int(append(s, "p", "e", 0, &p, NULL, &res), DS_OK, "epoch 1");
+	p.epoch = 0;
+	p.seq = 2;
+	is_int(append(s, "p", "z", 0, &p, NULL, &res), DS_EPRODUCER_STALE,
+	    "zombie fenced");
+	is_int(res.epoch, 1, "fencing reports the current epoch");
+	data = read_all(s, "p", 1024, &len, &reads);
+	is_mem(data, len, "abe", 3, "only accepted appends stored, once");
+	free(data);
+
+	/* Closing request retried: duplicate; anything else: closed. */
+	p.epoch = 1;
+	p.seq = 1;
+	is_int(append(s, "p", "F", 1, &p, NULL, &res), DS_OK,
+	    "producer closes");
+	is_int(append(s, "p", "F", 1, &p, NULL, &res), DS_OK,
+	    "closing retry");
+	ok(res.duplicate && res.closed, "closing retry is a duplicate");
+	p.seq = 2;
+	is_int(append(s, "p", "G", 0, &p, NULL, &res), DS_ECLOSED,
+	    "later seq on a closed stream");
+	p.epoch = 0;
+	is_int(append(s, "p", "G", 0, &p, NULL, &res), DS_EPRODUCER_STALE,
+	    "stale epoch beats closed");
+}
+
+static void
+test_messages(struct ds_store *s)
+{
+	struct ds_create c = { .ctype = "application/json", .flags = DS_F_MSG,
+	    .body = "{\"a\":1}\n[2]\n", .len = 12 };
+	struct ds_stream_info info;
+	struct ds_append_res res;
+	char *data;
+	size_t len;
+
+	is_int(ds_store_create(s, "j", &c, 1000, &info), DS_OK, "create json");
+	is_int(append(s, "j", "\"long message\"\n", 0, NULL, NULL, &res),
+	    DS_OK, "append a record");
+	is_int(ds_store_read(s, "j", 0, 9, 1000, &info, &data, &len), DS_OK,
+	    "bounded read");
+	is_mem(data, len, "{\"a\":1}\n", 8, "cut on the last record end");
+	free(data);
+	is_int(ds_store_read(s, "j", 12, 3, 1000, &info, &data, &len), DS_OK,
+	    "read smaller than a record");
+	is_int(len, 15, "a record longer than the bound comes whole");
+	free(data);
+	is_int(ds_store_read(s, "j", 3, 100, 1000, &info, &data, &len),
+	    DS_EOFFSET, "offset inside a record");
+}
+
+static void
+test_expiry_delete(struct ds_store *s)
+{
+	struct ds_create c = { .ctype = "text/plain", .flags = DS_F_TTL,
+	    .ttl_s = 2 };
+	struct ds_stream_info info;
+
+	is_int(ds_store_create(s, "t", &c, 1000, &info), DS_OK, "ttl stream");
+	is_int(ds_store_stat(s, "t", 2500, &info), DS_OK, "alive at 1.5 s");
+	is_int(ds_store_touch(s, "t", 2500), DS_OK, "touch renews");
+	is_int(ds_store_stat(s, "t", 4000, &info), DS_OK,
+	    "alive 1.5 s after the renewal");
+	is_int(ds_store_stat(s, "t", 4500, &info), DS_ENOTFOUND,
+	    "gone 2 s after the renewal");
+	c.flags = DS_F_EXPIRES;
+	c.expires_ms = 5000;
+	is_int(ds_store_create(s, "t", &c, 4600, &info), DS_OK,
+	    "path reusable after expiry");
+	is_int(ds_store_stat(s, "t", 5000, &info), DS_ENOTFOUND,
+	    "Expires-At reached");
+	is_int(ds_store_delete(s, "a"), DS_OK, "delete");
+	is_int(ds_store_stat(s, "a", 1000, &info), DS_ENOTFOUND,
+	    "deleted stream is gone");
+	is_int(ds_store_delete(s, "a"), DS_ENOTFOUND, "delete twice");
+}
+
+static void
+test_recovery(struct ds_store *s)
+{
+	struct ds_create c = { .ctype = "text/plain", .body = "12345",
+	    .len = 5 };
+	struct ds_stream_info info;
+	struct ds_append_res res;
+	char path[512], *data;
+	size_t len;
+	unsigned reads, trunc, removed;
+	int fd;
+
+	is_int(ds_store_create(s, "r", &c, 1000, &info), DS_OK, "create r");
+	/* A crash after the data write, before the commit: stray bytes. */
+	snprintf(path, sizeof(path), "%s/segments/%02x/%016" PRIx64 ".seg",
+	    dir, (unsigned)(info.id >> 56), info.id);
+	fd = open(path, O_WRONLY | O_APPEND);
+	ok(fd != -1 && write(fd, "TORN", 4) == 4, "simulate a torn append");
+	close(fd);
+	data = read_all(s, "r", 1024, &len, &reads);
+	is_mem(data, len, "12345", 5, "readers never see stray bytes");
+	free(data);
+	is_int(ds_store_recover(s, 0, &trunc, &removed), DS_OK, "recover");
+	is_int(trunc, 1, "one torn tail truncated");
+	is_int(append(s, "r", "67", 0, NULL, NULL, &res), DS_OK,
+	    "append after recovery");
+	data = read_all(s, "r", 1024, &len, &reads);
+	is_mem(data, len, "1234567", 7, "append lands at the committed tail");
+	free(data);
+
+	/* Orphans: segment files that no record names. */
+	snprintf(path, sizeof(path), "%s/segments/00", dir);
+	mkdir(path, 0750);
+	snprintf(path, sizeof(path), "%s/segments/00/0000000000000001.seg",
+	    dir);
+	fd = open(path, O_CREAT | O_WRONLY, 0640);
+	close(fd);
+	is_int(ds_store_recover(s, 3600, &trunc, &removed), DS_OK,
+	    "recover with a young orphan");
+	is_int(removed, 0, "young orphan kept (may be a create in flight)");
+	is_int(ds_store_recover(s, 0, &trunc, &removed), DS_OK,
+	    "recover again");
+	is_int(removed, 1, "old orphan removed");
+	ok(access(path, F_OK) == -1, "orphan file gone");
+	errno = 0;
+}
+
+#define NTHREADS 8
+#define NAPPENDS 50
+
+static struct ds_store *shared;
+
+static void *
+writer(void *arg)
+{
+	struct ds_append_res res;
+	char body[48];
+	long t = (long)arg;
+	int i, bad = 0;
+
+	for (i = 0; i < NAPPENDS; i++) {
+		snprintf(body, sizeof(body), "<%ld:%02d>", t, i);
+		if (append(shared, t % 2 ? "c1" : "c2", body, 0, NULL, NULL,
+		    &res) != DS_OK)
+			bad++;
+	}
+	return (void *)(long)bad;
+}
+
+static void
+test_concurrency(struct ds_store *s)
+{
+	struct ds_create c = { .ctype = "text/plain" };
+	struct ds_stream_info info;
+	pthread_t th[NTHREADS];
+	void *rv;
+	char *data, *p, tok[48];
+	size_t len, l2;
+	unsigned reads;
+	long t;
+	int i, bad = 0, missing = 0;
+
+	shared = s;
+	ds_store_create(s, "c1", &c, 1000, &info);
+	ds_store_create(s, "c2", &c, 1000, &info);
+	for (t = 0; t < NTHREADS; t++)
+		pthread_create(&th[t], NULL, writer, (void *)t);
+	for (t = 0; t < NTHREADS; t++) {
+		pthread_join(th[t], &rv);
+		bad += (int)(long)rv;
+	}
+	is_int(bad, 0, "every concurrent append succeeded");
+	data = read_all(s, "c1", 4096, &len, &reads);
+	p = read_all(s, "c2", 4096, &l2, &reads);
+	is_int(len + l2, NTHREADS * NAPPENDS * 6, "no byte lost or added");
+	for (t = 0; t < NTHREADS; t++)
+		for (i = 0; i < NAPPENDS; i++) {
+			snprintf(tok, sizeof(tok), "<%ld:%02d>", t, i);
+			if (!strstr(t % 2 ? data : p, tok))
+				missing++;
+		}
+	is_int(missing, 0, "every append present, whole");
+	free(data);
+	free(p);
+}
+
+int
+main(void)
+{
+	struct ds_store *s;
+	char cmd[128];
+
+	if (mkdtemp(dir) == NULL)
+		bail_out("mkdtemp: %s", strerror(errno));
+	s = open_store();
+	test_basics(s);
+	test_producers(s);
+	test_messages(s);
+	test_expiry_delete(s);
+	test_recovery(s);
+	test_concurrency(s);
+	ds_store_close(s);
+	s = open_store();
+	{
+		struct ds_stream_info info;
+
+		is_int(ds_store_stat(s, "r", 1000, &info), DS_OK,
+		    "state survives reopening");
+		is_int(info.tail, 7, "tail survives reopening");
+	}
+	ds_store_close(s);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd) != 0)
+		diag("could not remove %s", dir);
+	return done_testing();
+}
