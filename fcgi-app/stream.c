@@ -110,43 +110,111 @@ same_config(const struct ds_stream_info *i, const struct ds_create *c)
 		return 0;
 	if ((i->flags & DS_F_EXPIRES) && i->expires_ms != c->expires_ms)
 		return 0;
+	/* PROTOCOL 4.2: a fork's source and fork point are config too. */
+	if (i->src_id != c->src_id || (c->src_id && i->base != c->base))
+		return 0;
 	return 1;
 }
 
-/* PUT: create a stream, or confirm an identical one (PROTOCOL 5.1). */
+/*
+ * Reads the fork headers of a PUT (PROTOCOL 4.2) into c, checking the
+ * source so that the body can be framed by the source's type. Returns 0
+ * (c->src_path set for a fork, NULL otherwise), or -1 after answering.
+ */
+static int
+fork_headers(struct ds_req *r, struct ds_create *c, char *src,
+    size_t srcsz, struct ds_stream_info *si)
+{
+	const char *from = ds_param(r, "HTTP_STREAM_FORKED_FROM");
+	const char *off = ds_param(r, "HTTP_STREAM_FORK_OFFSET");
+	const char *sub = ds_param(r, "HTTP_STREAM_FORK_SUB_OFFSET");
+	size_t plen = strlen(DS_ROUTE_PREFIX), n;
+	enum ds_offset_kind kind;
+	enum ds_err e;
+
+	if (from == NULL) {
+		if (off || sub) {
+			ds_respond_error(r, 400, "Stream-Fork-Offset and "
+			    "Stream-Fork-Sub-Offset need Stream-Forked-From");
+			return -1;
+		}
+		return 0;
+	}
+	if (strncmp(from, DS_ROUTE_PREFIX, plen) != 0 ||
+	    strchr(from, '?') ||
+	    ds_path_decode(from + plen, strlen(from + plen), src, srcsz,
+	    &n) == -1) {
+		ds_respond_error(r, 400, "invalid Stream-Forked-From");
+		return -1;
+	}
+	if (off) {
+		if (ds_offset_parse(off, strlen(off), &kind, &c->fork_at) ==
+		    -1) {
+			ds_respond_error(r, 400, "malformed Stream-Fork-Offset");
+			return -1;
+		}
+		if (kind == DS_OFFSET_START)
+			c->fork_at = 0;
+		c->has_fork_at = kind != DS_OFFSET_NOW;
+	}
+	if (sub && ds_parse_uint(sub, strlen(sub), DS_MAX_SAFE_INT,
+	    &c->sub) == -1) {
+		ds_respond_error(r, 400, "malformed Stream-Fork-Sub-Offset");
+		return -1;
+	}
+	if ((e = ds_store_stat(r->store, src, r->now, si)) != DS_OK) {
+		if (e == DS_EGONE)
+			ds_respond_error(r, 409, "the source stream is deleted");
+		else
+			ds_respond_store_error(r, e);
+		return -1;
+	}
+	c->src_path = src;
+	return 0;
+}
+
+/* PUT: create a stream or a fork, or confirm an identical one (5.1, 4.2). */
 static void
 handle_put(struct ds_req *r)
 {
 	struct ds_create c;
-	struct ds_stream_info info;
+	struct ds_stream_info info, si;
 	const char *ct = ds_param(r, "CONTENT_TYPE");
 	const char *closed = ds_param(r, "HTTP_STREAM_CLOSED");
-	char norm[DS_CTYPE_MAX + 1];
+	char norm[DS_CTYPE_MAX + 1], src[DS_PATH_MAX + 1];
 	char *msgs = NULL;
 	size_t msglen = 0, nmsg;
 	enum ds_json_err je;
 	enum ds_err e;
+	int json;
 
 	memset(&c, 0, sizeof(c));
-	if (ds_param(r, "HTTP_STREAM_FORKED_FROM")) {
-		ds_respond_error(r, 501, "forks are not implemented yet");
-		return;
-	}
-	if (ct == NULL || *ct == '\0')
-		ct = DEFAULT_CTYPE;
-	if (strlen(ct) > DS_CTYPE_MAX ||
-	    ds_media_type_norm(ct, norm, sizeof(norm)) == -1) {
+	if (ct && *ct && (strlen(ct) > DS_CTYPE_MAX ||
+	    ds_media_type_norm(ct, norm, sizeof(norm)) == -1)) {
 		ds_respond_error(r, 400, "invalid Content-Type");
 		return;
 	}
-	c.ctype = ct;
-	if (expiry_headers(r, &c) == -1)
+	if (expiry_headers(r, &c) == -1 ||
+	    fork_headers(r, &c, src, sizeof(src), &si) == -1)
 		return;
+	if (c.src_path) {
+		/* A fork inherits its source's type, or must repeat it. */
+		if (ct && *ct && !ds_media_type_eq(ct, si.ctype)) {
+			ds_respond_error(r, 409, "Content-Type differs from "
+			    "the source stream's");
+			return;
+		}
+		c.ctype = ct && *ct ? ct : NULL;
+		json = (si.flags & DS_F_MSG) != 0;
+	} else {
+		c.ctype = ct && *ct ? ct : DEFAULT_CTYPE;
+		json = is_json(c.ctype);
+	}
 	if (closed && ds_header_is_true(closed))
 		c.flags |= DS_F_CLOSED;
 	c.body = r->body;
 	c.len = r->bodylen;
-	if (is_json(ct)) {
+	if (json) {
 		c.flags |= DS_F_MSG;
 		if (r->bodylen > 0) {
 			je = ds_json_split(r->body, r->bodylen, 1, &msgs,
@@ -170,10 +238,14 @@ handle_put(struct ds_req *r)
 		stream_headers(r, &info);
 		ds_respond(r, 200, info.ctype, NULL, 0);
 	} else if (e == DS_EEXIST || e == DS_EGONE) {
-		ds_respond_error(r, 409, e == DS_EGONE ?
-		    "a deleted stream still holds this path" :
-		    "stream exists with a different configuration");
-	} else
+		ds_respond_error(r, 409, e == DS_EEXIST ?
+		    "stream exists with a different configuration" :
+		    info.id ? "a deleted stream still holds this path" :
+		    "the source stream is deleted");
+	} else if (e == DS_EOFFSET)
+		ds_respond_error(r, 400, "fork point is beyond the source's "
+		    "tail or not on a message boundary");
+	else
 		ds_respond_store_error(r, e);
 }
 

@@ -47,7 +47,7 @@ ds_rec_encode(const struct ds_rec *r, char *buf, size_t bufsz)
 	f.expires_ms = r->info.expires_ms;
 	f.access_ms = r->info.access_ms;
 	f.created_ms = r->created_ms;
-	f.src_id = r->src_id;
+	f.src_id = r->info.src_id;
 	f.refs = r->refs;
 	f.closer_epoch = r->closer_epoch;
 	f.closer_seq = r->closer_seq;
@@ -88,7 +88,7 @@ ds_rec_decode(const MDB_val *v, struct ds_rec *r)
 	r->info.access_ms = f.access_ms;
 	r->info.flags = f.flags;
 	r->created_ms = f.created_ms;
-	r->src_id = f.src_id;
+	r->info.src_id = f.src_id;
 	r->refs = f.refs;
 	r->closer_epoch = f.closer_epoch;
 	r->closer_seq = f.closer_seq;

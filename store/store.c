@@ -214,26 +214,111 @@ rec_remove(struct ds_store *s, MDB_txn *txn, const char *path, uint64_t id)
 	return DS_OK;
 }
 
+/* Finds a stream's record by id (the source of a fork). */
+static enum ds_err
+rec_get_id(struct ds_store *s, MDB_txn *txn, uint64_t id, char *path,
+    struct ds_rec *r)
+{
+	MDB_val k, v;
+	enum ds_err e;
+	int rc;
+
+	k.mv_data = &id;
+	k.mv_size = sizeof(id);
+	rc = mdb_get(txn, s->ids, &k, &v);
+	if (rc == MDB_NOTFOUND || (rc == 0 && v.mv_size > DS_PATH_MAX)) {
+		ds_log("stream %016" PRIx64 " has no id entry", id);
+		return DS_ECORRUPT;
+	}
+	if (rc != 0)
+		return mdb_err(__func__, "mdb_get id", rc);
+	memcpy(path, v.mv_data, v.mv_size);
+	path[v.mv_size] = '\0';
+	if ((e = rec_get(s, txn, path, r)) == DS_OK && r->info.id != id) {
+		ds_log("%s: id entry %016" PRIx64 " names another stream",
+		    path, id);
+		e = DS_ECORRUPT;
+	}
+	return e == DS_ENOTFOUND ? DS_ECORRUPT : e;
+}
+
+/* Segments to unlink once the transaction that dropped them commits. */
+struct doomed {
+	uint64_t	ids[DS_CHAIN_MAX + 1];
+	int		n;
+};
+
 /*
- * Deletes the stream at path if it is still the expired stream id. Called
- * when a lookup finds a stream past its TTL or Expires-At.
+ * Drops the stream r at path within txn (PROTOCOL 4.2 lifecycle): with live
+ * forks it is only marked soft-deleted; otherwise its record goes, and its
+ * source loses a reference, which may drop a soft-deleted source in turn,
+ * up the chain. Refcounts, flags and records change in this one
+ * transaction, so a crash leaves either all of it or none; segment files
+ * are unlinked after the commit (a crash in between leaves orphans that
+ * ds_store_recover() removes).
+ */
+static enum ds_err
+drop_stream(struct ds_store *s, MDB_txn *txn, const char *path,
+    struct ds_rec *r, struct doomed *d)
+{
+	char spath[DS_PATH_MAX + 1];
+	struct ds_rec src;
+	uint64_t src_id;
+	enum ds_err e;
+
+	if (r->refs > 0) {
+		r->info.flags |= DS_F_DELETED;
+		return rec_put(s, txn, path, r);
+	}
+	if ((e = rec_remove(s, txn, path, r->info.id)) != DS_OK)
+		return e;
+	d->ids[d->n++] = r->info.id;
+	for (src_id = r->info.src_id; src_id != 0; src_id = src.info.src_id) {
+		if ((e = rec_get_id(s, txn, src_id, spath, &src)) != DS_OK)
+			return e;
+		if (src.refs > 0)
+			src.refs--;
+		if (src.refs > 0 || !(src.info.flags & DS_F_DELETED))
+			return rec_put(s, txn, spath, &src);
+		if ((e = rec_remove(s, txn, spath, src_id)) != DS_OK)
+			return e;
+		if (d->n <= DS_CHAIN_MAX)
+			d->ids[d->n++] = src_id;
+	}
+	return DS_OK;
+}
+
+static void
+unlink_doomed(struct ds_store *s, const struct doomed *d)
+{
+	int i;
+
+	for (i = 0; i < d->n; i++)
+		ds_seg_unlink(s, d->ids[i]);
+}
+
+/*
+ * Drops the stream at path if it is still the expired stream id. Called
+ * when a lookup finds a stream past its TTL or Expires-At. An expired
+ * stream with live forks is soft-deleted, like a deleted one.
  */
 static void
 expire(struct ds_store *s, const char *path, uint64_t id, int64_t now)
 {
 	struct ds_rec r;
+	struct doomed d = { .n = 0 };
 	MDB_txn *txn;
 
 	if (txn_begin(s, 0, &txn) != DS_OK)
 		return;
 	if (rec_get(s, txn, path, &r) != DS_OK || r.info.id != id ||
-	    !expired(&r.info, now) ||
-	    rec_remove(s, txn, path, id) != DS_OK) {
+	    !expired(&r.info, now) || (r.info.flags & DS_F_DELETED) ||
+	    drop_stream(s, txn, path, &r, &d) != DS_OK) {
 		mdb_txn_abort(txn);
 		return;
 	}
 	if (txn_commit_sync(s, txn) == DS_OK)
-		ds_seg_unlink(s, id);
+		unlink_doomed(s, &d);
 }
 
 /*
@@ -252,12 +337,195 @@ lookup(struct ds_store *s, const char *path, int64_t now, struct ds_rec *r)
 	mdb_txn_abort(txn);
 	if (e != DS_OK)
 		return e;
-	if (expired(&r->info, now)) {
-		expire(s, path, r->info.id, now);
-		return DS_ENOTFOUND;
-	}
 	if (r->info.flags & DS_F_DELETED)
 		return DS_EGONE;
+	if (expired(&r->info, now)) {
+		expire(s, path, r->info.id, now);
+		return r->refs > 0 ? DS_EGONE : DS_ENOTFOUND;
+	}
+	return DS_OK;
+}
+
+/*
+ * A fork chain as a read sees it: level 0 is the stream's own range
+ * [base, tail), level 1 its source's range up to the fork point, and so on
+ * down to a plain stream starting at 0. Source data below a fork point
+ * never changes and is never removed while the fork exists, so the chain
+ * read in one transaction stays valid after it.
+ */
+struct level {
+	uint64_t	id;
+	uint64_t	base;		/* first position in this segment */
+	uint64_t	end;		/* positions this level serves end here */
+};
+
+struct chain {
+	struct level	lv[DS_CHAIN_MAX];
+	int		n;
+};
+
+static enum ds_err
+chain_build(struct ds_store *s, MDB_txn *txn, const struct ds_rec *r,
+    uint64_t end, struct chain *c)
+{
+	char spath[DS_PATH_MAX + 1];
+	struct ds_rec cur = *r, src;
+	enum ds_err e;
+
+	c->n = 1;
+	c->lv[0].id = r->info.id;
+	c->lv[0].base = r->info.base;
+	c->lv[0].end = end;
+	while (cur.info.src_id != 0) {
+		if (c->n == DS_CHAIN_MAX) {
+			ds_log("stream %016" PRIx64 ": fork chain deeper than "
+			    "%d", r->info.id, DS_CHAIN_MAX);
+			return DS_ECORRUPT;
+		}
+		if ((e = rec_get_id(s, txn, cur.info.src_id, spath, &src)) !=
+		    DS_OK)
+			return e;
+		c->lv[c->n].id = src.info.id;
+		c->lv[c->n].base = src.info.base;
+		/*
+		 * A fork of a fork may branch below its source's own
+		 * range: each level serves at most up to the one above.
+		 */
+		c->lv[c->n].end = cur.info.base < c->lv[c->n - 1].end ?
+		    cur.info.base : c->lv[c->n - 1].end;
+		c->n++;
+		cur = src;
+	}
+	return DS_OK;
+}
+
+/* The level that serves position p (p below the chain's end). */
+static const struct level *
+chain_level(const struct chain *c, uint64_t p)
+{
+	int i;
+
+	for (i = 0; i < c->n - 1; i++)
+		if (p >= c->lv[i].base)
+			break;
+	return &c->lv[i];
+}
+
+static enum ds_err read_to_record_end(int, uint64_t, uint64_t, char **,
+    size_t *);
+
+/*
+ * Is p just after a record end (or at the start) in a message stream?
+ * Level bases are record ends by construction.
+ */
+static enum ds_err
+chain_boundary(struct ds_store *s, const struct chain *c, uint64_t p)
+{
+	const struct level *l;
+	enum ds_err e = DS_OK;
+	char ch;
+	int i, fd;
+
+	for (i = 0; i < c->n; i++)
+		if (p == c->lv[i].base && (i == 0 || c->lv[i].base <
+		    c->lv[i].end))
+			return DS_OK;
+	l = chain_level(c, p - 1);
+	if ((fd = ds_seg_open(s, l->id, O_RDONLY)) == -1)
+		return errno == ENOENT ? DS_ENOTFOUND : DS_EIO;
+	if (ds_seg_read(fd, p - 1 - l->base, &ch, 1) == -1)
+		e = DS_EIO;
+	else if (ch != '\n')
+		e = DS_EOFFSET;
+	close(fd);
+	return e;
+}
+
+/*
+ * Reads up to max bytes at position p (below the chain's end) from the one
+ * level that holds p. With msg the read is cut on a record end, and a
+ * record longer than max comes whole. *data is malloc'd (caller frees).
+ */
+static enum ds_err
+chain_read(struct ds_store *s, const struct chain *c, uint64_t p, size_t max,
+    int msg, char **data, size_t *len)
+{
+	const struct level *l = chain_level(c, p);
+	uint64_t n = l->end - p;
+	char *buf = NULL;
+	enum ds_err e = DS_OK;
+	int fd;
+
+	*data = NULL;
+	*len = 0;
+	if (msg && (e = chain_boundary(s, c, p)) != DS_OK)
+		return e;
+	if (n > max)
+		n = max;
+	if ((fd = ds_seg_open(s, l->id, O_RDONLY)) == -1)
+		return errno == ENOENT ? DS_ENOTFOUND : DS_EIO;
+	if ((buf = malloc(n ? (size_t)n : 1)) == NULL) {
+		e = DS_ENOMEM;
+		goto out;
+	}
+	if (ds_seg_read(fd, p - l->base, buf, (size_t)n) == -1) {
+		e = DS_EIO;
+		goto out;
+	}
+	*len = (size_t)n;
+	if (msg && (e = read_to_record_end(fd, p - l->base, l->end - l->base,
+	    &buf, len)) != DS_OK)
+		goto out;
+	*data = buf;
+	buf = NULL;
+out:
+	close(fd);
+	free(buf);
+	if (e != DS_OK)
+		*len = 0;
+	return e;
+}
+
+/*
+ * Resolves a fork point (PROTOCOL 4.2): the offset at, refined by sub
+ * bytes (byte streams) or sub records (message streams), within the source
+ * chain c whose tail is tail. DS_EOFFSET when it falls past the tail, or
+ * off a record end.
+ */
+static enum ds_err
+resolve_fork_point(struct ds_store *s, const struct chain *c, uint64_t tail,
+    int msg, uint64_t at, uint64_t sub, uint64_t *out)
+{
+	char *data, *q;
+	size_t len;
+	enum ds_err e;
+	uint64_t p;
+
+	if (at > tail)
+		return DS_EOFFSET;
+	if (msg && at > 0 && (e = chain_boundary(s, c, at)) != DS_OK)
+		return e;
+	if (!msg) {
+		if (sub > tail - at)
+			return DS_EOFFSET;
+		*out = at + sub;
+		return DS_OK;
+	}
+	for (p = at; sub > 0; p += len) {
+		if (p >= tail)
+			return DS_EOFFSET;
+		if ((e = chain_read(s, c, p, 65536, 1, &data, &len)) != DS_OK)
+			return e;
+		for (q = data; sub > 0 &&
+		    (q = memchr(q, '\n', len - (size_t)(q - data))) != NULL;
+		    q++) {
+			if (--sub == 0)
+				*out = p + (uint64_t)(q - data) + 1;
+		}
+		free(data);
+	}
+	if (p == at)
+		*out = at;
 	return DS_OK;
 }
 
@@ -368,20 +636,78 @@ new_id(void)
 	return id;
 }
 
-enum ds_err
-ds_store_create(struct ds_store *s, const char *path,
-    const struct ds_create *req, int64_t now, struct ds_stream_info *out)
+/*
+ * Resolves a fork request against its source (see ds_store_create()) and
+ * completes req with what the fork inherits.
+ */
+static enum ds_err
+prepare_fork(struct ds_store *s, struct ds_create *req, int64_t now)
 {
-	struct ds_rec r, old;
+	struct ds_rec src;
+	struct chain c;
+	MDB_txn *txn;
+	enum ds_err e;
+
+	if ((e = lookup(s, req->src_path, now, &src)) != DS_OK)
+		return e;
+	if ((e = txn_begin(s, MDB_RDONLY, &txn)) != DS_OK)
+		return e;
+	e = chain_build(s, txn, &src, src.info.tail, &c);
+	mdb_txn_abort(txn);
+	if (e != DS_OK)
+		return e;
+	if ((e = resolve_fork_point(s, &c, src.info.tail,
+	    (src.info.flags & DS_F_MSG) != 0, req->has_fork_at ?
+	    req->fork_at : src.info.tail, req->sub, &req->base)) != DS_OK)
+		return e;
+	req->src_id = src.info.id;
+	if (req->ctype == NULL || *req->ctype == '\0')
+		req->ctype = NULL;	/* filled from src below */
+	req->flags = (req->flags & ~DS_F_MSG) | (src.info.flags & DS_F_MSG);
+	if (!(req->flags & (DS_F_TTL | DS_F_EXPIRES))) {
+		req->flags |= src.info.flags & (DS_F_TTL | DS_F_EXPIRES);
+		req->ttl_s = src.info.ttl_s;
+		req->expires_ms = src.info.expires_ms;
+	}
+	return DS_OK;
+}
+
+enum ds_err
+ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
+    int64_t now, struct ds_stream_info *out)
+{
+	char spath[DS_PATH_MAX + 1];
+	struct ds_rec r, old, src;
+	struct doomed d = { .n = 0 };
 	MDB_txn *txn;
 	MDB_val k, v;
 	enum ds_err e;
-	uint64_t id, oldid = 0;
+	uint64_t id;
 	int rc;
 
+	memset(out, 0, sizeof(*out));
 	if (strlen(path) == 0 || strlen(path) > DS_PATH_MAX ||
-	    strlen(req->ctype) > DS_CTYPE_MAX)
+	    (req->ctype && strlen(req->ctype) > DS_CTYPE_MAX))
 		return DS_ETOOBIG;
+	memset(&r, 0, sizeof(r));
+	req->src_id = 0;
+	req->base = 0;
+	if (req->src_path) {
+		if ((e = prepare_fork(s, req, now)) != DS_OK)
+			return e;
+		if ((e = txn_begin(s, MDB_RDONLY, &txn)) != DS_OK)
+			return e;
+		e = rec_get_id(s, txn, req->src_id, spath, &src);
+		mdb_txn_abort(txn);
+		if (e != DS_OK)
+			return e;
+		if (req->ctype == NULL)
+			req->ctype = src.info.ctype;
+		snprintf(r.info.ctype, sizeof(r.info.ctype), "%s",
+		    req->ctype);
+	} else
+		snprintf(r.info.ctype, sizeof(r.info.ctype), "%s",
+		    req->ctype ? req->ctype : "application/octet-stream");
 	e = lookup(s, path, now, &old);
 	if (e == DS_OK || e == DS_EGONE) {
 		*out = old.info;
@@ -390,15 +716,14 @@ ds_store_create(struct ds_store *s, const char *path,
 	if (e != DS_ENOTFOUND)
 		return e;
 
-	memset(&r, 0, sizeof(r));
-	snprintf(r.info.ctype, sizeof(r.info.ctype), "%s", req->ctype);
 	r.info.flags = req->flags & (DS_F_CLOSED | DS_F_TTL | DS_F_EXPIRES |
 	    DS_F_MSG);
 	r.info.ttl_s = req->ttl_s;
 	r.info.expires_ms = req->expires_ms;
 	r.info.access_ms = now;
-	r.info.base = 0;
-	r.info.tail = req->len;
+	r.info.src_id = req->src_id;
+	r.info.base = req->base;
+	r.info.tail = req->base + req->len;
 	r.created_ms = now;
 
 	for (;;) {
@@ -409,7 +734,8 @@ ds_store_create(struct ds_store *s, const char *path,
 			goto fail;
 		/* Someone may have created the path since our lookup. */
 		e = rec_get(s, txn, path, &old);
-		if (e == DS_OK && !expired(&old.info, now)) {
+		if (e == DS_OK && ((old.info.flags & DS_F_DELETED) ||
+		    !expired(&old.info, now))) {
 			mdb_txn_abort(txn);
 			ds_seg_unlink(s, id);
 			*out = old.info;
@@ -417,11 +743,30 @@ ds_store_create(struct ds_store *s, const char *path,
 			    DS_EEXIST;
 		}
 		if (e == DS_OK) {
-			oldid = old.info.id;
-			if ((e = rec_remove(s, txn, path, oldid)) != DS_OK)
+			/* An expired stream: drop it first (may cascade). */
+			if ((e = drop_stream(s, txn, path, &old, &d)) != DS_OK)
 				goto abort;
+			if (old.refs > 0) {
+				/* Expired but still read by forks. */
+				mdb_txn_abort(txn);
+				ds_seg_unlink(s, id);
+				return DS_EGONE;
+			}
 		} else if (e != DS_ENOTFOUND)
 			goto abort;
+		if (req->src_path) {
+			/* Pin the source, unless it went away meanwhile. */
+			if ((e = rec_get(s, txn, spath, &src)) == DS_ENOTFOUND ||
+			    (e == DS_OK && src.info.id != req->src_id))
+				e = DS_ENOTFOUND;
+			else if (e == DS_OK && (src.info.flags & DS_F_DELETED))
+				e = DS_EGONE;
+			if (e != DS_OK)
+				goto abort;
+			src.refs++;
+			if ((e = rec_put(s, txn, spath, &src)) != DS_OK)
+				goto abort;
+		}
 		k.mv_data = &id;
 		k.mv_size = sizeof(id);
 		v.mv_data = (void *)path;
@@ -444,14 +789,15 @@ ds_store_create(struct ds_store *s, const char *path,
 			goto fail;
 		break;
 	}
-	if (oldid != 0)
-		ds_seg_unlink(s, oldid);
+	unlink_doomed(s, &d);
 	*out = r.info;
 	return DS_OK;
 abort:
 	mdb_txn_abort(txn);
 fail:
 	ds_seg_unlink(s, id);
+	if (e == DS_EGONE)
+		memset(out, 0, sizeof(*out));
 	return e;
 }
 
@@ -735,16 +1081,49 @@ read_to_record_end(int fd, uint64_t at, uint64_t limit, char **buf,
 	}
 }
 
+/*
+ * Reads [from, tail) up to max bytes across the levels of a fork chain, so
+ * that one response stitches inherited and own data (PROTOCOL 4.2). A
+ * message stream's chunk still ends on a record end.
+ */
+static enum ds_err
+read_stitched(struct ds_store *s, const struct chain *c, uint64_t from,
+    uint64_t tail, size_t max, int msg, char **data, size_t *len)
+{
+	char *part, *nb;
+	size_t plen;
+	enum ds_err e;
+
+	if ((e = chain_read(s, c, from, max, msg, data, len)) != DS_OK)
+		return e;
+	while (*len < max && from + *len < tail) {
+		e = chain_read(s, c, from + *len, max - *len, msg, &part,
+		    &plen);
+		if (e != DS_OK || (msg && *len + plen > max)) {
+			free(part);
+			break;	/* what we have is a whole answer */
+		}
+		if ((nb = realloc(*data, *len + plen)) == NULL) {
+			free(part);
+			break;
+		}
+		*data = nb;
+		memcpy(*data + *len, part, plen);
+		*len += plen;
+		free(part);
+	}
+	return DS_OK;
+}
+
 enum ds_err
 ds_store_read(struct ds_store *s, const char *path, uint64_t from,
     size_t max, int64_t now, struct ds_stream_info *info, char **data,
     size_t *len)
 {
 	struct ds_rec r;
+	struct chain c;
+	MDB_txn *txn;
 	enum ds_err e;
-	uint64_t n, at;
-	char *buf = NULL, c;
-	int fd = -1;
 
 	*data = NULL;
 	*len = 0;
@@ -753,55 +1132,21 @@ ds_store_read(struct ds_store *s, const char *path, uint64_t from,
 	*info = r.info;
 	if (from == DS_POS_NOW)
 		from = r.info.tail;
-	if (from > r.info.tail || from < r.info.base)
+	if (from > r.info.tail)
 		return DS_EOFFSET;
-	n = r.info.tail - from;
-	if (n > max)
-		n = max;
-	at = from - r.info.base;
-	if (n > 0 || (r.info.flags & DS_F_MSG && at > 0)) {
-		if ((fd = ds_seg_open(s, r.info.id, O_RDONLY)) == -1)
-			return errno == ENOENT ? DS_ENOTFOUND : DS_EIO;
-	}
-	/* A message stream's offsets all sit just after a record end. */
-	if ((r.info.flags & DS_F_MSG) && at > 0) {
-		if (ds_seg_read(fd, at - 1, &c, 1) == -1) {
-			e = DS_EIO;
-			goto out;
-		}
-		if (c != '\n') {
-			e = DS_EOFFSET;
-			goto out;
-		}
-	}
-	if (n > 0) {
-		if ((buf = malloc((size_t)n)) == NULL) {
-			e = DS_ENOMEM;
-			goto out;
-		}
-		if (ds_seg_read(fd, at, buf, (size_t)n) == -1) {
-			e = DS_EIO;
-			goto out;
-		}
-		*len = (size_t)n;
-		if ((r.info.flags & DS_F_MSG) &&
-		    (e = read_to_record_end(fd, at, r.info.tail - r.info.base,
-		    &buf, len)) != DS_OK)
-			goto out;
-		*data = buf;
-		buf = NULL;
-	}
-	if (r.info.flags & DS_F_TTL)
+	if ((e = txn_begin(s, MDB_RDONLY, &txn)) != DS_OK)
+		return e;
+	e = chain_build(s, txn, &r, r.info.tail, &c);
+	mdb_txn_abort(txn);
+	if (e != DS_OK)
+		return e;
+	if (from < r.info.tail && max > 0)
+		e = read_stitched(s, &c, from, r.info.tail, max,
+		    (r.info.flags & DS_F_MSG) != 0, data, len);
+	else if ((r.info.flags & DS_F_MSG) && from > 0)
+		e = chain_boundary(s, &c, from);
+	if (e == DS_OK && (r.info.flags & DS_F_TTL))
 		ds_store_touch(s, path, now);
-out:
-	if (fd != -1)
-		close(fd);
-	free(buf);
-	if (e != DS_OK) {
-		free(*data);
-		*data = NULL;
-		*len = 0;
-	}
 	return e;
 }
 
@@ -809,8 +1154,9 @@ enum ds_err
 ds_store_delete(struct ds_store *s, const char *path)
 {
 	struct ds_rec r;
+	struct doomed d = { .n = 0 };
 	MDB_txn *txn;
-	enum ds_err e;
+	enum ds_err e, e2;
 	int64_t now;
 	struct timespec ts;
 
@@ -824,26 +1170,16 @@ ds_store_delete(struct ds_store *s, const char *path)
 		e = DS_EGONE;
 		goto abort;
 	}
+	/* An expired stream is dropped all the same, but was not there. */
 	if (expired(&r.info, now))
-		e = DS_ENOTFOUND;	/* removed all the same, below */
-	if (r.refs > 0 && e == DS_OK) {
-		/* Forks still read our bytes: keep them (PROTOCOL 4.2). */
-		r.info.flags |= DS_F_DELETED;
-		if ((e = rec_put(s, txn, path, &r)) != DS_OK)
-			goto abort;
-		return txn_commit_sync(s, txn);
+		e = DS_ENOTFOUND;
+	if ((e2 = drop_stream(s, txn, path, &r, &d)) != DS_OK) {
+		e = e2;
+		goto abort;
 	}
-	{
-		enum ds_err e2;
-
-		if ((e2 = rec_remove(s, txn, path, r.info.id)) != DS_OK) {
-			e = e2;
-			goto abort;
-		}
-		if ((e2 = txn_commit_sync(s, txn)) != DS_OK)
-			return e2;
-	}
-	ds_seg_unlink(s, r.info.id);
+	if ((e2 = txn_commit_sync(s, txn)) != DS_OK)
+		return e2;
+	unlink_doomed(s, &d);
 	return e;
 abort:
 	mdb_txn_abort(txn);

@@ -73,8 +73,11 @@ struct ds_stream_info {
 	int64_t		expires_ms;	/* with DS_F_EXPIRES, ms since epoch */
 	int64_t		access_ms;	/* last read or write, ms since epoch */
 	uint32_t	flags;		/* DS_F_* */
+	uint64_t	src_id;		/* fork: the source's id, else 0 */
 	char		ctype[DS_CTYPE_MAX + 1]; /* as given at creation */
 };
+
+#define DS_CHAIN_MAX	32	/* deepest fork chain (forks of forks) */
 
 struct ds_store_cfg {
 	const char	*dir;		/* data directory */
@@ -111,13 +114,22 @@ DS_EXPORT enum ds_err ds_store_stat(struct ds_store *, const char *path,
 	    int64_t now_ms, struct ds_stream_info *out);
 
 struct ds_create {
-	const char	*ctype;		/* content type to store */
+	const char	*ctype;		/* content type; NULL for a fork:
+					   inherit the source's */
 	uint32_t	 flags;		/* DS_F_CLOSED, DS_F_TTL, DS_F_EXPIRES,
 					   DS_F_MSG */
 	uint64_t	 ttl_s;
 	int64_t		 expires_ms;
 	const void	*body;		/* initial bytes (already framed) */
 	size_t		 len;
+	/* Forks (PROTOCOL 4.2): */
+	const char	*src_path;	/* Stream-Forked-From, or NULL */
+	int		 has_fork_at;	/* Stream-Fork-Offset given */
+	uint64_t	 fork_at;	/* ...its position */
+	uint64_t	 sub;		/* Stream-Fork-Sub-Offset (0: none) */
+	/* Filled in for forks by ds_store_create(): */
+	uint64_t	 src_id;	/* the source's id */
+	uint64_t	 base;		/* where the fork's own data starts */
 };
 
 /*
@@ -125,9 +137,19 @@ struct ds_create {
  * a live stream is already there, *out describes it so the caller can tell
  * an idempotent re-create from a conflict (PROTOCOL 5.1). DS_EGONE: a
  * soft-deleted stream holds the path.
+ *
+ * With src_path the stream is a fork: it reads as the source's data up to
+ * base, then its own. The source must exist (DS_ENOTFOUND) and not be
+ * soft-deleted (DS_EGONE with *out zeroed: the caller answers 409); the
+ * fork point must lie within the source and, for message streams, on a
+ * record end (DS_EOFFSET). For a fork, req is completed with what the fork
+ * inherits (content type, message framing, TTL or Expires-At when it asks
+ * for neither, per the PROTOCOL 4.2 table) and with src_id and base, so a
+ * caller comparing against an existing stream compares like with like.
+ * Copying nothing, a fork pins its source chain by reference count.
  */
 DS_EXPORT enum ds_err ds_store_create(struct ds_store *, const char *path,
-	    const struct ds_create *req, int64_t now_ms,
+	    struct ds_create *req, int64_t now_ms,
 	    struct ds_stream_info *out);
 
 struct ds_producer {
@@ -187,7 +209,12 @@ DS_EXPORT enum ds_err ds_store_read(struct ds_store *, const char *path,
 DS_EXPORT enum ds_err ds_store_touch(struct ds_store *, const char *path,
 	    int64_t now_ms);
 
-/* Deletes the stream and its data (PROTOCOL 5.4). */
+/*
+ * Deletes the stream (PROTOCOL 5.4, 4.2). A stream that live forks still
+ * read from is soft-deleted: its path answers DS_EGONE and cannot be reused,
+ * its data stays. Deleting the last fork of a soft-deleted stream removes
+ * that stream too, and so on up the chain, in the same transaction.
+ */
 DS_EXPORT enum ds_err ds_store_delete(struct ds_store *, const char *path);
 
 #endif /* DS_STORE_H */

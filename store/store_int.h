@@ -33,8 +33,7 @@ struct ds_store {
  * closed the stream.
  */
 struct ds_rec {
-	struct ds_stream_info info;
-	uint64_t	src_id;		/* stream forked from, 0: none */
+	struct ds_stream_info info;	/* info.src_id: forked from */
 	uint64_t	refs;		/* live forks of this stream */
 	int64_t		created_ms;
 	uint64_t	closer_epoch;	/* closing producer request */
