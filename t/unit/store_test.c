@@ -286,6 +286,97 @@ test_recovery(struct ds_store *s)
 	errno = 0;
 }
 
+static int
+seg_exists(uint64_t id)
+{
+	char path[512];
+
+	snprintf(path, sizeof(path), "%s/segments/%02x/%016" PRIx64 ".seg",
+	    dir, (unsigned)(id >> 56), id);
+	return access(path, F_OK) == 0;
+}
+
+/* A fork of src at (at, sub), no body. */
+static enum ds_err
+fork_of(struct ds_store *s, const char *path, const char *src, uint64_t at,
+    uint64_t sub, struct ds_stream_info *info)
+{
+	struct ds_create c;
+
+	memset(&c, 0, sizeof(c));
+	c.src_path = src;
+	c.has_fork_at = 1;
+	c.fork_at = at;
+	c.sub = sub;
+	return ds_store_create(s, path, &c, 1000, info);
+}
+
+static void
+test_forks(struct ds_store *s)
+{
+	struct ds_create c = { .ctype = "text/plain", .body = "AAAA",
+	    .len = 4 };
+	struct ds_stream_info f0, f1, f2, f3, info;
+	struct ds_append_res res;
+	char *data;
+	size_t len;
+	unsigned reads;
+
+	is_int(ds_store_create(s, "f0", &c, 1000, &f0), DS_OK, "fork root");
+	append(s, "f0", "BBBB", 0, NULL, NULL, &res);
+	is_int(fork_of(s, "f1", "f0", 4, 2, &f1), DS_OK, "fork at 4+2");
+	is_int(f1.base, 6, "sub-offset refines the fork point");
+	is_str(f1.ctype, "text/plain", "fork inherits the content type");
+	append(s, "f1", "cc", 0, NULL, NULL, &res);
+	append(s, "f0", "ZZ", 0, NULL, NULL, &res);
+	is_int(fork_of(s, "f2", "f1", 3, 0, &f2), DS_OK,
+	    "fork of a fork below its fork point");
+	append(s, "f2", "dd", 0, NULL, NULL, &res);
+	is_int(fork_of(s, "f3", "f2", 5, 0, &f3), DS_OK, "third level");
+	append(s, "f3", "e", 0, NULL, NULL, &res);
+	data = read_all(s, "f1", 1024, &len, &reads);
+	is_mem(data, len, "AAAABBcc", 8, "fork reads source then own data");
+	free(data);
+	data = read_all(s, "f3", 1024, &len, &reads);
+	is_mem(data, len, "AAAdde", 6, "three levels stitched");
+	free(data);
+	data = read_all(s, "f3", 2, &len, &reads);
+	is_mem(data, len, "AAAdde", 6, "stitched in small chunks too");
+	free(data);
+	is_int(fork_of(s, "fx", "f0", 11, 0, &info), DS_EOFFSET,
+	    "fork point past the tail");
+	is_int(fork_of(s, "fx", "f0", 10, 1, &info), DS_EOFFSET,
+	    "sub-offset past the tail");
+	is_int(fork_of(s, "fx", "nope", 0, 0, &info), DS_ENOTFOUND,
+	    "missing source");
+
+	/* Soft delete and the cascade, bottom-up and middle-first. */
+	is_int(ds_store_delete(s, "f1"), DS_OK, "delete a middle stream");
+	is_int(ds_store_stat(s, "f1", 1000, &info), DS_EGONE,
+	    "middle stream soft-deleted");
+	ok(seg_exists(f1.id), "its data stays for its forks");
+	is_int(fork_of(s, "fy", "f1", 0, 0, &info), DS_EGONE,
+	    "no forks of a soft-deleted stream");
+	is_int(ds_store_create(s, "f1", &c, 1000, &info), DS_EGONE,
+	    "soft-deleted path cannot be reused");
+	data = read_all(s, "f3", 1024, &len, &reads);
+	is_mem(data, len, "AAAdde", 6, "reads through a soft-deleted level");
+	free(data);
+	is_int(ds_store_delete(s, "f2"), DS_OK, "delete f2 (has a fork)");
+	is_int(ds_store_delete(s, "f3"), DS_OK, "delete the leaf");
+	is_int(ds_store_stat(s, "f2", 1000, &info), DS_ENOTFOUND,
+	    "cascade removed f2");
+	is_int(ds_store_stat(s, "f1", 1000, &info), DS_ENOTFOUND,
+	    "cascade removed f1");
+	ok(!seg_exists(f3.id) && !seg_exists(f2.id) && !seg_exists(f1.id),
+	    "cascaded segments are gone from disk");
+	is_int(ds_store_stat(s, "f0", 1000, &info), DS_OK, "root stays");
+	ok(seg_exists(f0.id), "root data stays");
+	is_int(ds_store_delete(s, "f0"), DS_OK, "root now deletes fully");
+	ok(!seg_exists(f0.id), "root data gone");
+	errno = 0;
+}
+
 #define NTHREADS 8
 #define NAPPENDS 50
 
@@ -359,6 +450,7 @@ main(void)
 	test_messages(s);
 	test_expiry_delete(s);
 	test_recovery(s);
+	test_forks(s);
 	test_concurrency(s);
 	ds_store_close(s);
 	s = open_store();
