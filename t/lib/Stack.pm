@@ -1,0 +1,406 @@
+package Stack;
+
+# Stack: start the whole server stack (scripts/run) for one integration test.
+#
+#   use lib 't/lib';
+#   use Stack;
+#   my $s = Stack->new(workers => 2, threads => 8);   # dies with the stack's stderr on failure
+#   my $r = $s->req(PUT => 'a/b', { 'Content-Type' => 'text/plain' }, 'hi');
+#   $s->kill_worker;                                    # SIGKILL one ds-fcgi worker
+#   $s->stop;                                           # also done by DESTROY and END
+#
+# Each stack gets a fresh temporary directory (File::Temp) holding the data dir and the stack's
+# stdout/stderr, and a free port on 127.0.0.1 picked from DS_TEST_PORTS (default 4600-4699).
+# The stack runs in its own process group; stop() sends SIGTERM to scripts/run, waits 5 s, then
+# SIGKILLs every process of the stack that is left (process group, descendants, and the pool).
+#
+# Environment:
+#   DS_STACK_RUN      run script to use instead of scripts/run
+#   DS_STACK_TIMEOUT  seconds to wait for the ready line (default 30)
+#   DS_TEST_PORTS     port range "LO-HI" to pick from (default 4600-4699)
+#   DS_KEEP=1         keep the temporary directory (its path is printed as a diagnostic)
+
+use strict;
+use warnings;
+use Carp qw(croak);
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use File::Temp qw(tempdir);
+use HTTP::Tiny;
+use IO::Socket::INET;
+use IO::Select;
+use POSIX qw(:sys_wait_h);
+use Time::HiRes qw(time sleep);
+
+our $ROOT = abs_path(dirname(abs_path(__FILE__)) . '/../..');
+my %LIVE;    # id => stack, so END can stop what DESTROY did not
+
+# new(%opt): start a stack.  Options: workers, threads, max_body, front, port, args => [...]
+# (extra scripts/run arguments), env => {...} (extra environment), timeout (ready, seconds).
+sub new {
+	my ($class, %opt) = @_;
+	my $self = bless {
+		opt     => \%opt,
+		owner   => $$,
+		timeout => $opt{timeout} // $ENV{DS_STACK_TIMEOUT} // 30,
+	}, $class;
+	$self->{dir} = tempdir('ds-stack-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{DS_KEEP});
+	$self->{data} = "$self->{dir}/data";
+	mkdir $self->{data} or croak "mkdir $self->{data}: $!";
+	$self->_diag("stack dir $self->{dir} (kept)") if $ENV{DS_KEEP};
+
+	my $tries = $opt{port} ? 1 : 3;
+	for my $try (1 .. $tries) {
+		my $port = $opt{port} // _free_port();
+		my $err = $self->_start($port);
+		return $self unless defined $err;
+		$self->_reap_all;
+		# Another process may have taken the port between our probe and the bind.
+		croak $err if $try == $tries || $err !~ /in use|bind\(\)|could not bind/i;
+	}
+}
+
+sub base      { $_[0]{base} }        # http://127.0.0.1:PORT
+sub port      { $_[0]{port} }
+sub data_dir  { $_[0]{data} }
+sub dir       { $_[0]{dir} }         # temp dir: data/, stack.stdout, stack.stderr
+sub pid       { $_[0]{pid} }         # scripts/run
+sub stderr_file { "$_[0]{dir}/stack.stderr" }
+
+# url($path): absolute URL of stream $path (no leading slash needed); a path starting with '/'
+# is taken as the whole URL path.
+sub url {
+	my ($self, $path) = @_;
+	return $self->{base} . ($path =~ m{^/} ? $path : "/v1/stream/$path");
+}
+
+sub _diag {
+	my ($self, $msg) = @_;
+	my $tb = eval { require Test::More; Test::More->builder };
+	if ($tb) { $tb->diag($msg) } else { print STDERR "# $msg\n" }
+}
+
+sub _free_port {
+	my ($lo, $hi) = ($ENV{DS_TEST_PORTS} // '4600-4699') =~ /^(\d+)-(\d+)$/
+		or croak "DS_TEST_PORTS must look like 4600-4699";
+	my @ports = ($lo .. $hi);
+	for my $i (reverse 1 .. $#ports) {    # shuffle so parallel tests rarely collide
+		my $j = int rand($i + 1);
+		@ports[$i, $j] = @ports[$j, $i];
+	}
+	for my $p (@ports) {
+		my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $p,
+			Proto => 'tcp', Listen => 1, ReuseAddr => 1) or next;
+		close $s;
+		# Also make sure nothing answers there (a server bound to 0.0.0.0 or another address).
+		my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $p, Timeout => 1);
+		next if $c;
+		return $p;
+	}
+	croak "no free port in $lo-$hi";
+}
+
+sub _start {
+	my ($self, $port) = @_;
+	my $o = $self->{opt};
+	my $run = $ENV{DS_STACK_RUN} // "$ROOT/scripts/run";
+	-x $run or return "stack: $run is not executable";
+	my @cmd = ($run, '--port', $port, '--data', $self->{data});
+	push @cmd, '--front', $o->{front} if defined $o->{front};
+	push @cmd, '--workers', $o->{workers} if defined $o->{workers};
+	push @cmd, '--threads', $o->{threads} if defined $o->{threads};
+	push @cmd, '--max-body', $o->{max_body} if defined $o->{max_body};
+	push @cmd, @{ $o->{args} } if $o->{args};
+	$self->{cmd} = "@cmd";
+	my ($out, $err) = ("$self->{dir}/stack.stdout", "$self->{dir}/stack.stderr");
+	unlink $out, $err;
+
+	my $pid = fork // croak "fork: $!";
+	if ($pid == 0) {
+		setpgrp(0, 0);    # own process group: stop() can signal the whole stack at once
+		open STDIN, '<', '/dev/null';
+		open STDOUT, '>', $out or POSIX::_exit(127);
+		open STDERR, '>', $err or POSIX::_exit(127);
+		chdir $ROOT;
+		local %ENV = (%ENV, %{ $o->{env} // {} });
+		# If this test dies without running END (SIGKILL), scripts/run still gets SIGTERM.
+		my ($setpriv) = grep { -x } map { "$_/setpriv" } qw(/usr/bin /bin);
+		unshift @cmd, $setpriv, '--pdeathsig', 'TERM', '--' if $setpriv;
+		exec @cmd or do { print STDERR "exec $cmd[0]: $!\n"; POSIX::_exit(127) };
+	}
+	@$self{qw(pid pgid port)} = ($pid, $pid, $port);
+	$LIVE{"$self"} = $self;
+
+	my $deadline = time + $self->{timeout};
+	while (time < $deadline) {
+		if (open my $fh, '<', $out) {
+			while (my $line = <$fh>) {
+				if ($line =~ m{^ready: (http://\S+)}) {
+					($self->{base} = $1) =~ s{/+$}{};
+					$self->{ready_line} = $line =~ s/\s+$//r;
+					return undef;
+				}
+			}
+		}
+		my $w = waitpid($pid, WNOHANG);
+		if ($w == $pid) {
+			my $st = $?;
+			delete $self->{pid};
+			return sprintf("stack exited (status %d, signal %d) before ready: %s\n--- stderr ---\n%s",
+				$st >> 8, $st & 127, $self->{cmd}, _slurp($err));
+		}
+		sleep 0.05;
+	}
+	my $msg = "stack not ready after $self->{timeout} s: $self->{cmd}\n--- stdout ---\n"
+		. _slurp($out) . "--- stderr ---\n" . _slurp($err);
+	$self->stop;
+	return $msg;
+}
+
+sub _slurp {
+	my ($f) = @_;
+	open my $fh, '<', $f or return "($f: $!)\n";
+	local $/;
+	my $s = <$fh> // '';
+	$s .= "\n" if length $s && $s !~ /\n\z/;
+	return $s;
+}
+
+sub stderr { _slurp($_[0]->stderr_file) }
+
+# ---- processes ------------------------------------------------------------------------------
+
+# _procs(): { pid => [ppid, pgid, starttime] } for every process, from /proc/PID/stat.
+sub _procs {
+	my %p;
+	opendir my $d, '/proc' or return {};
+	for my $pid (grep { /^\d+$/ } readdir $d) {
+		open my $fh, '<', "/proc/$pid/stat" or next;
+		my $st = <$fh> // next;
+		$st =~ /\)\s+(.*)$/s or next;    # comm may contain spaces and parens
+		my @f = split ' ', $1;            # f[0]=state f[1]=ppid f[2]=pgrp ... f[19]=starttime
+		$p{$pid} = [ $f[1], $f[2], $f[19] ];
+	}
+	return \%p;
+}
+
+sub _descendants {
+	my ($procs, @roots) = @_;
+	my %kids;
+	push @{ $kids{ $procs->{$_}[0] } }, $_ for keys %$procs;
+	my (%seen, @out);
+	my @todo = @roots;
+	while (defined(my $p = shift @todo)) {
+		for my $k (@{ $kids{$p} // [] }) {
+			next if $seen{$k}++;
+			push @out, $k;
+			push @todo, $k;
+		}
+	}
+	return @out;
+}
+
+# pool_pid(): pid of the spawn-fcgi/multiwatch process (DATA/run/spawn-fcgi.pid), or undef.
+sub pool_pid {
+	my ($self) = @_;
+	open my $fh, '<', "$self->{data}/run/spawn-fcgi.pid" or return undef;
+	my $pid = <$fh> // return undef;
+	($pid) = $pid =~ /(\d+)/ or return undef;
+	return kill(0, $pid) ? $pid : undef;
+}
+
+# worker_pids(): sorted pids of the ds-fcgi workers (children of the pool process).
+sub worker_pids {
+	my ($self) = @_;
+	my $pool = $self->pool_pid // return ();
+	my $procs = _procs();
+	return sort { $a <=> $b } grep { $procs->{$_}[0] == $pool } keys %$procs;
+}
+
+# kill_worker([$sig = 'KILL'], [$pid]): signal one worker (random unless $pid), return its pid.
+sub kill_worker {
+	my ($self, $sig, $pid) = @_;
+	$sig //= 'KILL';
+	unless (defined $pid) {
+		my @w = $self->worker_pids or croak "kill_worker: no workers found";
+		$pid = $w[ int rand @w ];
+	}
+	kill($sig, $pid) or croak "kill_worker: kill $sig $pid: $!";
+	return $pid;
+}
+
+# wait_pool([$timeout = 10]): wait until the pool has its full count of workers (when known),
+# none of them is one that kill_worker signalled and is still dying, and a HEAD answers with
+# something other than 5xx.  Returns 1 on success, 0 on timeout.
+sub wait_pool {
+	my ($self, $timeout) = @_;
+	my $deadline = time + ($timeout // 10);
+	my $want = $self->{opt}{workers};
+	my $http = HTTP::Tiny->new(keep_alive => 0, timeout => 5);
+	while (time < $deadline) {
+		my @w = $self->worker_pids;
+		if (!defined $want || @w >= $want) {
+			my $r = $http->request(HEAD => $self->url('__pool_probe__'));
+			return 1 if $r->{status} < 500;
+		}
+		sleep 0.05;
+	}
+	return 0;
+}
+
+# stop(): SIGTERM to scripts/run, up to 5 s for it to finish, then SIGKILL to everything left.
+sub stop {
+	my ($self) = @_;
+	return if $self->{owner} != $$;    # a forked client must never stop its parent's stack
+	delete $LIVE{"$self"};
+	return unless $self->{pid};
+	my $procs = _procs();
+	my %tree = map { $_ => $procs->{$_}[2] }
+		grep { $procs->{$_} } ($self->{pid}, _descendants($procs, $self->{pid}),
+			map { ($_, _descendants($procs, $_)) } grep { defined } $self->pool_pid);
+	$tree{$_} //= $procs->{$_}[2] for grep { $procs->{$_}[1] == $self->{pgid} } keys %$procs;
+
+	kill 'TERM', $self->{pid};
+	my $deadline = time + 5;
+	my $exited;
+	while (time < $deadline) {
+		my $w = waitpid($self->{pid}, WNOHANG);
+		if ($w == $self->{pid} || $w == -1) { $exited = 1; last }
+		sleep 0.05;
+	}
+	$self->{exit_status} = $? if $exited;
+	$self->_diag("stack did not stop within 5 s of SIGTERM; sending SIGKILL") unless $exited;
+	$self->_reap_all(\%tree);
+	delete $self->{pid};
+}
+
+# Kill whatever is left of the stack: its process group and the processes recorded in %$tree
+# (pid => starttime, so a recycled pid is never hit).
+sub _reap_all {
+	my ($self, $tree) = @_;
+	kill 'KILL', -$self->{pgid} if $self->{pgid};
+	my $procs = _procs();
+	for my $p (keys %{ $tree // {} }) {
+		next unless $procs->{$p} && $procs->{$p}[2] eq $tree->{$p};
+		kill 'KILL', $p;
+	}
+	if ($self->{pid}) {
+		my $deadline = time + 2;
+		while (time < $deadline) {
+			my $w = waitpid($self->{pid}, WNOHANG);
+			last if $w == $self->{pid} || $w == -1;
+			sleep 0.02;
+		}
+	}
+}
+
+sub DESTROY {
+	my ($self) = @_;
+	local ($., $@, $!, $^E, $?);
+	$self->stop if $self->{pid};
+}
+
+END {
+	local $?;
+	$_->stop for values %LIVE;
+}
+
+# Make ^C, a harness timeout or a closed stdout still run END.
+for my $sig (qw(INT TERM HUP PIPE)) {
+	$SIG{$sig} = sub { die "caught SIG$sig\n" } if !defined $SIG{$sig} || $SIG{$sig} eq 'DEFAULT';
+}
+
+# ---- HTTP helpers ---------------------------------------------------------------------------
+
+# http(): an HTTP::Tiny that opens a new connection for every request (no keep-alive, so a killed
+# worker or a dropped connection never poisons the next request).
+sub http {
+	my ($self) = @_;
+	return $self->{http} //= HTTP::Tiny->new(keep_alive => 0, timeout => 30,
+		agent => 'ds-test/1', max_redirect => 0);
+}
+
+# req($method, $path, [\%headers], [$body]): HTTP::Tiny response hash (status 599 on a
+# connection failure).  Header names in the response are lower case.
+sub req {
+	my ($self, $method, $path, $headers, $body) = @_;
+	my %o = (headers => { %{ $headers // {} } });
+	$o{content} = $body if defined $body;
+	return $self->http->request($method, $self->url($path), \%o);
+}
+
+# read_all($path, [$offset = '-1']): catch-up read following Stream-Next-Offset until
+# Stream-Up-To-Date.  Returns ($body, $next_offset, \@responses); dies on a non-200.
+sub read_all {
+	my ($self, $path, $offset) = @_;
+	$offset //= '-1';
+	my ($body, @resp) = ('');
+	for (1 .. 100_000) {
+		my $r = $self->req(GET => "$path?offset=$offset");
+		push @resp, $r;
+		croak "GET $path?offset=$offset: $r->{status} $r->{reason}: $r->{content}"
+			unless $r->{status} == 200;
+		$body .= $r->{content};
+		my $next = $r->{headers}{'stream-next-offset'}
+			// croak "GET $path?offset=$offset: no Stream-Next-Offset";
+		return ($body, $next, \@resp) if $r->{headers}{'stream-up-to-date'};
+		croak "GET $path?offset=$offset: Stream-Next-Offset did not advance" if $next eq $offset;
+		$offset = $next;
+	}
+	croak "read_all $path: too many chunks";
+}
+
+# raw($request_bytes, [$timeout = 10]): send bytes as they are over a new TCP connection and read
+# the answer until the server closes.  Returns { status, reason, headers => {lc name => value},
+# content, raw }; status 0 when there was no parsable answer.
+sub raw {
+	my ($self, $req, $timeout) = @_;
+	$timeout //= 10;
+	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port},
+		Proto => 'tcp', Timeout => $timeout) or return { status => 0, reason => "connect: $!" };
+	$sock->autoflush(1);
+	local $SIG{PIPE} = 'IGNORE';
+	my $off = 0;
+	while ($off < length $req) {
+		my $n = syswrite($sock, $req, 65536, $off);
+		last unless $n;    # the server may answer and close before reading everything
+		$off += $n;
+	}
+	my $sel = IO::Select->new($sock);
+	my $buf = '';
+	my $deadline = time + $timeout;
+	while (time < $deadline && $sel->can_read($deadline - time)) {
+		my $n = sysread($sock, $buf, 65536, length $buf);
+		last unless $n;
+	}
+	close $sock;
+	return parse_response($buf);
+}
+
+sub parse_response {
+	my ($buf) = @_;
+	my %r = (status => 0, reason => '', headers => {}, content => '', raw => $buf);
+	my ($head, $body) = split /\r?\n\r?\n/, $buf, 2;
+	return \%r unless defined $head && $head =~ m{^HTTP/\d\.\d (\d{3})[ ]?([^\r\n]*)};
+	@r{qw(status reason)} = ($1, $2);
+	for my $l (split /\r?\n/, $head) {
+		next unless $l =~ /^([^:\s]+):\s*(.*?)\s*$/;
+		my $k = lc $1;
+		$r{headers}{$k} = exists $r{headers}{$k} ? "$r{headers}{$k}, $2" : $2;
+	}
+	$body //= '';
+	if (($r{headers}{'transfer-encoding'} // '') =~ /chunked/i) {
+		my $out = '';
+		while ($body =~ s/^([0-9a-fA-F]+)[^\r\n]*\r\n//) {
+			my $n = hex $1;
+			last if $n == 0;
+			$out .= substr($body, 0, $n, '');
+			$body =~ s/^\r\n//;
+		}
+		$body = $out;
+	}
+	$r{content} = $body;
+	return \%r;
+}
+
+1;
