@@ -51,7 +51,7 @@ usage(void)
 	    "               [--notify PATH] [--long-poll-timeout MS] "
 	    "[--sse-lifetime MS]\n"
 	    "               [--sse-heartbeat MS] [--listen PATH] "
-	    "[-n|--check] [--recover]\n");
+	    "[-n|--check] [--recover] [--verify]\n");
 	exit(2);
 }
 
@@ -135,6 +135,7 @@ main(int argc, char *argv[])
 		{ "sse-heartbeat", required_argument, NULL, 'H' },
 		{ "check", no_argument, NULL, 'n' },
 		{ "recover", no_argument, NULL, 'R' },
+		{ "verify", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct ds_store_cfg scfg;
@@ -144,8 +145,8 @@ main(int argc, char *argv[])
 	pthread_t tid;
 	sigset_t set;
 	enum ds_err e;
-	unsigned i, truncated, removed;
-	int ch, sig, check = 0, recover = 0, waited;
+	unsigned i, truncated, removed, nstreams, problems;
+	int ch, sig, check = 0, recover = 0, verify = 0, waited;
 
 	while ((ch = getopt_long(argc, argv, "n", opts, NULL)) != -1) {
 		switch (ch) {
@@ -188,6 +189,9 @@ main(int argc, char *argv[])
 		case 'R':
 			recover = 1;
 			break;
+		case 'V':
+			verify = 1;
+			break;
 		default:
 			usage();
 		}
@@ -212,6 +216,18 @@ main(int argc, char *argv[])
 		    cfg.data_dir);
 		ds_store_close(store);
 		return 0;
+	}
+	if (verify) {
+		if ((e = ds_store_verify(store, &nstreams, &problems)) !=
+		    DS_OK) {
+			fprintf(stderr, "ds-fcgi: verify failed: %s\n",
+			    ds_strerror(e));
+			return 1;
+		}
+		printf("ds-fcgi: verify: %u streams, %u problems\n",
+		    nstreams, problems);
+		ds_store_close(store);
+		return problems ? 1 : 0;
 	}
 	if (recover) {
 		if ((e = ds_store_recover(store, 60, &truncated, &removed)) !=

@@ -24,6 +24,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -102,6 +103,89 @@ txn_begin(struct ds_store *s, unsigned flags, MDB_txn **txn)
 	if (rc != 0)
 		return mdb_err(__func__, "mdb_txn_begin", rc);
 	return DS_OK;
+}
+
+/*
+ * Read transactions. With MDB_NOTLS every mdb_txn_begin() takes a reader
+ * slot under the environment's process-shared mutex; a thousand readers
+ * woken at once would queue on it. Each thread therefore keeps one read
+ * transaction, reset between uses and renewed (no mutex) for the next.
+ * Threads must be done with the store before ds_store_close().
+ */
+struct rd_cache {
+	MDB_txn		*txn;
+	const struct ds_store *s;
+};
+
+static pthread_key_t	rd_key;
+static pthread_once_t	rd_once = PTHREAD_ONCE_INIT;
+
+static void
+rd_free(void *p)
+{
+	struct rd_cache *c = p;
+
+	if (c->txn)
+		mdb_txn_abort(c->txn);
+	free(c);
+}
+
+static void
+rd_init(void)
+{
+	if (pthread_key_create(&rd_key, rd_free) != 0)
+		abort();
+}
+
+static enum ds_err
+rd_begin(struct ds_store *s, MDB_txn **txn)
+{
+	struct rd_cache *c;
+
+	pthread_once(&rd_once, rd_init);
+	if ((c = pthread_getspecific(rd_key)) == NULL) {
+		if ((c = calloc(1, sizeof(*c))) == NULL ||
+		    pthread_setspecific(rd_key, c) != 0) {
+			free(c);
+			return txn_begin(s, MDB_RDONLY, txn);
+		}
+	}
+	if (c->txn && c->s == s && mdb_txn_renew(c->txn) == 0) {
+		*txn = c->txn;
+		c->txn = NULL;	/* in use: a nested begin makes its own */
+		return DS_OK;
+	}
+	if (c->txn && c->s == s)
+		mdb_txn_abort(c->txn);
+	c->txn = NULL;
+	return txn_begin(s, MDB_RDONLY, txn);
+}
+
+static void
+rd_end(MDB_txn *txn)
+{
+	struct rd_cache *c = pthread_getspecific(rd_key);
+	MDB_env *env = mdb_txn_env(txn);
+
+	if (c && c->txn == NULL) {
+		mdb_txn_reset(txn);
+		c->txn = txn;
+		c->s = mdb_env_get_userctx(env);
+	} else
+		mdb_txn_abort(txn);
+}
+
+/* Drops this thread's cached read transaction of s (before closing s). */
+static void
+rd_forget(const struct ds_store *s)
+{
+	struct rd_cache *c;
+
+	pthread_once(&rd_once, rd_init);
+	if ((c = pthread_getspecific(rd_key)) && c->txn && c->s == s) {
+		mdb_txn_abort(c->txn);
+		c->txn = NULL;
+	}
 }
 
 /* Commits a write transaction and flushes it (see the top of the file). */
@@ -331,10 +415,10 @@ lookup(struct ds_store *s, const char *path, int64_t now, struct ds_rec *r)
 	MDB_txn *txn;
 	enum ds_err e;
 
-	if ((e = txn_begin(s, MDB_RDONLY, &txn)) != DS_OK)
+	if ((e = rd_begin(s, &txn)) != DS_OK)
 		return e;
 	e = rec_get(s, txn, path, r);
-	mdb_txn_abort(txn);
+	rd_end(txn);
 	if (e != DS_OK)
 		return e;
 	if (r->info.flags & DS_F_DELETED)
@@ -568,6 +652,7 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 		e = mdb_err(__func__, "mdb_env setup", rc);
 		goto out;
 	}
+	mdb_env_set_userctx(s->env, s);
 	rc = mdb_env_open(s->env, meta,
 	    MDB_NOSYNC | MDB_NOTLS | MDB_NORDAHEAD, 0640);
 	if (rc != 0) {
@@ -603,8 +688,10 @@ ds_store_close(struct ds_store *s)
 {
 	if (s == NULL)
 		return;
-	if (s->env)
+	if (s->env) {
+		rd_forget(s);
 		mdb_env_close(s->env);
+	}
 	if (s->segdirfd != -1)
 		close(s->segdirfd);
 	free(s->segdir);
@@ -650,10 +737,10 @@ prepare_fork(struct ds_store *s, struct ds_create *req, int64_t now)
 
 	if ((e = lookup(s, req->src_path, now, &src)) != DS_OK)
 		return e;
-	if ((e = txn_begin(s, MDB_RDONLY, &txn)) != DS_OK)
+	if ((e = rd_begin(s, &txn)) != DS_OK)
 		return e;
 	e = chain_build(s, txn, &src, src.info.tail, &c);
-	mdb_txn_abort(txn);
+	rd_end(txn);
 	if (e != DS_OK)
 		return e;
 	if ((e = resolve_fork_point(s, &c, src.info.tail,
@@ -695,10 +782,10 @@ ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
 	if (req->src_path) {
 		if ((e = prepare_fork(s, req, now)) != DS_OK)
 			return e;
-		if ((e = txn_begin(s, MDB_RDONLY, &txn)) != DS_OK)
+		if ((e = rd_begin(s, &txn)) != DS_OK)
 			return e;
 		e = rec_get_id(s, txn, req->src_id, spath, &src);
-		mdb_txn_abort(txn);
+		rd_end(txn);
 		if (e != DS_OK)
 			return e;
 		if (req->ctype == NULL)
@@ -939,7 +1026,7 @@ ds_store_append(struct ds_store *s, const char *path,
 	}
 
 	/* Under the lock: the committed state nobody else can change. */
-	if ((e = txn_begin(s, MDB_RDONLY, &txn)) != DS_OK)
+	if ((e = rd_begin(s, &txn)) != DS_OK)
 		goto out;
 	if ((e = rec_get(s, txn, path, &r)) == DS_OK && r.info.id != id)
 		e = DS_ENOTFOUND;
@@ -953,7 +1040,7 @@ ds_store_append(struct ds_store *s, const char *path,
 		} else if (rc != 0 && rc != MDB_NOTFOUND)
 			e = mdb_err(__func__, "mdb_get producer", rc);
 	}
-	mdb_txn_abort(txn);
+	rd_end(txn);
 	txn = NULL;
 	if (e != DS_OK)
 		goto out;
@@ -1134,10 +1221,10 @@ ds_store_read(struct ds_store *s, const char *path, uint64_t from,
 		from = r.info.tail;
 	if (from > r.info.tail)
 		return DS_EOFFSET;
-	if ((e = txn_begin(s, MDB_RDONLY, &txn)) != DS_OK)
+	if ((e = rd_begin(s, &txn)) != DS_OK)
 		return e;
 	e = chain_build(s, txn, &r, r.info.tail, &c);
-	mdb_txn_abort(txn);
+	rd_end(txn);
 	if (e != DS_OK)
 		return e;
 	if (from < r.info.tail && max > 0)
@@ -1292,4 +1379,113 @@ ds_store_recover(struct ds_store *s, unsigned min_age_s, unsigned *truncated,
 	if (removed)
 		*removed = rm;
 	return DS_OK;
+}
+
+/* One record as ds_store_verify() sees it. */
+struct vrec {
+	uint64_t	id;
+	uint64_t	src_id;
+	uint64_t	refs;
+	uint64_t	seen;		/* forks found naming this one */
+	uint32_t	flags;
+};
+
+static int
+vrec_cmp(const void *a, const void *b)
+{
+	const struct vrec *x = a, *y = b;
+
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+enum ds_err
+ds_store_verify(struct ds_store *s, unsigned *streams, unsigned *problems)
+{
+	struct vrec *v = NULL, *nv, key, *hit;
+	size_t n = 0, cap = 0, i;
+	struct ds_rec r;
+	MDB_txn *txn;
+	MDB_cursor *c;
+	MDB_val k, val, ik, iv;
+	enum ds_err e;
+	unsigned bad = 0;
+	int rc, fd;
+
+	if ((e = txn_begin(s, MDB_RDONLY, &txn)) != DS_OK)
+		return e;
+	if ((rc = mdb_cursor_open(txn, s->streams, &c)) != 0) {
+		mdb_txn_abort(txn);
+		return mdb_err(__func__, "mdb_cursor_open", rc);
+	}
+	for (rc = mdb_cursor_get(c, &k, &val, MDB_FIRST); rc == 0;
+	    rc = mdb_cursor_get(c, &k, &val, MDB_NEXT)) {
+		if (ds_rec_decode(&val, &r) == -1) {
+			ds_log("%.*s: undecodable record", (int)k.mv_size,
+			    (char *)k.mv_data);
+			bad++;
+			continue;
+		}
+		ik.mv_data = &r.info.id;
+		ik.mv_size = sizeof(r.info.id);
+		if (mdb_get(txn, s->ids, &ik, &iv) != 0 ||
+		    iv.mv_size != k.mv_size ||
+		    memcmp(iv.mv_data, k.mv_data, k.mv_size) != 0) {
+			ds_log("%.*s: id %016" PRIx64 " not indexed to it",
+			    (int)k.mv_size, (char *)k.mv_data, r.info.id);
+			bad++;
+		}
+		if ((fd = ds_seg_open(s, r.info.id, O_RDONLY)) == -1) {
+			ds_log("%.*s: segment missing", (int)k.mv_size,
+			    (char *)k.mv_data);
+			bad++;
+		} else
+			close(fd);
+		if (n == cap) {
+			cap = cap ? cap * 2 : 256;
+			if ((nv = realloc(v, cap * sizeof(*v))) == NULL) {
+				e = DS_ENOMEM;
+				goto out;
+			}
+			v = nv;
+		}
+		v[n].id = r.info.id;
+		v[n].src_id = r.info.src_id;
+		v[n].refs = r.refs;
+		v[n].seen = 0;
+		v[n].flags = r.info.flags;
+		n++;
+	}
+	if (n > 0)
+		qsort(v, n, sizeof(*v), vrec_cmp);
+	for (i = 0; i < n; i++) {
+		if (v[i].src_id == 0)
+			continue;
+		key.id = v[i].src_id;
+		if ((hit = bsearch(&key, v, n, sizeof(*v), vrec_cmp)) == NULL) {
+			ds_log("stream %016" PRIx64 ": source %016" PRIx64
+			    " is gone", v[i].id, v[i].src_id);
+			bad++;
+		} else
+			hit->seen++;
+	}
+	for (i = 0; i < n; i++) {
+		if (v[i].refs != v[i].seen) {
+			ds_log("stream %016" PRIx64 ": refcount %" PRIu64
+			    " but %" PRIu64 " forks", v[i].id, v[i].refs,
+			    v[i].seen);
+			bad++;
+		}
+		if ((v[i].flags & DS_F_DELETED) && v[i].seen == 0) {
+			ds_log("stream %016" PRIx64 ": soft-deleted with no "
+			    "forks, never collected", v[i].id);
+			bad++;
+		}
+	}
+	*streams = (unsigned)n;
+	*problems = bad;
+out:
+	mdb_cursor_close(c);
+	mdb_txn_abort(txn);
+	free(v);
+	return e;
 }

@@ -107,6 +107,16 @@ DS_EXPORT enum ds_err ds_store_recover(struct ds_store *, unsigned min_age_s,
 	    unsigned *truncated, unsigned *removed);
 
 /*
+ * Checks the store's invariants: every record decodes and has its id entry
+ * and its segment file; every fork's source exists; every stream's
+ * reference count equals the number of forks naming it; soft-deleted
+ * streams have forks. Each problem is logged; *problems counts them and
+ * *streams counts the records seen.
+ */
+DS_EXPORT enum ds_err ds_store_verify(struct ds_store *, unsigned *streams,
+	    unsigned *problems);
+
+/*
  * Reads a stream's metadata. Expired streams (PROTOCOL 5.1 TTL/Expires-At)
  * answer DS_ENOTFOUND and are deleted. Does not renew the TTL (HEAD).
  */

@@ -372,6 +372,12 @@ test_forks(struct ds_store *s)
 	    "cascaded segments are gone from disk");
 	is_int(ds_store_stat(s, "f0", 1000, &info), DS_OK, "root stays");
 	ok(seg_exists(f0.id), "root data stays");
+	{
+		unsigned n, bad;
+
+		is_int(ds_store_verify(s, &n, &bad), DS_OK, "verify runs");
+		is_int(bad, 0, "refcounts and links consistent");
+	}
 	is_int(ds_store_delete(s, "f0"), DS_OK, "root now deletes fully");
 	ok(!seg_exists(f0.id), "root data gone");
 	errno = 0;
