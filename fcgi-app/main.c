@@ -51,7 +51,8 @@ usage(void)
 	    "               [--notify PATH] [--long-poll-timeout MS] "
 	    "[--sse-lifetime MS]\n"
 	    "               [--sse-heartbeat MS] [--listen PATH] "
-	    "[-n|--check] [--recover] [--verify]\n");
+	    "[-n|--check]\n"
+	    "               [--recover [--orphan-age S]] [--verify] [--list]\n");
 	exit(2);
 }
 
@@ -67,6 +68,21 @@ parse_size(const char *opt, const char *v, uint64_t min, uint64_t max)
 		exit(2);
 	}
 	return (size_t)n;
+}
+
+/* --list: one line per stream: path, tail offset, flags. */
+static int
+print_stream(const char *path, const struct ds_stream_info *i, void *arg)
+{
+	char off[DS_OFFSET_LEN + 1];
+
+	(void)arg;
+	ds_offset_format(i->tail, off);
+	printf("%s\t%s\t%s%s%s\n", path, off,
+	    i->flags & DS_F_CLOSED ? "closed " : "",
+	    i->flags & DS_F_DELETED ? "deleted " : "",
+	    i->src_id ? "fork" : "");
+	return 0;
 }
 
 static void *
@@ -136,6 +152,8 @@ main(int argc, char *argv[])
 		{ "check", no_argument, NULL, 'n' },
 		{ "recover", no_argument, NULL, 'R' },
 		{ "verify", no_argument, NULL, 'V' },
+		{ "list", no_argument, NULL, 'A' },
+		{ "orphan-age", required_argument, NULL, 'O' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct ds_store_cfg scfg;
@@ -146,7 +164,8 @@ main(int argc, char *argv[])
 	sigset_t set;
 	enum ds_err e;
 	unsigned i, truncated, removed, nstreams, problems;
-	int ch, sig, check = 0, recover = 0, verify = 0, waited;
+	int ch, sig, check = 0, recover = 0, verify = 0, list = 0, waited;
+	unsigned orphan_age = 60;
 
 	while ((ch = getopt_long(argc, argv, "n", opts, NULL)) != -1) {
 		switch (ch) {
@@ -192,6 +211,13 @@ main(int argc, char *argv[])
 		case 'V':
 			verify = 1;
 			break;
+		case 'A':
+			list = 1;
+			break;
+		case 'O':
+			orphan_age = (unsigned)parse_size("--orphan-age", optarg,
+			    0, 86400 * 365);
+			break;
 		default:
 			usage();
 		}
@@ -217,6 +243,16 @@ main(int argc, char *argv[])
 		ds_store_close(store);
 		return 0;
 	}
+	if (list) {
+		if ((e = ds_store_foreach(store, print_stream, NULL)) !=
+		    DS_OK) {
+			fprintf(stderr, "ds-fcgi: list failed: %s\n",
+			    ds_strerror(e));
+			return 1;
+		}
+		ds_store_close(store);
+		return 0;
+	}
 	if (verify) {
 		if ((e = ds_store_verify(store, &nstreams, &problems)) !=
 		    DS_OK) {
@@ -230,7 +266,7 @@ main(int argc, char *argv[])
 		return problems ? 1 : 0;
 	}
 	if (recover) {
-		if ((e = ds_store_recover(store, 60, &truncated, &removed)) !=
+		if ((e = ds_store_recover(store, orphan_age, &truncated, &removed)) !=
 		    DS_OK) {
 			fprintf(stderr, "ds-fcgi: recovery failed: %s\n",
 			    ds_strerror(e));

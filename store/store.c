@@ -1489,3 +1489,35 @@ out:
 	free(v);
 	return e;
 }
+
+enum ds_err
+ds_store_foreach(struct ds_store *s, int (*fn)(const char *,
+    const struct ds_stream_info *, void *), void *arg)
+{
+	char path[DS_PATH_MAX + 1];
+	struct ds_rec r;
+	MDB_txn *txn;
+	MDB_cursor *c;
+	MDB_val k, v;
+	enum ds_err e;
+	int rc;
+
+	if ((e = txn_begin(s, MDB_RDONLY, &txn)) != DS_OK)
+		return e;
+	if ((rc = mdb_cursor_open(txn, s->streams, &c)) != 0) {
+		mdb_txn_abort(txn);
+		return mdb_err(__func__, "mdb_cursor_open", rc);
+	}
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+	    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		if (k.mv_size > DS_PATH_MAX || ds_rec_decode(&v, &r) == -1)
+			continue;
+		memcpy(path, k.mv_data, k.mv_size);
+		path[k.mv_size] = '\0';
+		if (fn(path, &r.info, arg))
+			break;
+	}
+	mdb_cursor_close(c);
+	mdb_txn_abort(txn);
+	return DS_OK;
+}

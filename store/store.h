@@ -117,6 +117,15 @@ DS_EXPORT enum ds_err ds_store_verify(struct ds_store *, unsigned *streams,
 	    unsigned *problems);
 
 /*
+ * Calls fn for every stream path in the store (soft-deleted ones included),
+ * in path order, from one consistent snapshot. Stops early when fn returns
+ * nonzero.
+ */
+DS_EXPORT enum ds_err ds_store_foreach(struct ds_store *,
+	    int (*fn)(const char *path, const struct ds_stream_info *,
+	    void *arg), void *arg);
+
+/*
  * Reads a stream's metadata. Expired streams (PROTOCOL 5.1 TTL/Expires-At)
  * answer DS_ENOTFOUND and are deleted. Does not renew the TTL (HEAD).
  */

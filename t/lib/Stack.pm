@@ -274,6 +274,31 @@ sub stop {
 	delete $self->{pid};
 }
 
+# crash(): SIGKILL every process of the stack at once, as a power cut or an OOM kill of the
+# whole service would stop them.  restart() brings it back on the same data.
+sub crash {
+	my ($self) = @_;
+	return if $self->{owner} != $$ || !$self->{pid};
+	my $procs = _procs();
+	my %tree = map { $_ => $procs->{$_}[2] }
+		grep { $procs->{$_} } ($self->{pid}, _descendants($procs, $self->{pid}),
+			map { ($_, _descendants($procs, $_)) } grep { defined } $self->pool_pid);
+	$tree{$_} //= $procs->{$_}[2] for grep { $procs->{$_}[1] == $self->{pgid} } keys %$procs;
+	$self->_reap_all(\%tree);
+	delete $LIVE{"$self"};
+	delete $self->{pid};
+}
+
+# restart(): start the stack again on the same data directory and port (stopping it first if
+# it still runs).  Dies with the stack's stderr if it does not come up.
+sub restart {
+	my ($self) = @_;
+	$self->stop if $self->{pid};
+	my $err = $self->_start($self->{port});
+	croak $err if defined $err;
+	return $self;
+}
+
 # Kill whatever is left of the stack: its process group and the processes recorded in %$tree
 # (pid => starttime, so a recycled pid is never hit).
 sub _reap_all {
