@@ -30,7 +30,7 @@
 #include "fcgi-app/parse.h"
 
 static struct ds_cfg	 cfg = {
-	.threads = 16,
+	.threads = 256,
 	.max_body = 16u << 20,
 	.chunk = 1u << 20,
 	.longpoll_ms = 30000,
@@ -173,8 +173,9 @@ main(int argc, char *argv[])
 			cfg.data_dir = optarg;
 			break;
 		case 't':
+			/* libfcgi closes with select(): fds stay < 1024. */
 			cfg.threads = (unsigned)parse_size("--threads", optarg,
-			    1, 4096);
+			    1, 900);
 			break;
 		case 'b':
 			cfg.max_body = parse_size("--max-body", optarg, 1,

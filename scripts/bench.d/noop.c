@@ -4,7 +4,8 @@
  * FCGX_Accept_r, read the request body to its end and answer "Status: 204 No Content".
  *
  * It takes ds-fcgi's command line so that scripts/run can start it through DS_FCGI_BIN:
- * "--threads N" is used, "--check" exits 0 at once, every other argument is ignored.
+ * "--threads N" is used, "--check" and "--recover" exit 0 at once, every other argument is
+ * ignored.
  * SIGTERM and SIGINT end the process (blocked in every thread, taken by sigwait in main).
  *
  * Build: cc -O2 -pthread -o noop noop.c -lfcgi
@@ -69,7 +70,8 @@ main(int argc, char *argv[])
 	int i, sig, rc;
 
 	for (i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--check") == 0)
+		if (strcmp(argv[i], "--check") == 0 ||
+		    strcmp(argv[i], "--recover") == 0)
 			return 0;
 		if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
 			threads = strtol(argv[++i], NULL, 10);

@@ -1,0 +1,150 @@
+#!/usr/bin/perl
+# Live reads against the real stack: losing ds-notify costs latency, never data; readers that
+# hang up give their threads back.
+#
+#  1. Readers parked in long-poll get an append quickly while ds-notify runs (push).
+#  2. ds-notify is SIGKILLed while readers are parked: the next append still reaches every one
+#     of them within a second (workers fall back to polling the store).
+#  3. scripts/run starts ds-notify again; workers reconnect and push wake-ups resume.
+#  4. With one worker of 4 threads, 4 parked readers (long-poll, then SSE) saturate it; when
+#     they disconnect, their threads come back and the worker serves again.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use IO::Socket::INET;
+use IO::Select;
+use Time::HiRes qw(time sleep);
+use Stack;
+
+local $SIG{ALRM} = sub { die "50-live: timed out after 90 s\n" };
+alarm 90;
+
+my $T = { 'Content-Type' => 'text/plain' };
+
+# park($s, $path, $offset, $mode): open a raw connection with a live GET; returns the socket.
+sub park {
+	my ($s, $path, $offset, $mode) = @_;
+	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $s->port,
+		Proto => 'tcp', Timeout => 5) or die "connect: $!";
+	$sock->autoflush(1);
+	print $sock "GET /v1/stream/$path?offset=$offset&live=$mode HTTP/1.1\r\n"
+		. "Host: 127.0.0.1\r\nConnection: close\r\n\r\n";
+	return $sock;
+}
+
+# arrivals(\@socks, $needle, $t0, $limit): seconds after $t0 at which each socket's data
+# contained $needle (undef when it never did within $limit seconds).
+sub arrivals {
+	my ($socks, $needle, $t0, $limit) = @_;
+	my %buf;
+	my %at;
+	my $sel = IO::Select->new(@$socks);
+	while ($sel->count && time < $t0 + $limit) {
+		for my $h ($sel->can_read(0.02)) {
+			my $n = sysread($h, my $chunk, 65536);
+			$buf{$h} .= $chunk if $n;
+			if (index($buf{$h} // '', $needle) >= 0) {
+				$at{$h} = time - $t0;
+				$sel->remove($h);
+			} elsif (!$n) {
+				$sel->remove($h);
+			}
+		}
+	}
+	close $_ for @$socks;
+	return map { $at{$_} } @$socks;
+}
+
+sub tail_of {
+	my ($s, $path) = @_;
+	return $s->req(HEAD => $path)->{headers}{'stream-next-offset'};
+}
+
+# round($s, $path, $n, $label): park $n long-poll readers at the tail, append, return arrivals.
+sub round {
+	my ($s, $path, $n, $word) = @_;
+	my $tail = tail_of($s, $path);
+	my @socks = map { park($s, $path, $tail, 'long-poll') } 1 .. $n;
+	sleep 0.5;    # let them park
+	my $t0 = time;
+	$s->req(POST => $path, $T, $word)->{status} == 204 or die "append failed";
+	return arrivals(\@socks, $word, $t0, 5);
+}
+
+sub max_of { my $m = 0; for (@_) { return undef unless defined; $m = $_ if $_ > $m } $m }
+
+my $s = Stack->new(workers => 2, threads => 16, env => { DS_NOTIFY_RESTART_S => 4 });
+is($s->req(PUT => 'live/a', $T)->{status}, 201, 'stream created');
+
+my @lat = round($s, 'live/a', 6, 'push-one');
+my $max = max_of(@lat);
+ok(defined $max && $max < 0.5, sprintf('push: all 6 readers woke (slowest %.0f ms)', 1000 * ($max // 99)));
+
+# --- kill the notifier while readers are parked ---------------------------------------------
+my $pidfile = $s->data_dir . '/run/ds-notify.pid';
+chomp(my $npid = do { local (@ARGV, $/) = $pidfile; <> } // '');
+ok($npid =~ /^\d+$/ && kill(0, $npid), "ds-notify runs (pid $npid)");
+my $tail = tail_of($s, 'live/a');
+my @socks = map { park($s, 'live/a', $tail, 'long-poll') } 1 .. 6;
+sleep 0.5;
+kill 'KILL', $npid;
+sleep 0.3;
+my $t0 = time;
+is($s->req(POST => 'live/a', $T, 'while-down')->{status}, 204, 'append while ds-notify is down');
+@lat = arrivals(\@socks, 'while-down', $t0, 3);
+$max = max_of(@lat);
+ok(defined $max && $max < 1.0,
+	sprintf('notifier down: all 6 parked readers got the append within a second (slowest %.0f ms)',
+		1000 * ($max // 99)));
+like($s->stderr, qr/notifier .* unreachable; parked requests poll/, 'workers noticed and fell back to polling');
+
+# --- it comes back: push resumes -------------------------------------------------------------
+my $deadline = time + 15;
+my $back = 0;
+while (time < $deadline) {
+	my @backs = $s->stderr =~ /notifier \S+ back/g;
+	if (@backs >= 2) { $back = 1; last }    # both workers reconnected
+	sleep 0.1;
+}
+ok($back, 'scripts/run restarted ds-notify and both workers reconnected');
+chomp(my $npid2 = do { local (@ARGV, $/) = $pidfile; <> } // '');
+isnt($npid2, $npid, "new ds-notify pid $npid2");
+@lat = round($s, 'live/a', 6, 'push-two');
+$max = max_of(@lat);
+ok(defined $max && $max < 0.5, sprintf('push after restart: all 6 woke (slowest %.0f ms)', 1000 * ($max // 99)));
+is(($s->read_all('live/a'))[0], 'push-onewhile-downpush-two', 'every append stored once, in order');
+$s->stop;
+
+# --- disconnected readers give their threads back --------------------------------------------
+my $w = Stack->new(workers => 1, threads => 4);
+is($w->req(PUT => 'live/b', $T)->{status}, 201, 'stream for the saturation test');
+for my $mode ('long-poll', 'sse') {
+	my $tl = tail_of($w, 'live/b');
+	my @p = map { park($w, 'live/b', $tl, $mode) } 1 .. 4;
+	sleep 0.5;
+	my $h = HTTP::Tiny->new(timeout => 1.5, keep_alive => 0);
+	my $r = $h->request(HEAD => $w->url('live/b'));
+	ok($r->{status} != 200, "$mode: 4 parked readers hold all 4 threads (HEAD got $r->{status})");
+	close $_ for @p;
+	my $t = time;
+	my $ok = 0;
+	while (time < $t + 5) {
+		$r = HTTP::Tiny->new(timeout => 1, keep_alive => 0)->request(HEAD => $w->url('live/b'));
+		if ($r->{status} == 200) { $ok = 1; last }
+	}
+	ok($ok, sprintf('%s: threads free again %.1f s after the readers hung up', $mode, time - $t));
+	# The pool is back: 3 new readers park (a fourth thread serves the append) and all get it.
+	$tl = tail_of($w, 'live/b');
+	@p = map { park($w, 'live/b', $tl, $mode) } 1 .. 3;
+	sleep 0.5;
+	my $t1 = time;
+	my $word = "after-$mode";
+	$w->req(POST => 'live/b', $T, $word);
+	my $m = max_of(arrivals(\@p, $word, $t1, 3));
+	ok(defined $m, "$mode: 3 new readers parked on the freed threads and got the append");
+}
+$w->stop;
+
+done_testing();
