@@ -57,6 +57,31 @@ client_gone(struct ds_req *r)
 	    (p.revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR));
 }
 
+/*
+ * What both live modes do first: find the stream (answering 404/410 when it
+ * is not there), resolve offset=now to its tail, refuse an offset past the
+ * tail, and renew a sliding TTL, which a live read does when it starts
+ * (PROTOCOL 5.1). Returns 0, or -1 after answering.
+ */
+static int
+live_start(struct ds_req *r, uint64_t *from, struct ds_stream_info *info)
+{
+	enum ds_err e;
+
+	if ((e = ds_store_stat(r->store, r->path, r->now, info)) != DS_OK) {
+		ds_respond_store_error(r, e);
+		return -1;
+	}
+	if (*from == DS_POS_NOW)
+		*from = info->tail;
+	if (*from > info->tail) {
+		ds_respond_store_error(r, DS_EOFFSET);
+		return -1;
+	}
+	ds_store_touch(r->store, r->path, r->now);
+	return 0;
+}
+
 void
 ds_live_longpoll(struct ds_req *r, uint64_t from, const char *cursor)
 {
@@ -68,15 +93,9 @@ ds_live_longpoll(struct ds_req *r, uint64_t from, const char *cursor)
 	int64_t deadline;
 	enum ds_err e;
 
-	if ((e = ds_store_stat(r->store, r->path, r->now, &info)) != DS_OK) {
-		ds_respond_store_error(r, e);
+	if (live_start(r, &from, &info) == -1)
 		return;
-	}
 	id = info.id;
-	if (from == DS_POS_NOW)
-		from = info.tail;
-	/* TTL renews when a live read starts (PROTOCOL 5.1). */
-	ds_store_touch(r->store, r->path, r->now);
 	w = notify_watch_begin(id);
 	deadline = notify_mono_ms() + r->cfg->longpoll_ms;
 	for (;;) {
@@ -228,18 +247,9 @@ ds_live_sse(struct ds_req *r, uint64_t from, const char *cursor)
 	enum ds_err e;
 	int first = 1, at_tail, closed, wrote;
 
-	if ((e = ds_store_stat(r->store, r->path, r->now, &info)) != DS_OK) {
-		ds_respond_store_error(r, e);
+	if (live_start(r, &from, &info) == -1)
 		return;
-	}
 	id = info.id;
-	if (from == DS_POS_NOW)
-		from = info.tail;
-	if (from > info.tail) {
-		ds_respond_store_error(r, DS_EOFFSET);
-		return;
-	}
-	ds_store_touch(r->store, r->path, r->now);
 	FCGX_PutS("Status: 200 OK\r\n"
 	    "Content-Type: text/event-stream\r\n"
 	    "Cache-Control: no-cache\r\n"

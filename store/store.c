@@ -1286,17 +1286,22 @@ seg_name_id(const char *name, uint64_t *id)
 	return errno || end != name + 16 ? -1 : 0;
 }
 
-/* Truncates bytes past every committed tail (see ds_store_recover()). */
+/*
+ * Walks every stream record in one read snapshot, calling fn with the
+ * transaction, the path and the decoded record (NULL for one that does not
+ * decode, after logging it). Stops early when fn returns nonzero.
+ */
 static enum ds_err
-recover_tails(struct ds_store *s, unsigned *truncated)
+each_record(struct ds_store *s, int (*fn)(struct ds_store *, MDB_txn *,
+    const char *, struct ds_rec *, void *), void *arg)
 {
+	char path[DS_PATH_MAX + 1];
+	struct ds_rec r;
 	MDB_txn *txn;
 	MDB_cursor *c;
 	MDB_val k, v;
-	struct ds_rec r;
-	struct stat st;
 	enum ds_err e;
-	int rc, fd;
+	int rc, bad;
 
 	if ((e = txn_begin(s, MDB_RDONLY, &txn)) != DS_OK)
 		return e;
@@ -1306,27 +1311,43 @@ recover_tails(struct ds_store *s, unsigned *truncated)
 	}
 	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
 	    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-		if (ds_rec_decode(&v, &r) == -1) {
+		bad = k.mv_size > DS_PATH_MAX || ds_rec_decode(&v, &r) == -1;
+		if (bad)
 			ds_log("%.*s: undecodable record", (int)k.mv_size,
 			    (char *)k.mv_data);
-			continue;
-		}
-		if ((fd = ds_seg_open(s, r.info.id, O_RDWR)) == -1)
-			continue;
-		if (lock_fd(fd) == 0 && fstat(fd, &st) == 0 &&
-		    (uint64_t)st.st_size > r.info.tail - r.info.base) {
-			if (ftruncate(fd, (off_t)(r.info.tail - r.info.base))
-			    == 0 && fdatasync(fd) == 0)
-				(*truncated)++;
-			else
-				ds_log("truncate %016" PRIx64 ": %s",
-				    r.info.id, strerror(errno));
-		}
-		close(fd);
+		memcpy(path, k.mv_data, k.mv_size > DS_PATH_MAX ?
+		    DS_PATH_MAX : k.mv_size);
+		path[k.mv_size > DS_PATH_MAX ? DS_PATH_MAX : k.mv_size] = '\0';
+		if (fn(s, txn, path, bad ? NULL : &r, arg))
+			break;
 	}
 	mdb_cursor_close(c);
 	mdb_txn_abort(txn);
 	return DS_OK;
+}
+
+/* Truncates bytes past a stream's committed tail (see ds_store_recover()). */
+static int
+recover_tail(struct ds_store *s, MDB_txn *txn, const char *path,
+    struct ds_rec *r, void *arg)
+{
+	unsigned *truncated = arg;
+	struct stat st;
+	int fd;
+
+	(void)txn;
+	if (r == NULL || (fd = ds_seg_open(s, r->info.id, O_RDWR)) == -1)
+		return 0;
+	if (lock_fd(fd) == 0 && fstat(fd, &st) == 0 &&
+	    (uint64_t)st.st_size > r->info.tail - r->info.base) {
+		if (ftruncate(fd, (off_t)(r->info.tail - r->info.base)) == 0 &&
+		    fdatasync(fd) == 0)
+			(*truncated)++;
+		else
+			ds_log("%s: truncate: %s", path, strerror(errno));
+	}
+	close(fd);
+	return 0;
 }
 
 enum ds_err
@@ -1344,7 +1365,7 @@ ds_store_recover(struct ds_store *s, unsigned min_age_s, unsigned *truncated,
 	uint64_t id;
 	time_t now = time(NULL);
 
-	if ((e = recover_tails(s, &t)) != DS_OK)
+	if ((e = each_record(s, recover_tail, &t)) != DS_OK)
 		return e;
 	if ((d = opendir(s->segdir)) == NULL) {
 		ds_log("opendir %s: %s", s->segdir, strerror(errno));
@@ -1390,6 +1411,13 @@ struct vrec {
 	uint32_t	flags;
 };
 
+struct verify {
+	struct vrec	*v;
+	size_t		 n, cap;
+	unsigned	 bad;
+	int		 nomem;
+};
+
 static int
 vrec_cmp(const void *a, const void *b)
 {
@@ -1398,126 +1426,118 @@ vrec_cmp(const void *a, const void *b)
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
+/* Checks one record on its own and collects it for the link checks. */
+static int
+verify_one(struct ds_store *s, MDB_txn *txn, const char *path,
+    struct ds_rec *r, void *arg)
+{
+	struct verify *vf = arg;
+	struct vrec *nv;
+	MDB_val ik, iv;
+	int fd;
+
+	if (r == NULL) {
+		vf->bad++;
+		return 0;
+	}
+	ik.mv_data = &r->info.id;
+	ik.mv_size = sizeof(r->info.id);
+	if (mdb_get(txn, s->ids, &ik, &iv) != 0 ||
+	    iv.mv_size != strlen(path) ||
+	    memcmp(iv.mv_data, path, iv.mv_size) != 0) {
+		ds_log("%s: id %016" PRIx64 " not indexed to it", path,
+		    r->info.id);
+		vf->bad++;
+	}
+	if ((fd = ds_seg_open(s, r->info.id, O_RDONLY)) == -1) {
+		ds_log("%s: segment missing", path);
+		vf->bad++;
+	} else
+		close(fd);
+	if (vf->n == vf->cap) {
+		vf->cap = vf->cap ? vf->cap * 2 : 256;
+		if ((nv = realloc(vf->v, vf->cap * sizeof(*nv))) == NULL) {
+			vf->nomem = 1;
+			return 1;
+		}
+		vf->v = nv;
+	}
+	nv = &vf->v[vf->n++];
+	nv->id = r->info.id;
+	nv->src_id = r->info.src_id;
+	nv->refs = r->refs;
+	nv->seen = 0;
+	nv->flags = r->info.flags;
+	return 0;
+}
+
 enum ds_err
 ds_store_verify(struct ds_store *s, unsigned *streams, unsigned *problems)
 {
-	struct vrec *v = NULL, *nv, key, *hit;
-	size_t n = 0, cap = 0, i;
-	struct ds_rec r;
-	MDB_txn *txn;
-	MDB_cursor *c;
-	MDB_val k, val, ik, iv;
+	struct verify vf = { .v = NULL };
+	struct vrec key, *hit, *v;
 	enum ds_err e;
-	unsigned bad = 0;
-	int rc, fd;
+	size_t i;
 
-	if ((e = txn_begin(s, MDB_RDONLY, &txn)) != DS_OK)
-		return e;
-	if ((rc = mdb_cursor_open(txn, s->streams, &c)) != 0) {
-		mdb_txn_abort(txn);
-		return mdb_err(__func__, "mdb_cursor_open", rc);
+	if ((e = each_record(s, verify_one, &vf)) != DS_OK || vf.nomem) {
+		free(vf.v);
+		return e != DS_OK ? e : DS_ENOMEM;
 	}
-	for (rc = mdb_cursor_get(c, &k, &val, MDB_FIRST); rc == 0;
-	    rc = mdb_cursor_get(c, &k, &val, MDB_NEXT)) {
-		if (ds_rec_decode(&val, &r) == -1) {
-			ds_log("%.*s: undecodable record", (int)k.mv_size,
-			    (char *)k.mv_data);
-			bad++;
-			continue;
-		}
-		ik.mv_data = &r.info.id;
-		ik.mv_size = sizeof(r.info.id);
-		if (mdb_get(txn, s->ids, &ik, &iv) != 0 ||
-		    iv.mv_size != k.mv_size ||
-		    memcmp(iv.mv_data, k.mv_data, k.mv_size) != 0) {
-			ds_log("%.*s: id %016" PRIx64 " not indexed to it",
-			    (int)k.mv_size, (char *)k.mv_data, r.info.id);
-			bad++;
-		}
-		if ((fd = ds_seg_open(s, r.info.id, O_RDONLY)) == -1) {
-			ds_log("%.*s: segment missing", (int)k.mv_size,
-			    (char *)k.mv_data);
-			bad++;
-		} else
-			close(fd);
-		if (n == cap) {
-			cap = cap ? cap * 2 : 256;
-			if ((nv = realloc(v, cap * sizeof(*v))) == NULL) {
-				e = DS_ENOMEM;
-				goto out;
-			}
-			v = nv;
-		}
-		v[n].id = r.info.id;
-		v[n].src_id = r.info.src_id;
-		v[n].refs = r.refs;
-		v[n].seen = 0;
-		v[n].flags = r.info.flags;
-		n++;
-	}
-	if (n > 0)
-		qsort(v, n, sizeof(*v), vrec_cmp);
-	for (i = 0; i < n; i++) {
+	v = vf.v;
+	if (vf.n > 0)
+		qsort(v, vf.n, sizeof(*v), vrec_cmp);
+	for (i = 0; i < vf.n; i++) {
 		if (v[i].src_id == 0)
 			continue;
 		key.id = v[i].src_id;
-		if ((hit = bsearch(&key, v, n, sizeof(*v), vrec_cmp)) == NULL) {
+		hit = bsearch(&key, v, vf.n, sizeof(*v), vrec_cmp);
+		if (hit == NULL) {
 			ds_log("stream %016" PRIx64 ": source %016" PRIx64
 			    " is gone", v[i].id, v[i].src_id);
-			bad++;
+			vf.bad++;
 		} else
 			hit->seen++;
 	}
-	for (i = 0; i < n; i++) {
+	for (i = 0; i < vf.n; i++) {
 		if (v[i].refs != v[i].seen) {
 			ds_log("stream %016" PRIx64 ": refcount %" PRIu64
 			    " but %" PRIu64 " forks", v[i].id, v[i].refs,
 			    v[i].seen);
-			bad++;
+			vf.bad++;
 		}
 		if ((v[i].flags & DS_F_DELETED) && v[i].seen == 0) {
 			ds_log("stream %016" PRIx64 ": soft-deleted with no "
 			    "forks, never collected", v[i].id);
-			bad++;
+			vf.bad++;
 		}
 	}
-	*streams = (unsigned)n;
-	*problems = bad;
-out:
-	mdb_cursor_close(c);
-	mdb_txn_abort(txn);
+	*streams = (unsigned)vf.n;
+	*problems = vf.bad;
 	free(v);
-	return e;
+	return DS_OK;
+}
+
+struct foreach {
+	int	(*fn)(const char *, const struct ds_stream_info *, void *);
+	void	*arg;
+};
+
+static int
+foreach_one(struct ds_store *s, MDB_txn *txn, const char *path,
+    struct ds_rec *r, void *arg)
+{
+	struct foreach *f = arg;
+
+	(void)s;
+	(void)txn;
+	return r ? f->fn(path, &r->info, f->arg) : 0;
 }
 
 enum ds_err
 ds_store_foreach(struct ds_store *s, int (*fn)(const char *,
     const struct ds_stream_info *, void *), void *arg)
 {
-	char path[DS_PATH_MAX + 1];
-	struct ds_rec r;
-	MDB_txn *txn;
-	MDB_cursor *c;
-	MDB_val k, v;
-	enum ds_err e;
-	int rc;
+	struct foreach f = { fn, arg };
 
-	if ((e = txn_begin(s, MDB_RDONLY, &txn)) != DS_OK)
-		return e;
-	if ((rc = mdb_cursor_open(txn, s->streams, &c)) != 0) {
-		mdb_txn_abort(txn);
-		return mdb_err(__func__, "mdb_cursor_open", rc);
-	}
-	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
-	    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-		if (k.mv_size > DS_PATH_MAX || ds_rec_decode(&v, &r) == -1)
-			continue;
-		memcpy(path, k.mv_data, k.mv_size);
-		path[k.mv_size] = '\0';
-		if (fn(path, &r.info, arg))
-			break;
-	}
-	mdb_cursor_close(c);
-	mdb_txn_abort(txn);
-	return DS_OK;
+	return each_record(s, foreach_one, &f);
 }
