@@ -391,3 +391,25 @@ ds_json_strerror(enum ds_json_err err)
 	}
 	return "unknown JSON error";
 }
+
+/*
+ * Turns newline-terminated JSON records into one JSON array (PROTOCOL
+ * 9.1.5). Returns a malloc'd buffer and its length in *outlen, or NULL.
+ */
+char *
+ds_json_array(const char *data, size_t len, size_t *outlen)
+{
+	char *out, *p;
+	size_t i;
+
+	if ((out = malloc(len + 2)) == NULL)
+		return NULL;
+	p = out;
+	*p++ = '[';
+	for (i = 0; i < len; i++)
+		*p++ = data[i] == '\n' ? (i + 1 == len ? ']' : ',') : data[i];
+	if (len == 0 || data[len - 1] != '\n')
+		*p++ = ']';
+	*outlen = (size_t)(p - out);
+	return out;
+}

@@ -40,4 +40,11 @@ enum ds_json_err ds_json_split(const char *buf, size_t len, int allow_empty,
 
 const char	*ds_json_strerror(enum ds_json_err);
 
+/*
+ * Turns stored records (each message followed by '\n', as ds_json_split()
+ * writes them) into one JSON array text (PROTOCOL 9.1.5): "[]" for none.
+ * Returns a malloc'd buffer (caller frees) and its length, or NULL.
+ */
+char		*ds_json_array(const char *records, size_t len, size_t *outlen);
+
 #endif /* DS_JSON_H */

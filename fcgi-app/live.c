@@ -19,6 +19,7 @@
 #include <sodium.h>
 
 #include "fcgi-app/app.h"
+#include "fcgi-app/json.h"
 #include "fcgi-app/notify.h"
 #include "fcgi-app/parse.h"
 
@@ -156,7 +157,7 @@ sse_data(struct ds_req *r, const struct ds_stream_info *info,
     const char *data, size_t len)
 {
 	FCGX_Stream *out = r->fr->out;
-	char *b64, *arr = NULL, *p;
+	char *b64, *arr = NULL;
 	size_t i, start, n, b64len;
 	int rc;
 
@@ -184,15 +185,9 @@ sse_data(struct ds_req *r, const struct ds_stream_info *info,
 	}
 	if (info->flags & DS_F_MSG) {
 		/* One JSON array per event; records hold no raw newline. */
-		if ((arr = malloc(len + 2)) == NULL)
+		if ((arr = ds_json_array(data, len, &len)) == NULL)
 			return -1;
-		p = arr;
-		*p++ = '[';
-		for (i = 0; i < len; i++)
-			*p++ = data[i] == '\n' ?
-			    (i + 1 == len ? ']' : ',') : data[i];
 		data = arr;
-		len = (size_t)(p - arr);
 	}
 	for (start = 0, i = 0; i <= len; i++) {
 		if (i < len && data[i] != '\r' && data[i] != '\n')

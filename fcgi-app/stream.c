@@ -422,28 +422,6 @@ etag_matches(const char *inm, const char *etag)
 }
 
 /*
- * Turns newline-terminated JSON records into one JSON array (PROTOCOL
- * 9.1.5). Returns a malloc'd buffer and its length in *outlen, or NULL.
- */
-static char *
-records_to_array(const char *data, size_t len, size_t *outlen)
-{
-	char *out, *p;
-	size_t i;
-
-	if ((out = malloc(len + 2)) == NULL)
-		return NULL;
-	p = out;
-	*p++ = '[';
-	for (i = 0; i < len; i++)
-		*p++ = data[i] == '\n' ? (i + 1 == len ? ']' : ',') : data[i];
-	if (len == 0 || data[len - 1] != '\n')
-		*p++ = ']';
-	*outlen = (size_t)(p - out);
-	return out;
-}
-
-/*
  * Answers a read with the bytes [from, from + len) of a stream whose
  * snapshot is info: 200 with the data (a JSON array for JSON streams), or
  * 304 when If-None-Match names the same range (PROTOCOL 5.6, 9.1.5, 10.1).
@@ -471,7 +449,7 @@ ds_send_read(struct ds_req *r, const struct ds_stream_info *info,
 	if (cursor > 0)
 		ds_add_header(r, "Stream-Cursor", "%" PRIu64, cursor);
 	if (info->flags & DS_F_MSG) {
-		if ((arr = records_to_array(data ? data : "", len, &blen)) ==
+		if ((arr = ds_json_array(data ? data : "", len, &blen)) ==
 		    NULL) {
 			r->hdrlen = 0;
 			ds_respond_error(r, 503, "out of memory");

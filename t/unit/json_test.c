@@ -826,6 +826,28 @@ test_mutations(void)
 	    nok);
 }
 
+/* ds_json_array(): stored records back to one JSON array. */
+static void
+test_array(void)
+{
+	static const struct {
+		const char *in, *want;
+	} cases[] = {
+		{ "", "[]" },
+		{ "1\n", "[1]" },
+		{ "{\"a\":1}\n[2,3]\n\"x\"\n", "[{\"a\":1},[2,3],\"x\"]" },
+	};
+	size_t i, n;
+	char *out;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		out = ds_json_array(cases[i].in, strlen(cases[i].in), &n);
+		is_mem(out, n, cases[i].want, strlen(cases[i].want),
+		    "ds_json_array(%s)", cases[i].want);
+		free(out);
+	}
+}
+
 int
 main(void)
 {
@@ -843,5 +865,6 @@ main(void)
 	test_depth();
 	test_random();
 	test_mutations();
+	test_array();
 	return done_testing();
 }
