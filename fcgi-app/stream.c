@@ -96,6 +96,25 @@ expiry_headers(struct ds_req *r, struct ds_create *c)
 	return 0;
 }
 
+/*
+ * Splits a JSON-mode body into stored records (PROTOCOL 9.1): *msgs gets a
+ * malloc'd buffer the caller frees. allow_empty admits "[]" (PUT, 9.1.3).
+ * Returns 0, or -1 after answering 400 (or 503 when out of memory).
+ */
+static int
+json_body(struct ds_req *r, int allow_empty, char **msgs, size_t *len)
+{
+	enum ds_json_err je;
+	size_t nmsg;
+
+	je = ds_json_split(r->body, r->bodylen, allow_empty, msgs, len, &nmsg);
+	if (je == DS_JSON_OK)
+		return 0;
+	ds_respond_error(r, je == DS_JSON_NOMEM ? 503 : 400,
+	    ds_json_strerror(je));
+	return -1;
+}
+
 /* Does an existing stream have the configuration a PUT asks for? */
 static int
 same_config(const struct ds_stream_info *i, const struct ds_create *c)
@@ -183,8 +202,7 @@ handle_put(struct ds_req *r)
 	const char *closed = ds_param(r, "HTTP_STREAM_CLOSED");
 	char norm[DS_CTYPE_MAX + 1], src[DS_PATH_MAX + 1];
 	char *msgs = NULL;
-	size_t msglen = 0, nmsg;
-	enum ds_json_err je;
+	size_t msglen = 0;
 	enum ds_err e;
 	int json;
 
@@ -204,7 +222,8 @@ handle_put(struct ds_req *r)
 			    "the source stream's");
 			return;
 		}
-		c.ctype = ct && *ct ? ct : NULL;
+		/* si lives in this frame, so same_config() can read it. */
+		c.ctype = ct && *ct ? ct : si.ctype;
 		json = (si.flags & DS_F_MSG) != 0;
 	} else {
 		c.ctype = ct && *ct ? ct : DEFAULT_CTYPE;
@@ -217,13 +236,8 @@ handle_put(struct ds_req *r)
 	if (json) {
 		c.flags |= DS_F_MSG;
 		if (r->bodylen > 0) {
-			je = ds_json_split(r->body, r->bodylen, 1, &msgs,
-			    &msglen, &nmsg);
-			if (je != DS_JSON_OK) {
-				ds_respond_error(r, je == DS_JSON_NOMEM ? 503 :
-				    400, ds_json_strerror(je));
+			if (json_body(r, 1, &msgs, &msglen) == -1)
 				return;
-			}
 			c.body = msgs;
 			c.len = msglen;
 		}
@@ -295,8 +309,7 @@ handle_post(struct ds_req *r)
 	const char *seq = ds_param(r, "HTTP_STREAM_SEQ");
 	char norm[DS_CTYPE_MAX + 1], off[DS_OFFSET_LEN + 1];
 	char *msgs = NULL;
-	size_t msglen, nmsg;
-	enum ds_json_err je;
+	size_t msglen;
 	enum ds_err e;
 	int hasp;
 
@@ -332,13 +345,8 @@ handle_post(struct ds_req *r)
 	a.ctype_ok = r->bodylen == 0 || ds_media_type_eq(ct, info.ctype);
 	if ((info.flags & DS_F_MSG) && r->bodylen > 0 && a.ctype_ok &&
 	    !(info.flags & DS_F_CLOSED)) {
-		je = ds_json_split(r->body, r->bodylen, 0, &msgs, &msglen,
-		    &nmsg);
-		if (je != DS_JSON_OK) {
-			ds_respond_error(r, je == DS_JSON_NOMEM ? 503 : 400,
-			    ds_json_strerror(je));
+		if (json_body(r, 0, &msgs, &msglen) == -1)
 			return;
-		}
 		a.body = msgs;
 		a.len = msglen;
 	}

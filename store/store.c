@@ -448,27 +448,35 @@ struct chain {
 	int		n;
 };
 
+/*
+ * Builds the chain of r up to end. A plain stream is one level and needs no
+ * transaction; a fork reads its sources in one read snapshot.
+ */
 static enum ds_err
-chain_build(struct ds_store *s, MDB_txn *txn, const struct ds_rec *r,
-    uint64_t end, struct chain *c)
+chain_build(struct ds_store *s, const struct ds_rec *r, uint64_t end,
+    struct chain *c)
 {
 	char spath[DS_PATH_MAX + 1];
 	struct ds_rec cur = *r, src;
-	enum ds_err e;
+	MDB_txn *txn = NULL;
+	enum ds_err e = DS_OK;
 
 	c->n = 1;
 	c->lv[0].id = r->info.id;
 	c->lv[0].base = r->info.base;
 	c->lv[0].end = end;
+	if (r->info.src_id != 0 && (e = rd_begin(s, &txn)) != DS_OK)
+		return e;
 	while (cur.info.src_id != 0) {
 		if (c->n == DS_CHAIN_MAX) {
 			ds_log("stream %016" PRIx64 ": fork chain deeper than "
 			    "%d", r->info.id, DS_CHAIN_MAX);
-			return DS_ECORRUPT;
+			e = DS_ECORRUPT;
+			break;
 		}
 		if ((e = rec_get_id(s, txn, cur.info.src_id, spath, &src)) !=
 		    DS_OK)
-			return e;
+			break;
 		c->lv[c->n].id = src.info.id;
 		c->lv[c->n].base = src.info.base;
 		/*
@@ -480,7 +488,9 @@ chain_build(struct ds_store *s, MDB_txn *txn, const struct ds_rec *r,
 		c->n++;
 		cur = src;
 	}
-	return DS_OK;
+	if (txn)
+		rd_end(txn);
+	return e;
 }
 
 /* The level that serves position p (p below the chain's end). */
@@ -728,28 +738,24 @@ new_id(void)
  * completes req with what the fork inherits.
  */
 static enum ds_err
-prepare_fork(struct ds_store *s, struct ds_create *req, int64_t now)
+prepare_fork(struct ds_store *s, struct ds_create *req, int64_t now,
+    struct ds_rec *r)
 {
 	struct ds_rec src;
 	struct chain c;
-	MDB_txn *txn;
 	enum ds_err e;
 
 	if ((e = lookup(s, req->src_path, now, &src)) != DS_OK)
 		return e;
-	if ((e = rd_begin(s, &txn)) != DS_OK)
-		return e;
-	e = chain_build(s, txn, &src, src.info.tail, &c);
-	rd_end(txn);
-	if (e != DS_OK)
+	if ((e = chain_build(s, &src, src.info.tail, &c)) != DS_OK)
 		return e;
 	if ((e = resolve_fork_point(s, &c, src.info.tail,
 	    (src.info.flags & DS_F_MSG) != 0, req->has_fork_at ?
 	    req->fork_at : src.info.tail, req->sub, &req->base)) != DS_OK)
 		return e;
 	req->src_id = src.info.id;
-	if (req->ctype == NULL || *req->ctype == '\0')
-		req->ctype = NULL;	/* filled from src below */
+	/* Copied, never pointed at: src dies with this frame. */
+	memcpy(r->info.ctype, src.info.ctype, sizeof(r->info.ctype));
 	req->flags = (req->flags & ~DS_F_MSG) | (src.info.flags & DS_F_MSG);
 	if (!(req->flags & (DS_F_TTL | DS_F_EXPIRES))) {
 		req->flags |= src.info.flags & (DS_F_TTL | DS_F_EXPIRES);
@@ -763,7 +769,6 @@ enum ds_err
 ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
     int64_t now, struct ds_stream_info *out)
 {
-	char spath[DS_PATH_MAX + 1];
 	struct ds_rec r, old, src;
 	struct doomed d = { .n = 0 };
 	MDB_txn *txn;
@@ -779,22 +784,14 @@ ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
 	memset(&r, 0, sizeof(r));
 	req->src_id = 0;
 	req->base = 0;
-	if (req->src_path) {
-		if ((e = prepare_fork(s, req, now)) != DS_OK)
-			return e;
-		if ((e = rd_begin(s, &txn)) != DS_OK)
-			return e;
-		e = rec_get_id(s, txn, req->src_id, spath, &src);
-		rd_end(txn);
-		if (e != DS_OK)
-			return e;
-		if (req->ctype == NULL)
-			req->ctype = src.info.ctype;
+	if (req->src_path && (e = prepare_fork(s, req, now, &r)) != DS_OK)
+		return e;
+	if (req->ctype)
 		snprintf(r.info.ctype, sizeof(r.info.ctype), "%s",
 		    req->ctype);
-	} else
+	else if (!req->src_path)
 		snprintf(r.info.ctype, sizeof(r.info.ctype), "%s",
-		    req->ctype ? req->ctype : "application/octet-stream");
+		    "application/octet-stream");
 	e = lookup(s, path, now, &old);
 	if (e == DS_OK || e == DS_EGONE) {
 		*out = old.info;
@@ -843,7 +840,8 @@ ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
 			goto abort;
 		if (req->src_path) {
 			/* Pin the source, unless it went away meanwhile. */
-			if ((e = rec_get(s, txn, spath, &src)) == DS_ENOTFOUND ||
+			if ((e = rec_get(s, txn, req->src_path, &src)) ==
+			    DS_ENOTFOUND ||
 			    (e == DS_OK && src.info.id != req->src_id))
 				e = DS_ENOTFOUND;
 			else if (e == DS_OK && (src.info.flags & DS_F_DELETED))
@@ -851,7 +849,8 @@ ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
 			if (e != DS_OK)
 				goto abort;
 			src.refs++;
-			if ((e = rec_put(s, txn, spath, &src)) != DS_OK)
+			if ((e = rec_put(s, txn, req->src_path, &src)) !=
+			    DS_OK)
 				goto abort;
 		}
 		k.mv_data = &id;
@@ -1209,7 +1208,6 @@ ds_store_read(struct ds_store *s, const char *path, uint64_t from,
 {
 	struct ds_rec r;
 	struct chain c;
-	MDB_txn *txn;
 	enum ds_err e;
 
 	*data = NULL;
@@ -1221,11 +1219,7 @@ ds_store_read(struct ds_store *s, const char *path, uint64_t from,
 		from = r.info.tail;
 	if (from > r.info.tail)
 		return DS_EOFFSET;
-	if ((e = rd_begin(s, &txn)) != DS_OK)
-		return e;
-	e = chain_build(s, txn, &r, r.info.tail, &c);
-	rd_end(txn);
-	if (e != DS_OK)
+	if ((e = chain_build(s, &r, r.info.tail, &c)) != DS_OK)
 		return e;
 	if (from < r.info.tail && max > 0)
 		e = read_stitched(s, &c, from, r.info.tail, max,

@@ -133,8 +133,8 @@ DS_EXPORT enum ds_err ds_store_stat(struct ds_store *, const char *path,
 	    int64_t now_ms, struct ds_stream_info *out);
 
 struct ds_create {
-	const char	*ctype;		/* content type; NULL for a fork:
-					   inherit the source's */
+	const char	*ctype;		/* content type; NULL: the source's
+					   for a fork, else octet-stream */
 	uint32_t	 flags;		/* DS_F_CLOSED, DS_F_TTL, DS_F_EXPIRES,
 					   DS_F_MSG */
 	uint64_t	 ttl_s;
@@ -162,9 +162,10 @@ struct ds_create {
  * soft-deleted (DS_EGONE with *out zeroed: the caller answers 409); the
  * fork point must lie within the source and, for message streams, on a
  * record end (DS_EOFFSET). For a fork, req is completed with what the fork
- * inherits (content type, message framing, TTL or Expires-At when it asks
- * for neither, per the PROTOCOL 4.2 table) and with src_id and base, so a
- * caller comparing against an existing stream compares like with like.
+ * inherits (message framing, TTL or Expires-At when it asks for neither,
+ * per the PROTOCOL 4.2 table) and with src_id and base, so a caller
+ * comparing against an existing stream compares like with like; a NULL
+ * ctype stays NULL (the created stream's is in *out).
  * Copying nothing, a fork pins its source chain by reference count.
  */
 DS_EXPORT enum ds_err ds_store_create(struct ds_store *, const char *path,
