@@ -49,6 +49,8 @@ const char	*ds_param(const struct ds_req *, const char *name);
 int		 ds_read_body(struct ds_req *);
 void		 ds_add_header(struct ds_req *, const char *name,
 		    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void		 ds_respond_head(struct ds_req *, int status,
+		    const char *ctype, int64_t length);
 int		 ds_respond(struct ds_req *, int status, const char *ctype,
 		    const void *body, size_t len);
 int		 ds_respond_error(struct ds_req *, int status, const char *msg);

@@ -6,6 +6,7 @@
  * Write errors (the client left) surface on FCGX_FFlush, which is checked.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,6 +163,38 @@ static const char common_headers[] =
     "Content-Type\r\n";
 
 /*
+ * Writes the status line, the headers every response carries, the
+ * Content-Type and Content-Length (length < 0: none, for a body of unknown
+ * length such as SSE), then the handler's headers and the blank line.
+ */
+void
+ds_respond_head(struct ds_req *r, int status, const char *ctype,
+    int64_t length)
+{
+	FCGX_Stream *out = r->fr->out;
+	char line[DS_CTYPE_MAX + 64];
+	int n;
+
+	/* libfcgi's own printf lacks C99 length modifiers: format here. */
+	n = snprintf(line, sizeof(line), "Status: %d %s\r\n", status,
+	    reason(status));
+	FCGX_PutStr(line, n, out);
+	FCGX_PutStr(common_headers, (int)sizeof(common_headers) - 1, out);
+	if (ctype && status != 204 && status != 304) {
+		n = snprintf(line, sizeof(line), "Content-Type: %s\r\n", ctype);
+		if (n > 0 && (size_t)n < sizeof(line))
+			FCGX_PutStr(line, n, out);
+	}
+	if (length >= 0) {
+		n = snprintf(line, sizeof(line), "Content-Length: %" PRId64
+		    "\r\n", length);
+		FCGX_PutStr(line, n, out);
+	}
+	FCGX_PutStr(r->hdr, (int)r->hdrlen, out);
+	FCGX_PutStr("\r\n", 2, out);
+}
+
+/*
  * Writes the whole response. A body is not sent for HEAD, 204 and 304.
  * Returns 0, or -1 when a write already failed (the client is gone).
  */
@@ -170,8 +203,7 @@ ds_respond(struct ds_req *r, int status, const char *ctype, const void *body,
     size_t len)
 {
 	FCGX_Stream *out = r->fr->out;
-	char line[DS_CTYPE_MAX + 64];
-	int nobody, n;
+	int nobody;
 
 	if (r->hdr_overflow) {
 		/* Never send half a header block. */
@@ -185,23 +217,7 @@ ds_respond(struct ds_req *r, int status, const char *ctype, const void *body,
 	}
 	nobody = status == 204 || status == 304 ||
 	    (r->method && strcmp(r->method, "HEAD") == 0);
-	/* libfcgi's own printf lacks C99 length modifiers: format here. */
-	n = snprintf(line, sizeof(line), "Status: %d %s\r\n", status,
-	    reason(status));
-	FCGX_PutStr(line, n, out);
-	FCGX_PutStr(common_headers, (int)sizeof(common_headers) - 1, out);
-	if (ctype && status != 204 && status != 304) {
-		n = snprintf(line, sizeof(line), "Content-Type: %s\r\n", ctype);
-		if (n > 0 && (size_t)n < sizeof(line))
-			FCGX_PutStr(line, n, out);
-	}
-	if (!nobody) {
-		n = snprintf(line, sizeof(line), "Content-Length: %zu\r\n",
-		    len);
-		FCGX_PutStr(line, n, out);
-	}
-	FCGX_PutStr(r->hdr, (int)r->hdrlen, out);
-	FCGX_PutStr("\r\n", 2, out);
+	ds_respond_head(r, status, ctype, nobody ? -1 : (int64_t)len);
 	if (!nobody && len > 0) {
 		const char *p = body;
 

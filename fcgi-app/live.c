@@ -245,19 +245,13 @@ ds_live_sse(struct ds_req *r, uint64_t from, const char *cursor)
 	if (live_start(r, &from, &info) == -1)
 		return;
 	id = info.id;
-	FCGX_PutS("Status: 200 OK\r\n"
-	    "Content-Type: text/event-stream\r\n"
-	    "Cache-Control: no-cache\r\n"
-	    "X-Accel-Buffering: no\r\n"
-	    "X-Content-Type-Options: nosniff\r\n"
-	    "Cross-Origin-Resource-Policy: cross-origin\r\n"
-	    "Access-Control-Allow-Origin: *\r\n"
-	    "Access-Control-Expose-Headers: Stream-SSE-Data-Encoding\r\n",
-	    r->fr->out);
+	ds_add_header(r, "Cache-Control", "no-cache");
+	ds_add_header(r, "X-Accel-Buffering", "no");	/* nginx: stream it */
 	if (!sse_is_text(info.ctype))
-		FCGX_PutS("Stream-SSE-Data-Encoding: base64\r\n", r->fr->out);
+		ds_add_header(r, "Stream-SSE-Data-Encoding", "base64");
+	ds_respond_head(r, 200, "text/event-stream", -1);
 	/* Front servers hold the headers until the first body byte. */
-	FCGX_PutS("\r\n:\n\n", r->fr->out);
+	FCGX_PutS(":\n\n", r->fr->out);
 	if (FCGX_FFlush(r->fr->out) == -1)
 		return;
 
