@@ -138,7 +138,7 @@ rd_init(void)
 }
 
 static enum ds_err
-rd_begin(struct ds_store *s, MDB_txn **txn)
+rd_snapshot(struct ds_store *s, MDB_txn **txn)
 {
 	struct rd_cache *c;
 
@@ -173,6 +173,39 @@ rd_end(MDB_txn *txn)
 		c->s = mdb_env_get_userctx(env);
 	} else
 		mdb_txn_abort(txn);
+}
+
+/*
+ * Begins a read transaction that sees every commit whose meta page was
+ * written before the call. A read snapshot starts at the txnid the last
+ * writer published in the lock file, which it does just after writing the
+ * meta page. A writer SIGKILLed between the two leaves a commit that is on
+ * disk but invisible to readers until the next write transaction repairs
+ * the lock file (LMDB does that when it takes over the dead writer's
+ * mutex). An append deciding on such a snapshot would write below the true
+ * tail, over acknowledged data. So compare with the newest meta page and,
+ * when the snapshot is older, begin and abort a write transaction to make
+ * LMDB repair the txnid, then take a new snapshot. A live writer inside
+ * the same window only costs a short wait for its mutex.
+ */
+static enum ds_err
+rd_begin(struct ds_store *s, MDB_txn **txn)
+{
+	MDB_envinfo ei;
+	MDB_txn *w;
+	enum ds_err e;
+
+	if (mdb_env_info(s->env, &ei) != 0)
+		ei.me_last_txnid = 0;
+	if ((e = rd_snapshot(s, txn)) != DS_OK ||
+	    mdb_txn_id(*txn) >= ei.me_last_txnid)
+		return e;
+	rd_end(*txn);
+	*txn = NULL;
+	if ((e = txn_begin(s, 0, &w)) != DS_OK)
+		return e;
+	mdb_txn_abort(w);
+	return rd_snapshot(s, txn);
 }
 
 /* Drops this thread's cached read transaction of s (before closing s). */
@@ -1007,7 +1040,8 @@ ds_store_append(struct ds_store *s, const char *path,
 	MDB_txn *txn = NULL;
 	MDB_val k, v;
 	enum ds_err e;
-	uint64_t id;
+	uint64_t id, tail;
+	uint32_t closed;
 	int fd = -1, rc, have_ps = 0;
 
 	memset(res, 0, sizeof(*res));
@@ -1057,8 +1091,18 @@ ds_store_append(struct ds_store *s, const char *path,
 	if ((e = txn_begin(s, 0, &txn)) != DS_OK)
 		goto out;
 	/* A DELETE does not take the segment lock: check the id again. */
+	tail = r.info.tail;
+	closed = r.info.flags & DS_F_CLOSED;
 	if ((e = rec_get(s, txn, path, &r)) == DS_OK && r.info.id != id)
 		e = DS_ENOTFOUND;
+	else if (e == DS_OK && (r.info.tail != tail ||
+	    (r.info.flags & DS_F_CLOSED) != closed)) {
+		/* Only appends move these, and we hold the lock. */
+		ds_log("append to %s: committed tail moved under the segment "
+		    "lock (%" PRIu64 " -> %" PRIu64 ")", path, tail,
+		    r.info.tail);
+		e = DS_EIO;
+	}
 	if (e != DS_OK)
 		goto out;
 	r.info.tail += req->len;

@@ -1,0 +1,202 @@
+/*
+ * store_crash_test.c: a writer process SIGKILLed inside an LMDB commit,
+ * at the two moments that matter, and what the next append in another
+ * process must do about it.
+ *
+ * This program defines pwrite(), so liblmdb's calls land here. Armed, it
+ * watches for the write of a meta page (the first two pages of
+ * meta/data.mdb) and either kills the process just before it (the commit
+ * never happened) or just after it, before LMDB publishes the new txnid in
+ * its lock file (the commit is on disk, but readers do not see it yet).
+ * A SIGKILL that arrives while a worker is inside that pwrite() takes
+ * effect on its return, so the second moment is a real one.
+ */
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store/store.h"
+#include "t/tap.h"
+
+enum { ARM_OFF, ARM_BEFORE_META, ARM_AFTER_META };
+
+static int armed;
+static char dir[] = "/tmp/ds-store-crash-XXXXXX";
+
+static int
+is_meta_page(int fd, off_t off)
+{
+	char link[64], path[4096];
+	const char *tail = "/meta/data.mdb";
+	ssize_t n;
+
+	if (off >= 2 * sysconf(_SC_PAGESIZE))
+		return 0;
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	if ((n = readlink(link, path, sizeof(path) - 1)) <= 0)
+		return 0;
+	path[n] = '\0';
+	return (size_t)n > strlen(tail) &&
+	    strcmp(path + n - strlen(tail), tail) == 0;
+}
+
+__attribute__((visibility("default"))) ssize_t
+pwrite(int fd, const void *buf, size_t len, off_t off)
+{
+	ssize_t n;
+
+	if (armed == ARM_BEFORE_META && is_meta_page(fd, off))
+		raise(SIGKILL);
+	n = syscall(SYS_pwrite64, fd, buf, len, off);
+	if (armed == ARM_AFTER_META && n > 0 && is_meta_page(fd, off))
+		raise(SIGKILL);
+	return n;
+}
+
+static struct ds_store *
+open_store(void)
+{
+	struct ds_store_cfg cfg = { .dir = dir };
+	struct ds_store *s = NULL;
+
+	if (ds_store_open(&cfg, &s) != DS_OK)
+		bail_out("cannot open store in %s", dir);
+	return s;
+}
+
+static enum ds_err
+append(struct ds_store *s, const char *path, const char *body, int close,
+    const struct ds_producer *p, struct ds_append_res *res)
+{
+	struct ds_append a;
+
+	memset(&a, 0, sizeof(a));
+	a.body = body;
+	a.len = strlen(body);
+	a.close = close;
+	a.ctype_ok = 1;
+	a.producer = p;
+	return ds_store_append(s, path, &a, 1000, res);
+}
+
+/*
+ * Runs one append in a child process with its own environment, armed to
+ * die at the given moment. Returns 1 when the child died by SIGKILL.
+ */
+static int
+append_and_die(int when, const char *path, const char *body, int close,
+    const struct ds_producer *p)
+{
+	struct ds_append_res res;
+	struct ds_store *c;
+	pid_t pid;
+	int st;
+
+	fflush(stdout);
+	fflush(stderr);
+	if ((pid = fork()) == -1)
+		bail_out("fork: %s", strerror(errno));
+	if (pid == 0) {
+		c = open_store();
+		armed = when;
+		append(c, path, body, close, p, &res);
+		_exit(0);	/* not reached when the hook fired */
+	}
+	if (waitpid(pid, &st, 0) == -1)
+		bail_out("waitpid: %s", strerror(errno));
+	return WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL;
+}
+
+static void
+check_content(struct ds_store *s, const char *path, const char *want,
+    const char *what)
+{
+	struct ds_stream_info info;
+	char *data = NULL;
+	size_t len = 0;
+	enum ds_err e;
+
+	e = ds_store_read(s, path, 0, 1 << 20, 1000, &info, &data, &len);
+	is_int(e, DS_OK, "%s: read", what);
+	is_mem(data, len, want, strlen(want), "%s: content", what);
+	is_int(info.tail, strlen(want), "%s: tail", what);
+	free(data);
+}
+
+static void
+create(struct ds_store *s, const char *path, const char *body)
+{
+	struct ds_create c = { .ctype = "text/plain", .body = body,
+	    .len = strlen(body) };
+	struct ds_stream_info info;
+
+	is_int(ds_store_create(s, path, &c, 1000, &info), DS_OK, "create %s",
+	    path);
+}
+
+int
+main(void)
+{
+	struct ds_producer p = { .id = "p1", .idlen = 2 };
+	struct ds_append_res res;
+	struct ds_store *s;
+	char cmd[128];
+
+	if (mkdtemp(dir) == NULL)
+		bail_out("mkdtemp: %s", strerror(errno));
+	/* This process keeps its environment open throughout, as a worker
+	 * does while another worker dies. */
+	s = open_store();
+
+	/* Killed before the meta page: nothing was committed. */
+	create(s, "a", "xx");
+	ok(append_and_die(ARM_BEFORE_META, "a", "AAAA", 0, NULL),
+	    "writer killed before its meta page");
+	check_content(s, "a", "xx", "uncommitted append is not visible");
+	is_int(append(s, "a", "BB", 0, NULL, &res), DS_OK,
+	    "next append succeeds");
+	is_int(res.tail, 4, "and lands on the committed tail");
+	check_content(s, "a", "xxBB", "uncommitted bytes were cut off");
+
+	/* Killed after the meta page: committed, not yet published. */
+	create(s, "b", "xx");
+	ok(append_and_die(ARM_AFTER_META, "b", "AAAA", 0, NULL),
+	    "writer killed after its meta page");
+	check_content(s, "b", "xxAAAA", "a read sees the dead writer's commit");
+	create(s, "c", "xx");
+	ok(append_and_die(ARM_AFTER_META, "c", "AAAA", 0, NULL),
+	    "writer killed after its meta page (append next)");
+	is_int(append(s, "c", "BB", 0, NULL, &res), DS_OK,
+	    "next append succeeds");
+	is_int(res.tail, 8, "and lands after the dead writer's append");
+	check_content(s, "c", "xxAAAABB", "both appends, in order");
+
+	/* A close committed that way must not be appended past. */
+	create(s, "d", "xx");
+	ok(append_and_die(ARM_AFTER_META, "d", "", 1, NULL),
+	    "closing writer killed after its meta page");
+	is_int(append(s, "d", "BB", 0, NULL, &res), DS_ECLOSED,
+	    "next append finds the stream closed");
+	check_content(s, "d", "xx", "nothing appended after the close");
+
+	/* A producer's retry of a committed seq is a duplicate. */
+	create(s, "e", "xx");
+	ok(append_and_die(ARM_AFTER_META, "e", "P0", 0, &p),
+	    "producer killed after its meta page");
+	is_int(append(s, "e", "P0", 0, &p, &res), DS_OK, "retry answered");
+	ok(res.duplicate, "retry recognised as a duplicate");
+	check_content(s, "e", "xxP0", "retried append stored once");
+
+	ds_store_close(s);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd) != 0)
+		diag("could not remove %s", dir);
+	return done_testing();
+}
