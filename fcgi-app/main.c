@@ -85,6 +85,24 @@ print_stream(const char *path, const struct ds_stream_info *i, void *arg)
 	return 0;
 }
 
+/*
+ * Ends a request: sends what is buffered and the end records, then closes
+ * the connection. libfcgi's own close shuts down the write side and then
+ * reads until the front server closes, so that input still in flight (a
+ * body we refused unread) cannot reset the connection under the answer.
+ * That wait holds the thread until the front server has processed the
+ * answer. When the input has already been read to its end, which is every
+ * request but a refused body, nothing is in flight, and the descriptor is
+ * closed at once.
+ */
+static void
+finish(FCGX_Request *fr)
+{
+	if (fr->ipcFd >= 0 && fr->in && FCGX_GetChar(fr->in) == EOF)
+		FCGX_Detach(fr);
+	FCGX_Finish_r(fr);
+}
+
 static void *
 serve(void *arg)
 {
@@ -129,7 +147,7 @@ serve(void *arg)
 		ds_handle(r);
 		free(r->body);
 		r->body = NULL;
-		FCGX_Finish_r(&fr);
+		finish(&fr);
 		atomic_fetch_sub(&busy, 1);
 	}
 	free(r);
