@@ -1,16 +1,22 @@
 /*
  * notify.c: the worker side of ds-notify (see notify.h).
  *
- * One table per process maps a stream id to the requests parked on it: a
- * change counter and a condition variable they share. The table, the
- * counters and the daemon socket are guarded by one mutex; waits and sends
- * are short, so one lock is enough for thousands of parked requests.
+ * One table per process maps a stream id to the requests parked on it and
+ * a change counter they share. The table and the daemon socket are guarded
+ * by one mutex, taken to park, unpark and wake. Parked requests sleep on
+ * the counter itself (a futex), so a wake-up of hundreds of requests does
+ * not make them queue on that mutex one by one as they get up: each reads
+ * the counter and goes straight back to the store.
  */
+#include <linux/futex.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,14 +30,15 @@
 struct notify_watch {
 	uint64_t	 id;
 	unsigned	 refs;		/* requests parked on id here */
-	uint64_t	 gen;		/* bumped on every change of id */
-	pthread_cond_t	 cond;
+	_Atomic uint32_t gen;		/* bumped on every change of id; the
+					   futex word parked requests sleep on */
 	struct notify_watch *next;
 };
 
 static pthread_mutex_t	 mu = PTHREAD_MUTEX_INITIALIZER;
 static struct notify_watch *buckets[NBUCKETS];
 static int		 sock = -1;	/* daemon connection, or -1 */
+static atomic_int	 connected;	/* sock != -1, read without mu */
 static char		*sockpath;
 static unsigned		 parked;
 
@@ -74,19 +81,28 @@ send_locked(uint32_t type, uint64_t id)
 	}
 }
 
+static void
+bump(struct notify_watch *w)
+{
+	atomic_fetch_add(&w->gen, 1);
+	syscall(SYS_futex, &w->gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL,
+	    0);
+}
+
 /* Wakes every request parked on id in this process; call with mu held. */
 static void
 wake_locked(uint64_t id)
 {
 	struct notify_watch *w = *slot(id);
 
-	if (w) {
-		w->gen++;
-		pthread_cond_broadcast(&w->cond);
-	}
+	if (w)
+		bump(w);
 }
 
-/* Wakes everything, so that waiters pick the right wait slice. */
+/*
+ * Wakes everything when the daemon comes or goes: a request that picked
+ * its wait slice just before sees a change, re-checks, and picks again.
+ */
 static void
 wake_all_locked(void)
 {
@@ -95,7 +111,7 @@ wake_all_locked(void)
 
 	for (i = 0; i < NBUCKETS; i++)
 		for (w = buckets[i]; w; w = w->next)
-			pthread_cond_broadcast(&w->cond);
+			bump(w);
 }
 
 static int
@@ -122,8 +138,7 @@ dial(const char *path)
 
 /*
  * The connection thread: connects (again and again, if need be),
- * re-subscribes what is parked, and turns wake-ups into condition
- * broadcasts.
+ * re-subscribes what is parked, and wakes parked requests on wake-ups.
  */
 static void *
 run(void *arg)
@@ -146,6 +161,7 @@ run(void *arg)
 		}
 		pthread_mutex_lock(&mu);
 		sock = fd;
+		atomic_store(&connected, 1);
 		for (i = 0; i < NBUCKETS; i++)
 			for (w = buckets[i]; w; w = w->next)
 				send_locked(NOTIFY_SUB, w->id);
@@ -168,8 +184,10 @@ run(void *arg)
 			pthread_mutex_unlock(&mu);
 		}
 		pthread_mutex_lock(&mu);
-		if (sock == fd)
+		if (sock == fd) {
 			sock = -1;
+			atomic_store(&connected, 0);
+		}
 		wake_all_locked();
 		pthread_mutex_unlock(&mu);
 		close(fd);
@@ -194,12 +212,7 @@ notify_start(const char *path)
 int
 notify_connected(void)
 {
-	int up;
-
-	pthread_mutex_lock(&mu);
-	up = sock != -1;
-	pthread_mutex_unlock(&mu);
-	return up;
+	return atomic_load(&connected);
 }
 
 void
@@ -215,7 +228,6 @@ struct notify_watch *
 notify_watch_begin(uint64_t id)
 {
 	struct notify_watch **pp, *w;
-	pthread_condattr_t ca;
 
 	pthread_mutex_lock(&mu);
 	pp = slot(id);
@@ -224,10 +236,6 @@ notify_watch_begin(uint64_t id)
 			pthread_mutex_unlock(&mu);
 			return NULL;
 		}
-		pthread_condattr_init(&ca);
-		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-		pthread_cond_init(&w->cond, &ca);
-		pthread_condattr_destroy(&ca);
 		w->id = id;
 		*pp = w;
 		send_locked(NOTIFY_SUB, id);
@@ -241,14 +249,7 @@ notify_watch_begin(uint64_t id)
 uint64_t
 notify_watch_seen(struct notify_watch *w)
 {
-	uint64_t g;
-
-	if (w == NULL)
-		return 0;
-	pthread_mutex_lock(&mu);
-	g = w->gen;
-	pthread_mutex_unlock(&mu);
-	return g;
+	return w ? atomic_load(&w->gen) : 0;
 }
 
 void
@@ -257,28 +258,23 @@ notify_watch_wait(struct notify_watch *w, uint64_t seen, int64_t deadline)
 	struct timespec ts;
 	int64_t until, now = notify_mono_ms();
 
+	until = now + (w && atomic_load(&connected) ? NOTIFY_SAFETY_MS :
+	    NOTIFY_POLL_MS);
+	if (until > deadline)
+		until = deadline;
 	if (w == NULL) {
-		until = now + NOTIFY_POLL_MS;
-		if (until > deadline)
-			until = deadline;
 		if (until > now)
 			usleep((useconds_t)(until - now) * 1000);
 		return;
 	}
-	pthread_mutex_lock(&mu);
-	until = now + (sock != -1 ? NOTIFY_SAFETY_MS : NOTIFY_POLL_MS);
-	if (until > deadline)
-		until = deadline;
-	while (w->gen == seen && now < until) {
-		ts.tv_sec = until / 1000;
-		ts.tv_nsec = (until % 1000) * 1000000;
-		pthread_cond_timedwait(&w->cond, &mu, &ts);
-		/* Lost the daemon while asleep: switch to polling. */
-		if (sock == -1 && until > now + NOTIFY_POLL_MS)
-			until = now + NOTIFY_POLL_MS;
+	/* The pointer stays valid: our reference keeps the watch. */
+	while (atomic_load(&w->gen) == (uint32_t)seen && now < until) {
+		ts.tv_sec = (until - now) / 1000;
+		ts.tv_nsec = (until - now) % 1000 * 1000000;
+		syscall(SYS_futex, &w->gen, FUTEX_WAIT_PRIVATE,
+		    (uint32_t)seen, &ts, NULL, 0);
 		now = notify_mono_ms();
 	}
-	pthread_mutex_unlock(&mu);
 }
 
 void
@@ -294,7 +290,6 @@ notify_watch_end(struct notify_watch *w)
 		pp = slot(w->id);
 		*pp = w->next;
 		send_locked(NOTIFY_UNSUB, w->id);
-		pthread_cond_destroy(&w->cond);
 		free(w);
 	}
 	pthread_mutex_unlock(&mu);
