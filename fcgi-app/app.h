@@ -26,7 +26,7 @@ struct ds_cfg {
 	unsigned	 heartbeat_ms;	/* --sse-heartbeat */
 };
 
-/* One request in flight, owned by the thread serving it. */
+/* One request in flight, owned by the thread serving it or the lot. */
 struct ds_req {
 	FCGX_Request	*fr;
 	const struct ds_cfg *cfg;
@@ -39,6 +39,7 @@ struct ds_req {
 	char		*body;		/* request body (malloc'd) or NULL */
 	size_t		 bodylen;
 	int64_t		 now;		/* ms since the epoch, at arrival */
+	void		*parked;	/* its spot in the lot (lot.c) */
 	char		 hdr[4096];	/* response headers being built */
 	size_t		 hdrlen;
 	int		 hdr_overflow;
@@ -56,6 +57,7 @@ int		 ds_respond(struct ds_req *, int status, const char *ctype,
 int		 ds_respond_error(struct ds_req *, int status, const char *msg);
 int		 ds_respond_store_error(struct ds_req *, enum ds_err);
 int64_t		 ds_now_ms(void);
+void		 ds_finish(FCGX_Request *);
 
 /* stream.c: the protocol. */
 void		 ds_handle(struct ds_req *);
@@ -68,5 +70,33 @@ void		 ds_live_longpoll(struct ds_req *, uint64_t from,
 		    const char *cursor);
 void		 ds_live_sse(struct ds_req *, uint64_t from, const char *cursor);
 uint64_t	 ds_cursor_next(int64_t now_ms, const char *client);
+
+/* A read kept for the next long-poll waiting at the same place. */
+struct ds_lp_memo {
+	int		 valid;
+	uint64_t	 id, from;
+	enum ds_err	 e;
+	struct ds_stream_info info;
+	char		*data;
+	size_t		 len;
+};
+int		 ds_longpoll_check(struct ds_req *, uint64_t id,
+		    uint64_t from, const char *cursor, int64_t deadline,
+		    size_t inline_max, struct ds_lp_memo *);
+void		 ds_lp_memo_clear(struct ds_lp_memo *);
+
+/*
+ * lot.c: long-polls that wait without a thread. ds_lot_park() prepares to
+ * hand r (with its FCGX_Request) and the watch w, after a check that saw
+ * the watch at seen, to the lot, and sets r->parked; it returns -1, taking
+ * nothing, when there is no lot. Once the handler has returned, the thread
+ * calls ds_lot_handover() and must not touch r or its request again.
+ */
+struct notify_watch;
+int		 ds_lot_start(void);
+int		 ds_lot_park(struct ds_req *, struct notify_watch *w,
+		    uint64_t seen, uint64_t id, uint64_t from,
+		    const char *cursor, int64_t deadline);
+void		 ds_lot_handover(struct ds_req *);
 
 #endif /* DS_APP_H */

@@ -294,3 +294,21 @@ ds_respond_store_error(struct ds_req *r, enum ds_err e)
 	}
 	return ds_respond_error(r, status, ds_strerror(e));
 }
+
+/*
+ * Ends a request: sends what is buffered and the end records, then closes
+ * the connection. libfcgi's own close shuts down the write side and then
+ * reads until the front server closes, so that input still in flight (a
+ * body we refused unread) cannot reset the connection under the answer.
+ * That wait holds the thread until the front server has processed the
+ * answer. When the input has already been read to its end, which is every
+ * request but a refused body, nothing is in flight, and the descriptor is
+ * closed at once.
+ */
+void
+ds_finish(FCGX_Request *fr)
+{
+	if (fr->ipcFd >= 0 && fr->in && FCGX_GetChar(fr->in) == EOF)
+		FCGX_Detach(fr);
+	FCGX_Finish_r(fr);
+}

@@ -1,11 +1,13 @@
 /*
  * live.c: long-poll (PROTOCOL 5.7) and Server-Sent Events (5.8).
  *
- * A live request parks its thread on a notify watch of the stream. It
- * registers the watch before it checks the store, and waits only if the
- * watch has not changed since, so an append between the check and the wait
- * is never missed. Each wait is bounded (see notify.h), after which the
- * request re-checks the store and whether the front server has hung up.
+ * A live request registers a notify watch of the stream before it checks
+ * the store, and waits only if the watch has not changed since, so an
+ * append between the check and the wait is never missed. A long-poll waits
+ * in the worker's lot (lot.c) without a thread when it can; an SSE request
+ * sleeps on the watch in its thread. Each wait is bounded (see notify.h),
+ * after which the request re-checks the store and whether the front server
+ * has hung up.
  */
 #include <sys/socket.h>
 
@@ -83,16 +85,80 @@ live_start(struct ds_req *r, uint64_t *from, struct ds_stream_info *info)
 	return 0;
 }
 
+/*
+ * One look at the stream for a waiting long-poll (PROTOCOL 5.7). Answers
+ * and returns 1 when there is data past from, the stream is closed at its
+ * tail, gone, or the deadline (CLOCK_MONOTONIC ms) has passed; returns 0
+ * when the request should go on waiting, and -1, answering nothing, when
+ * the data is larger than inline_max (0: no limit). With a memo, a read is
+ * shared by the requests of one stream waiting at the same offset.
+ */
+int
+ds_longpoll_check(struct ds_req *r, uint64_t id, uint64_t from,
+    const char *cursor, int64_t deadline, size_t inline_max,
+    struct ds_lp_memo *m)
+{
+	struct ds_lp_memo own = { 0 };
+	char off[DS_OFFSET_LEN + 1];
+	int done = 1;
+
+	if (m == NULL)
+		m = &own;
+	if (!m->valid || m->id != id || m->from != from) {
+		ds_lp_memo_clear(m);
+		m->e = ds_store_read(r->store, r->path, from, r->cfg->chunk,
+		    ds_now_ms(), &m->info, &m->data, &m->len);
+		m->valid = 1;
+		m->id = id;
+		m->from = from;
+	}
+	if (m->e != DS_OK)
+		ds_respond_store_error(r, m->e);
+	else if (m->info.id != id)
+		ds_respond_store_error(r, DS_ENOTFOUND); /* deleted, re-made */
+	else if (inline_max > 0 && m->len > inline_max)
+		done = -1;
+	else if (m->len > 0)
+		ds_send_read(r, &m->info, from, m->data, m->len, 0,
+		    ds_cursor_next(ds_now_ms(), cursor));
+	else if ((m->info.flags & DS_F_CLOSED) ||
+	    notify_mono_ms() >= deadline) {
+		/* EOF at once, or the timeout (PROTOCOL 5.7). */
+		ds_offset_format(m->info.tail, off);
+		ds_add_header(r, "Stream-Next-Offset", "%s", off);
+		ds_add_header(r, "Stream-Up-To-Date", "true");
+		if (m->info.flags & DS_F_CLOSED)
+			ds_add_header(r, "Stream-Closed", "true");
+		else
+			ds_add_header(r, "Stream-Cursor", "%" PRIu64,
+			    ds_cursor_next(ds_now_ms(), cursor));
+		ds_add_header(r, "Cache-Control", "no-store");
+		ds_respond(r, 204, NULL, NULL, 0);
+	} else
+		done = 0;
+	ds_lp_memo_clear(&own);
+	return done;
+}
+
+void
+ds_lp_memo_clear(struct ds_lp_memo *m)
+{
+	free(m->data);
+	memset(m, 0, sizeof(*m));
+}
+
+/*
+ * A long-poll checks once in its thread. If it has to wait, it moves to the
+ * worker's lot (lot.c) and the thread goes back to accept; only when the
+ * lot cannot take it does the thread wait here.
+ */
 void
 ds_live_longpoll(struct ds_req *r, uint64_t from, const char *cursor)
 {
 	struct ds_stream_info info;
 	struct notify_watch *w;
-	char off[DS_OFFSET_LEN + 1], *data;
-	size_t len;
 	uint64_t seen, id;
 	int64_t deadline;
-	enum ds_err e;
 
 	if (live_start(r, &from, &info) == -1)
 		return;
@@ -101,37 +167,11 @@ ds_live_longpoll(struct ds_req *r, uint64_t from, const char *cursor)
 	deadline = notify_mono_ms() + r->cfg->longpoll_ms;
 	for (;;) {
 		seen = notify_watch_seen(w);
-		e = ds_store_read(r->store, r->path, from, r->cfg->chunk,
-		    ds_now_ms(), &info, &data, &len);
-		if (e == DS_OK && info.id != id) {
-			free(data);
-			e = DS_ENOTFOUND;	/* deleted and created anew */
-		}
-		if (e != DS_OK) {
-			ds_respond_store_error(r, e);
+		if (ds_longpoll_check(r, id, from, cursor, deadline, 0, NULL))
 			break;
-		}
-		if (len > 0) {
-			ds_send_read(r, &info, from, data, len, 0,
-			    ds_cursor_next(ds_now_ms(), cursor));
-			free(data);
-			break;
-		}
-		if ((info.flags & DS_F_CLOSED) ||
-		    notify_mono_ms() >= deadline) {
-			/* EOF at once, or the timeout (PROTOCOL 5.7). */
-			ds_offset_format(info.tail, off);
-			ds_add_header(r, "Stream-Next-Offset", "%s", off);
-			ds_add_header(r, "Stream-Up-To-Date", "true");
-			if (info.flags & DS_F_CLOSED)
-				ds_add_header(r, "Stream-Closed", "true");
-			else
-				ds_add_header(r, "Stream-Cursor", "%" PRIu64,
-				    ds_cursor_next(ds_now_ms(), cursor));
-			ds_add_header(r, "Cache-Control", "no-store");
-			ds_respond(r, 204, NULL, NULL, 0);
-			break;
-		}
+		if (w && ds_lot_park(r, w, seen, id, from, cursor,
+		    deadline) == 0)
+			return;		/* the lot takes r and w */
 		if (client_gone(r))
 			break;
 		notify_watch_wait(w, seen, deadline);

@@ -3,7 +3,9 @@
  *
  * spawn-fcgi (through multiwatch, which respawns dead workers) hands every
  * worker the listening socket on fd 0. A worker runs --threads threads, each
- * accepting and serving one request at a time. The main thread only waits
+ * accepting and serving one request at a time; a long-poll that has to wait
+ * is handed to the worker's lot (lot.c) with its FastCGI request, and the
+ * thread takes fresh ones for the next accept. The main thread only waits
  * for SIGTERM/SIGINT: libfcgi's own SIGTERM handling merely sets a flag that
  * accept never sees, so signals are blocked everywhere and taken with
  * sigwait() here; then the worker lets in-flight requests finish (bounded)
@@ -85,39 +87,30 @@ print_stream(const char *path, const struct ds_stream_info *i, void *arg)
 	return 0;
 }
 
-/*
- * Ends a request: sends what is buffered and the end records, then closes
- * the connection. libfcgi's own close shuts down the write side and then
- * reads until the front server closes, so that input still in flight (a
- * body we refused unread) cannot reset the connection under the answer.
- * That wait holds the thread until the front server has processed the
- * answer. When the input has already been read to its end, which is every
- * request but a refused body, nothing is in flight, and the descriptor is
- * closed at once.
- */
-static void
-finish(FCGX_Request *fr)
-{
-	if (fr->ipcFd >= 0 && fr->in && FCGX_GetChar(fr->in) == EOF)
-		FCGX_Detach(fr);
-	FCGX_Finish_r(fr);
-}
-
 static void *
 serve(void *arg)
 {
-	FCGX_Request fr;
-	struct ds_req *r;
+	FCGX_Request *fr = NULL;
+	struct ds_req *r = NULL;
 	int rc, backoff = 0;
 
 	(void)arg;
-	if ((r = malloc(sizeof(*r))) == NULL ||
-	    FCGX_InitRequest(&fr, listen_fd, 0) != 0) {
-		fprintf(stderr, "ds-fcgi: cannot set up a request thread\n");
-		exit(1);
-	}
 	while (!atomic_load(&stopping)) {
-		rc = FCGX_Accept_r(&fr);
+		/* Fresh ones at first and when the lot kept the last. */
+		if (fr == NULL && (fr = malloc(sizeof(*fr))) != NULL &&
+		    FCGX_InitRequest(fr, listen_fd, 0) != 0) {
+			free(fr);
+			fr = NULL;
+		}
+		if (r == NULL)
+			r = malloc(sizeof(*r));
+		if (fr == NULL || r == NULL) {
+			fprintf(stderr, "ds-fcgi[%ld]: cannot set up a "
+			    "request\n", (long)getpid());
+			sleep(1);
+			continue;
+		}
+		rc = FCGX_Accept_r(fr);
 		if (rc < 0) {
 			/*
 			 * EMFILE and friends: wait and retry; a thread
@@ -140,17 +133,26 @@ serve(void *arg)
 		r->hdrlen = 0;
 		r->hdr_overflow = 0;
 		r->hdr[0] = '\0';
-		r->fr = &fr;
+		r->fr = fr;
 		r->cfg = &cfg;
 		r->store = store;
 		r->now = ds_now_ms();
 		ds_handle(r);
-		free(r->body);
-		r->body = NULL;
-		finish(&fr);
+		if (r->parked) {
+			ds_lot_handover(r);
+			r = NULL;
+			fr = NULL;
+		} else {
+			free(r->body);
+			r->body = NULL;
+			ds_finish(fr);
+		}
 		atomic_fetch_sub(&busy, 1);
 	}
 	free(r);
+	if (fr)
+		FCGX_Free(fr, 1);
+	free(fr);
 	return NULL;
 }
 
@@ -191,7 +193,7 @@ main(int argc, char *argv[])
 			cfg.data_dir = optarg;
 			break;
 		case 't':
-			/* libfcgi closes with select(): fds stay < 1024. */
+			/* Each thread costs its stack: a sane bound. */
 			cfg.threads = (unsigned)parse_size("--threads", optarg,
 			    1, 900);
 			break;
@@ -323,6 +325,9 @@ main(int argc, char *argv[])
 		fprintf(stderr, "ds-fcgi: pthread_sigmask failed\n");
 		return 1;
 	}
+	if (ds_lot_start() == -1)
+		fprintf(stderr, "ds-fcgi: cannot start the long-poll lot: %s; "
+		    "long-polls wait in their threads\n", strerror(errno));
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, 256 * 1024);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);

@@ -81,12 +81,25 @@ send_locked(uint32_t type, uint64_t id)
 	}
 }
 
+static void	(*on_change)(void);
+
+void
+notify_on_change(void (*fn)(void))
+{
+	pthread_mutex_lock(&mu);
+	on_change = fn;
+	pthread_mutex_unlock(&mu);
+}
+
+/* Marks a change of w's stream and wakes whoever waits for it. */
 static void
 bump(struct notify_watch *w)
 {
 	atomic_fetch_add(&w->gen, 1);
 	syscall(SYS_futex, &w->gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL,
 	    0);
+	if (on_change)
+		on_change();
 }
 
 /* Wakes every request parked on id in this process; call with mu held. */

@@ -69,6 +69,12 @@ void	notify_watch_wait(struct notify_watch *, uint64_t seen,
 
 void	notify_watch_end(struct notify_watch *);
 
+/*
+ * Calls fn (with the table's mutex held: it must only signal) whenever a
+ * watched stream changes or the daemon comes or goes.
+ */
+void	notify_on_change(void (*fn)(void));
+
 /* CLOCK_MONOTONIC in milliseconds. */
 int64_t	notify_mono_ms(void);
 

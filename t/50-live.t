@@ -6,8 +6,9 @@
 #  2. ds-notify is SIGKILLed while readers are parked: the next append still reaches every one
 #     of them within a second (workers fall back to polling the store).
 #  3. scripts/run starts ds-notify again; workers reconnect and push wake-ups resume.
-#  4. With one worker of 4 threads, 4 parked readers (long-poll, then SSE) saturate it; when
-#     they disconnect, their threads come back and the worker serves again.
+#  4. With one worker of 4 threads, 20 parked long-polls leave every thread free (they wait in
+#     the worker's lot) and their connections are released when they hang up; 4 SSE readers
+#     saturate it, and when they disconnect their threads come back.
 use strict;
 use warnings;
 use FindBin;
@@ -117,10 +118,51 @@ ok(defined $max && $max < 0.5, sprintf('push after restart: all 6 woke (slowest 
 is(($s->read_all('live/a'))[0], 'push-onewhile-downpush-two', 'every append stored once, in order');
 $s->stop;
 
-# --- disconnected readers give their threads back --------------------------------------------
+# --- parked long-polls hold no thread; hung-up readers free what they held ------------------
 my $w = Stack->new(workers => 1, threads => 4);
 is($w->req(PUT => 'live/b', $T)->{status}, 201, 'stream for the saturation test');
-for my $mode ('long-poll', 'sse') {
+my ($wpid) = $w->worker_pids;
+sub fds { my @f = glob("/proc/$wpid/fd/*"); scalar @f }
+# Wait until the worker holds at most $max descriptors; returns seconds taken or undef.
+sub fds_down_to {
+	my ($max, $limit) = @_;
+	my $t = time;
+	while (time < $t + $limit) { return time - $t if fds() <= $max; sleep 0.05 }
+	return undef;
+}
+{
+	my $base = fds();
+	my $tl = tail_of($w, 'live/b');
+	my @p = map { park($w, 'live/b', $tl, 'long-poll') } 1 .. 20;
+	sleep 0.5;
+	my $r = HTTP::Tiny->new(timeout => 1.5, keep_alive => 0)->request(HEAD => $w->url('live/b'));
+	is($r->{status}, 200, 'long-poll: 20 parked readers leave all 4 threads free (HEAD answered)');
+	my $held = fds() - $base;
+	ok($held >= 20, "long-poll: the worker holds a connection per parked reader ($held more descriptors)");
+	close $_ for @p;
+	my $took = fds_down_to($base + 2, 5);
+	ok(defined $took, sprintf('long-poll: hung-up readers released %.1f s after they left (%d descriptors now, %d before)',
+		$took // 5, fds(), $base));
+	$tl = tail_of($w, 'live/b');
+	@p = map { park($w, 'live/b', $tl, 'long-poll') } 1 .. 20;
+	sleep 0.5;
+	my $t1 = time;
+	$w->req(POST => 'live/b', $T, 'after-long-poll');
+	my @got = grep { defined } arrivals(\@p, 'after-long-poll', $t1, 3);
+	is(scalar @got, 20, 'long-poll: 20 new readers parked and got the append');
+	# An append too large for the lot to write itself (> 64 KiB) is answered from a thread.
+	$tl = tail_of($w, 'live/b');
+	@p = map { park($w, 'live/b', $tl, 'long-poll') } 1 .. 3;
+	sleep 0.5;
+	my $big = 'B' x 200_000 . 'end-of-big';
+	$t1 = time;
+	$w->req(POST => 'live/b', $T, $big);
+	@got = grep { defined } arrivals(\@p, 'end-of-big', $t1, 3);
+	is(scalar @got, 3, 'long-poll: 3 readers got a 200 KB append whole');
+}
+# SSE keeps its thread for the whole stream; hung-up readers give it back.
+{
+	my $mode = 'sse';
 	my $tl = tail_of($w, 'live/b');
 	my @p = map { park($w, 'live/b', $tl, $mode) } 1 .. 4;
 	sleep 0.5;

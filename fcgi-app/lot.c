@@ -1,0 +1,311 @@
+/*
+ * lot.c: long-polls that wait without a thread.
+ *
+ * A long-poll that has to wait leaves its thread: the request, its
+ * FastCGI connection and its notify watch move here, and the thread goes
+ * back to accept. One thread per worker process keeps the lot. It sleeps
+ * in epoll on an eventfd, which notify.c pokes whenever a watched stream
+ * changes, and on every parked connection, which becomes readable when the
+ * front server gives up on the request (client gone). On a change it
+ * checks the requests whose stream changed, sharing one store read among
+ * those waiting at the same place, and answers them from here; a request
+ * costs no context switch and no lock of its own.
+ *
+ * The rules are those of a thread waiting in live.c: the watch is read
+ * before the store (register, then check), deadlines answer 204, and every
+ * request is re-checked once a second anyway (every 100 ms while the
+ * notifier is away).
+ */
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fcgi-app/app.h"
+#include "fcgi-app/notify.h"
+
+#define MEMO_SLOTS	8	/* distinct (stream, offset) reads per pass */
+#define INLINE_MAX	(64 * 1024) /* larger answers get a thread */
+
+struct spot {
+	struct ds_req	*r;
+	struct notify_watch *w;
+	uint64_t	 id;
+	uint64_t	 from;
+	uint64_t	 seen;		/* the watch when last checked */
+	int64_t		 deadline;
+	int		 has_cursor;
+	char		 cursor[32];
+	struct spot	*prev, *next;
+};
+
+static pthread_mutex_t	 mu = PTHREAD_MUTEX_INITIALIZER;
+static struct spot	*incoming;	/* handed over, guarded by mu */
+static int		 evfd = -1;	/* wakes the lot thread */
+static int		 epfd = -1;
+static struct spot	*spots;		/* the lot thread's own list */
+static pthread_attr_t	 detached;
+
+static void
+poke(void)
+{
+	uint64_t one = 1;
+
+	/* A full counter already means "look": nothing to do on EAGAIN. */
+	if (write(evfd, &one, sizeof(one)) == -1 && errno != EAGAIN)
+		return;
+}
+
+int
+ds_lot_park(struct ds_req *r, struct notify_watch *w, uint64_t seen,
+    uint64_t id, uint64_t from, const char *cursor, int64_t deadline)
+{
+	struct spot *sp;
+	char trash[4096];
+
+	if (evfd == -1 || (cursor && strlen(cursor) >= sizeof(sp->cursor)) ||
+	    (sp = calloc(1, sizeof(*sp))) == NULL)
+		return -1;
+	/*
+	 * Read the request to its end now, so that anything readable on
+	 * the connection later means the front server has given up.
+	 */
+	while (FCGX_GetStr(trash, sizeof(trash), r->fr->in) > 0)
+		continue;
+	sp->r = r;
+	sp->w = w;
+	sp->id = id;
+	sp->from = from;
+	sp->seen = seen;
+	sp->deadline = deadline;
+	if (cursor) {
+		sp->has_cursor = 1;
+		strcpy(sp->cursor, cursor);
+	}
+	r->parked = sp;
+	return 0;
+}
+
+void
+ds_lot_handover(struct ds_req *r)
+{
+	struct spot *sp = r->parked;
+
+	pthread_mutex_lock(&mu);
+	sp->next = incoming;
+	incoming = sp;
+	pthread_mutex_unlock(&mu);
+	poke();		/* from here on, r belongs to the lot */
+}
+
+/* Takes a spot out of the lot's list and epoll set. */
+static void
+unlink_spot(struct spot *sp)
+{
+	if (sp->prev)
+		sp->prev->next = sp->next;
+	else
+		spots = sp->next;
+	if (sp->next)
+		sp->next->prev = sp->prev;
+	epoll_ctl(epfd, EPOLL_CTL_DEL, sp->r->fr->ipcFd, NULL);
+}
+
+/* Ends an unlinked spot: the connection closes and all is freed. */
+static void
+end_spot(struct spot *sp)
+{
+	struct ds_req *r = sp->r;
+
+	notify_watch_end(sp->w);
+	/* The input was read to its end when the spot was taken. */
+	FCGX_Detach(r->fr);
+	FCGX_Finish_r(r->fr);
+	free(r->fr);
+	free(r->body);
+	free(r);
+	free(sp);
+}
+
+static void
+leave(struct spot *sp)
+{
+	unlink_spot(sp);
+	end_spot(sp);
+}
+
+/*
+ * Answers a spot whose data is too large to write from the lot: a write
+ * that fills the socket buffer waits for the front server, which (without
+ * buffering) reads only as fast as the client does, and one slow client
+ * must not stall the lot. Rare: live tails are mostly small.
+ */
+static void *
+answer_large(void *arg)
+{
+	struct spot *sp = arg;
+
+	/* Deadline 0: should the data be gone (deleted), a 204 at least. */
+	ds_longpoll_check(sp->r, sp->id, sp->from,
+	    sp->has_cursor ? sp->cursor : NULL, 0, 0, NULL);
+	end_spot(sp);
+	return NULL;
+}
+
+/* Moves what threads handed over into the lot. */
+static void
+take_incoming(void)
+{
+	struct spot *in, *sp;
+	struct epoll_event ev;
+
+	pthread_mutex_lock(&mu);
+	in = incoming;
+	incoming = NULL;
+	pthread_mutex_unlock(&mu);
+	while ((sp = in) != NULL) {
+		in = sp->next;
+		sp->prev = NULL;
+		sp->next = spots;
+		if (spots)
+			spots->prev = sp;
+		spots = sp;
+		memset(&ev, 0, sizeof(ev));
+		ev.events = EPOLLIN | EPOLLRDHUP;
+		ev.data.ptr = sp;
+		if (epoll_ctl(epfd, EPOLL_CTL_ADD, sp->r->fr->ipcFd, &ev) ==
+		    -1) {
+			/* Cannot watch for a hang-up: answer now or soon. */
+			fprintf(stderr, "ds-fcgi[%ld]: lot: epoll_ctl: %s\n",
+			    (long)getpid(), strerror(errno));
+			sp->deadline = notify_mono_ms();
+		}
+	}
+}
+
+/*
+ * Checks the spots whose stream changed (or all, on a sweep), answering
+ * those that are done. Reads are shared through a few memo slots.
+ */
+static void
+check(int sweep)
+{
+	struct ds_lp_memo memo[MEMO_SLOTS];
+	struct spot *sp, *next;
+	pthread_t t;
+	int64_t now = notify_mono_ms();
+	uint64_t g;
+	unsigned i, victim = 0;
+
+	memset(memo, 0, sizeof(memo));
+	for (sp = spots; sp; sp = next) {
+		next = sp->next;
+		g = notify_watch_seen(sp->w);
+		/* Handed over with a change since its check: looks now. */
+		if (!sweep && g == sp->seen && now < sp->deadline)
+			continue;
+		sp->seen = g;
+		for (i = 0; i < MEMO_SLOTS; i++)
+			if (memo[i].valid && memo[i].id == sp->id &&
+			    memo[i].from == sp->from)
+				break;
+		if (i == MEMO_SLOTS)
+			i = victim++ % MEMO_SLOTS;
+		switch (ds_longpoll_check(sp->r, sp->id, sp->from,
+		    sp->has_cursor ? sp->cursor : NULL, sp->deadline,
+		    INLINE_MAX, &memo[i])) {
+		case 0:
+			break;
+		case -1:
+			unlink_spot(sp);
+			if (pthread_create(&t, &detached, answer_large, sp) !=
+			    0)
+				answer_large(sp);
+			break;
+		default:
+			leave(sp);
+		}
+	}
+	for (i = 0; i < MEMO_SLOTS; i++)
+		ds_lp_memo_clear(&memo[i]);
+}
+
+static void *
+run(void *arg)
+{
+	struct epoll_event ev[256];
+	struct spot *sp;
+	int64_t now, due, last_sweep = notify_mono_ms();
+	uint64_t n;
+	int i, k, timeout, changed;
+
+	(void)arg;
+	for (;;) {
+		now = notify_mono_ms();
+		due = last_sweep + (notify_connected() ? NOTIFY_SAFETY_MS :
+		    NOTIFY_POLL_MS);
+		for (sp = spots; sp; sp = sp->next)
+			if (sp->deadline < due)
+				due = sp->deadline;
+		timeout = due <= now ? 0 : (int)(due - now);
+		k = epoll_wait(epfd, ev, 256, timeout);
+		changed = 0;
+		for (i = 0; i < k; i++) {
+			if (ev[i].data.ptr == NULL) {
+				if (read(evfd, &n, sizeof(n)) == -1 &&
+				    errno != EAGAIN)
+					fprintf(stderr, "ds-fcgi: lot: "
+					    "eventfd: %s\n", strerror(errno));
+				changed = 1;
+			} else
+				leave(ev[i].data.ptr);	/* client gone */
+		}
+		if (changed)
+			take_incoming();
+		now = notify_mono_ms();
+		if (now >= last_sweep + (notify_connected() ?
+		    NOTIFY_SAFETY_MS : NOTIFY_POLL_MS)) {
+			last_sweep = now;
+			check(1);
+		} else
+			check(0);
+	}
+	return NULL;
+}
+
+/* Starts the lot thread. Without it, long-polls wait in their threads. */
+int
+ds_lot_start(void)
+{
+	struct epoll_event ev;
+	pthread_t t;
+
+	if ((evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) == -1 ||
+	    (epfd = epoll_create1(EPOLL_CLOEXEC)) == -1)
+		goto fail;
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN;
+	ev.data.ptr = NULL;
+	pthread_attr_init(&detached);
+	pthread_attr_setdetachstate(&detached, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&detached, 256 * 1024);
+	if (epoll_ctl(epfd, EPOLL_CTL_ADD, evfd, &ev) == -1 ||
+	    pthread_create(&t, NULL, run, NULL) != 0)
+		goto fail;
+	pthread_detach(t);
+	notify_on_change(poke);
+	return 0;
+fail:
+	if (evfd != -1)
+		close(evfd);
+	if (epfd != -1)
+		close(epfd);
+	evfd = epfd = -1;
+	return -1;
+}
