@@ -40,6 +40,7 @@ struct ds_req {
 	size_t		 bodylen;
 	int64_t		 now;		/* ms since the epoch, at arrival */
 	void		*parked;	/* its spot in the lot (lot.c) */
+	int		 input_done;	/* the request body was read whole */
 	char		 hdr[4096];	/* response headers being built */
 	size_t		 hdrlen;
 	int		 hdr_overflow;
@@ -57,7 +58,7 @@ int		 ds_respond(struct ds_req *, int status, const char *ctype,
 int		 ds_respond_error(struct ds_req *, int status, const char *msg);
 int		 ds_respond_store_error(struct ds_req *, enum ds_err);
 int64_t		 ds_now_ms(void);
-void		 ds_finish(FCGX_Request *);
+void		 ds_finish(FCGX_Request *, int input_done);
 
 /* stream.c: the protocol. */
 void		 ds_handle(struct ds_req *);
@@ -98,5 +99,6 @@ int		 ds_lot_park(struct ds_req *, struct notify_watch *w,
 		    uint64_t seen, uint64_t id, uint64_t from,
 		    const char *cursor, int64_t deadline);
 void		 ds_lot_handover(struct ds_req *);
+void		 ds_lot_drain(int wait_ms);
 
 #endif /* DS_APP_H */

@@ -53,8 +53,10 @@ ds_read_body(struct ds_req *r)
 			return 400;
 		if (n > r->cfg->max_body)
 			return 413;
-		if (n == 0)
+		if (n == 0) {
+			r->input_done = 1;
 			return 0;
+		}
 		want = (size_t)n;
 		if ((r->body = malloc(want)) == NULL)
 			return 500;
@@ -71,6 +73,7 @@ ds_read_body(struct ds_req *r)
 			return 400;	/* the client sent less than it said */
 		}
 		r->bodylen = got;
+		r->input_done = 1;
 		return 0;
 	}
 	cap = 0;
@@ -97,6 +100,7 @@ ds_read_body(struct ds_req *r)
 		return 413;
 	}
 	r->bodylen = got;
+	r->input_done = 1;
 	if (got == 0) {
 		free(r->body);
 		r->body = NULL;
@@ -301,14 +305,16 @@ ds_respond_store_error(struct ds_req *r, enum ds_err e)
  * reads until the front server closes, so that input still in flight (a
  * body we refused unread) cannot reset the connection under the answer.
  * That wait holds the thread until the front server has processed the
- * answer. When the input has already been read to its end, which is every
- * request but a refused body, nothing is in flight, and the descriptor is
- * closed at once.
+ * answer. When the request's input was read to its end (input_done: a
+ * body read whole, or none announced), only the empty record that ends it
+ * can follow, and it is on its way: read it, and close at once. Anything
+ * else keeps libfcgi's careful close.
  */
 void
-ds_finish(FCGX_Request *fr)
+ds_finish(FCGX_Request *fr, int input_done)
 {
-	if (fr->ipcFd >= 0 && fr->in && FCGX_GetChar(fr->in) == EOF)
+	if (input_done && fr->ipcFd >= 0 && fr->in &&
+	    FCGX_GetChar(fr->in) == EOF)
 		FCGX_Detach(fr);
 	FCGX_Finish_r(fr);
 }

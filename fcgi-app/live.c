@@ -106,8 +106,11 @@ ds_longpoll_check(struct ds_req *r, uint64_t id, uint64_t from,
 		m = &own;
 	if (!m->valid || m->id != id || m->from != from) {
 		ds_lp_memo_clear(m);
-		m->e = ds_store_read(r->store, r->path, from, r->cfg->chunk,
-		    ds_now_ms(), &m->info, &m->data, &m->len);
+		/* Over inline_max needs no more than one byte over it. */
+		m->e = ds_store_read(r->store, r->path, from,
+		    inline_max > 0 && inline_max < r->cfg->chunk ?
+		    inline_max + 1 : r->cfg->chunk, ds_now_ms(), &m->info,
+		    &m->data, &m->len);
 		m->valid = 1;
 		m->id = id;
 		m->from = from;

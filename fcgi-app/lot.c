@@ -21,6 +21,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@
 
 #define MEMO_SLOTS	8	/* distinct (stream, offset) reads per pass */
 #define INLINE_MAX	(64 * 1024) /* larger answers get a thread */
+#define LARGE_MAX	64	/* such threads at once */
 
 struct spot {
 	struct ds_req	*r;
@@ -51,6 +53,9 @@ static int		 evfd = -1;	/* wakes the lot thread */
 static int		 epfd = -1;
 static struct spot	*spots;		/* the lot thread's own list */
 static pthread_attr_t	 detached;
+static atomic_int	 large;		/* answer_large threads running */
+static atomic_int	 draining;	/* shutting down: answer everything */
+static atomic_int	 held;		/* spots handed over, not yet ended */
 
 static void
 poke(void)
@@ -88,6 +93,8 @@ ds_lot_park(struct ds_req *r, struct notify_watch *w, uint64_t seen,
 		sp->has_cursor = 1;
 		strcpy(sp->cursor, cursor);
 	}
+	/* The lot closes every connection it ends (no FastCGI keep-conn). */
+	r->fr->keepConnection = 0;
 	r->parked = sp;
 	return 0;
 }
@@ -97,11 +104,30 @@ ds_lot_handover(struct ds_req *r)
 {
 	struct spot *sp = r->parked;
 
+	atomic_fetch_add(&held, 1);
 	pthread_mutex_lock(&mu);
 	sp->next = incoming;
 	incoming = sp;
 	pthread_mutex_unlock(&mu);
 	poke();		/* from here on, r belongs to the lot */
+}
+
+/*
+ * At shutdown: answers every waiting long-poll as if its timeout had come
+ * (204, so clients simply poll again), waiting at most wait_ms for it.
+ */
+void
+ds_lot_drain(int wait_ms)
+{
+	int waited;
+
+	if (evfd == -1)
+		return;
+	atomic_store(&draining, 1);
+	poke();
+	for (waited = 0; atomic_load(&held) > 0 && waited < wait_ms;
+	    waited += 10)
+		usleep(10000);
 }
 
 /* Takes a spot out of the lot's list and epoll set. */
@@ -131,6 +157,7 @@ end_spot(struct spot *sp)
 	free(r->body);
 	free(r);
 	free(sp);
+	atomic_fetch_sub(&held, 1);
 }
 
 static void
@@ -155,6 +182,7 @@ answer_large(void *arg)
 	ds_longpoll_check(sp->r, sp->id, sp->from,
 	    sp->has_cursor ? sp->cursor : NULL, 0, 0, NULL);
 	end_spot(sp);
+	atomic_fetch_sub(&large, 1);
 	return NULL;
 }
 
@@ -197,33 +225,46 @@ static void
 check(int sweep)
 {
 	struct ds_lp_memo memo[MEMO_SLOTS];
+	uint64_t memo_seen[MEMO_SLOTS];	/* the watch before each read */
 	struct spot *sp, *next;
 	pthread_t t;
 	int64_t now = notify_mono_ms();
 	uint64_t g;
 	unsigned i, victim = 0;
+	int end = atomic_load(&draining);
 
 	memset(memo, 0, sizeof(memo));
 	for (sp = spots; sp; sp = next) {
 		next = sp->next;
 		g = notify_watch_seen(sp->w);
 		/* Handed over with a change since its check: looks now. */
-		if (!sweep && g == sp->seen && now < sp->deadline)
+		if (!sweep && !end && g == sp->seen && now < sp->deadline)
 			continue;
-		sp->seen = g;
 		for (i = 0; i < MEMO_SLOTS; i++)
 			if (memo[i].valid && memo[i].id == sp->id &&
 			    memo[i].from == sp->from)
 				break;
-		if (i == MEMO_SLOTS)
+		if (i == MEMO_SLOTS) {
 			i = victim++ % MEMO_SLOTS;
+			memo_seen[i] = g;	/* read below, after g */
+		}
+		/*
+		 * A shared read is as old as the watch value taken before
+		 * it, which may predate g: a change in between must bring
+		 * this spot back on the next pass.
+		 */
+		sp->seen = memo_seen[i];
 		switch (ds_longpoll_check(sp->r, sp->id, sp->from,
-		    sp->has_cursor ? sp->cursor : NULL, sp->deadline,
+		    sp->has_cursor ? sp->cursor : NULL, end ? 0 : sp->deadline,
 		    INLINE_MAX, &memo[i])) {
 		case 0:
 			break;
 		case -1:
+			/* Over the thread cap: the next sweep tries again. */
+			if (atomic_load(&large) >= LARGE_MAX)
+				break;
 			unlink_spot(sp);
+			atomic_fetch_add(&large, 1);
 			if (pthread_create(&t, &detached, answer_large, sp) !=
 			    0)
 				answer_large(sp);

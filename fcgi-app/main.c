@@ -92,6 +92,7 @@ serve(void *arg)
 {
 	FCGX_Request *fr = NULL;
 	struct ds_req *r = NULL;
+	const char *cl;
 	int rc, backoff = 0;
 
 	(void)arg;
@@ -137,6 +138,9 @@ serve(void *arg)
 		r->cfg = &cfg;
 		r->store = store;
 		r->now = ds_now_ms();
+		cl = FCGX_GetParam("CONTENT_LENGTH", fr->envp);
+		r->input_done = cl == NULL || *cl == '\0' ||
+		    strcmp(cl, "0") == 0;
 		ds_handle(r);
 		if (r->parked) {
 			ds_lot_handover(r);
@@ -145,7 +149,7 @@ serve(void *arg)
 		} else {
 			free(r->body);
 			r->body = NULL;
-			ds_finish(fr);
+			ds_finish(fr, r->input_done);
 		}
 		atomic_fetch_sub(&busy, 1);
 	}
@@ -352,6 +356,7 @@ main(int argc, char *argv[])
 	}
 	atomic_store(&stopping, 1);
 	FCGX_ShutdownPending();
+	ds_lot_drain(1000);
 	/* Let requests in flight finish, for at most five seconds. */
 	for (waited = 0; atomic_load(&busy) > 0 && waited < 500; waited++)
 		nanosleep(&(struct timespec){ 0, 10 * 1000000L }, NULL);

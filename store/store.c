@@ -1341,10 +1341,11 @@ each_record(struct ds_store *s, int (*fn)(struct ds_store *, MDB_txn *,
 	enum ds_err e;
 	int rc, bad;
 
-	if ((e = txn_begin(s, MDB_RDONLY, &txn)) != DS_OK)
+	/* rd_begin: --recover must see a dead writer's last commit. */
+	if ((e = rd_begin(s, &txn)) != DS_OK)
 		return e;
 	if ((rc = mdb_cursor_open(txn, s->streams, &c)) != 0) {
-		mdb_txn_abort(txn);
+		rd_end(txn);
 		return mdb_err(__func__, "mdb_cursor_open", rc);
 	}
 	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
@@ -1360,7 +1361,7 @@ each_record(struct ds_store *s, int (*fn)(struct ds_store *, MDB_txn *,
 			break;
 	}
 	mdb_cursor_close(c);
-	mdb_txn_abort(txn);
+	rd_end(txn);
 	return DS_OK;
 }
 

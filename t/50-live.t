@@ -159,6 +159,15 @@ sub fds_down_to {
 	$w->req(POST => 'live/b', $T, $big);
 	@got = grep { defined } arrivals(\@p, 'end-of-big', $t1, 3);
 	is(scalar @got, 3, 'long-poll: 3 readers got a 200 KB append whole');
+	# A worker told to stop answers its waiting long-polls (204: poll again) before it exits.
+	$tl = tail_of($w, 'live/b');
+	@p = map { park($w, 'live/b', $tl, 'long-poll') } 1 .. 3;
+	sleep 0.5;
+	$t1 = time;
+	$w->kill_worker('TERM');
+	@got = grep { defined } arrivals(\@p, 'HTTP/1.1 204', $t1, 3);
+	is(scalar @got, 3, 'long-poll: a stopping worker answers its 3 waiting readers with 204');
+	ok($w->wait_pool(10), 'the worker was replaced');
 }
 # SSE keeps its thread for the whole stream; hung-up readers give it back.
 {
