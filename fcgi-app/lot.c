@@ -219,9 +219,10 @@ take_incoming(void)
 
 /*
  * Checks the spots whose stream changed (or all, on a sweep), answering
- * those that are done. Reads are shared through a few memo slots.
+ * those that are done. Reads are shared through a few memo slots. Returns
+ * the earliest deadline among the spots left, or INT64_MAX.
  */
-static void
+static int64_t
 check(int sweep)
 {
 	struct ds_lp_memo memo[MEMO_SLOTS];
@@ -230,6 +231,7 @@ check(int sweep)
 	pthread_t t;
 	int64_t now = notify_mono_ms();
 	uint64_t g;
+	int64_t first = INT64_MAX;
 	unsigned i, victim = 0;
 	int end = atomic_load(&draining);
 
@@ -238,8 +240,11 @@ check(int sweep)
 		next = sp->next;
 		g = notify_watch_seen(sp->w);
 		/* Handed over with a change since its check: looks now. */
-		if (!sweep && !end && g == sp->seen && now < sp->deadline)
+		if (!sweep && !end && g == sp->seen && now < sp->deadline) {
+			if (sp->deadline < first)
+				first = sp->deadline;
 			continue;
+		}
 		for (i = 0; i < MEMO_SLOTS; i++)
 			if (memo[i].valid && memo[i].id == sp->id &&
 			    memo[i].from == sp->from)
@@ -258,11 +263,16 @@ check(int sweep)
 		    sp->has_cursor ? sp->cursor : NULL, end ? 0 : sp->deadline,
 		    INLINE_MAX, &memo[i])) {
 		case 0:
+			if (sp->deadline < first)
+				first = sp->deadline;
 			break;
 		case -1:
 			/* Over the thread cap: the next sweep tries again. */
-			if (atomic_load(&large) >= LARGE_MAX)
+			if (atomic_load(&large) >= LARGE_MAX) {
+				if (sp->deadline < first)
+					first = sp->deadline;
 				break;
+			}
 			unlink_spot(sp);
 			atomic_fetch_add(&large, 1);
 			if (pthread_create(&t, &detached, answer_large, sp) !=
@@ -275,25 +285,26 @@ check(int sweep)
 	}
 	for (i = 0; i < MEMO_SLOTS; i++)
 		ds_lp_memo_clear(&memo[i]);
+	return first;
 }
 
 static void *
 run(void *arg)
 {
 	struct epoll_event ev[256];
-	struct spot *sp;
-	int64_t now, due, last_sweep = notify_mono_ms();
+	int64_t now, due, first = INT64_MAX, last_sweep = notify_mono_ms();
 	uint64_t n;
-	int i, k, timeout, changed;
+	int i, k, timeout, changed, slice, sweep;
 
 	(void)arg;
 	for (;;) {
+		/*
+		 * A daemon coming or going bumps every watch, so a slice
+		 * taken before the wait is good enough after it.
+		 */
+		slice = notify_recheck_ms();
 		now = notify_mono_ms();
-		due = last_sweep + (notify_connected() ? NOTIFY_SAFETY_MS :
-		    NOTIFY_POLL_MS);
-		for (sp = spots; sp; sp = sp->next)
-			if (sp->deadline < due)
-				due = sp->deadline;
+		due = last_sweep + slice < first ? last_sweep + slice : first;
 		timeout = due <= now ? 0 : (int)(due - now);
 		k = epoll_wait(epfd, ev, 256, timeout);
 		changed = 0;
@@ -310,12 +321,10 @@ run(void *arg)
 		if (changed)
 			take_incoming();
 		now = notify_mono_ms();
-		if (now >= last_sweep + (notify_connected() ?
-		    NOTIFY_SAFETY_MS : NOTIFY_POLL_MS)) {
+		sweep = now >= last_sweep + slice;
+		if (sweep)
 			last_sweep = now;
-			check(1);
-		} else
-			check(0);
+		first = check(sweep);
 	}
 	return NULL;
 }

@@ -228,6 +228,12 @@ notify_connected(void)
 	return atomic_load(&connected);
 }
 
+int
+notify_recheck_ms(void)
+{
+	return atomic_load(&connected) ? NOTIFY_SAFETY_MS : NOTIFY_POLL_MS;
+}
+
 void
 notify_publish(uint64_t id)
 {
@@ -271,8 +277,7 @@ notify_watch_wait(struct notify_watch *w, uint64_t seen, int64_t deadline)
 	struct timespec ts;
 	int64_t until, now = notify_mono_ms();
 
-	until = now + (w && atomic_load(&connected) ? NOTIFY_SAFETY_MS :
-	    NOTIFY_POLL_MS);
+	until = now + (w ? notify_recheck_ms() : NOTIFY_POLL_MS);
 	if (until > deadline)
 		until = deadline;
 	if (w == NULL) {

@@ -47,6 +47,10 @@ void	notify_publish(uint64_t id);
 /* Nonzero while the daemon connection is up. */
 int	notify_connected(void);
 
+/* How often a waiting request re-checks the store now: NOTIFY_SAFETY_MS
+ * while the daemon is connected, NOTIFY_POLL_MS while it is not. */
+int	notify_recheck_ms(void);
+
 struct notify_watch;
 
 /*
