@@ -54,7 +54,7 @@ $(B)/ds-fcgi: $(B)/fcgi-app/main.o $(B)/libdsapp.a $(B)/libdsstore.a
 $(B)/ds-notify: $(B)/fcgi-app/notify_main.o
 	$(CC) $(DSFLAGS) -o $@ $^
 
-$(B)/t/%: t/unit/%.c $(B)/libdsapp.a $(B)/libdsstore.a t/tap.h
+$(B)/t/%: t/unit/%.c $(B)/libdsapp.a $(B)/libdsstore.a t/tap.h $(wildcard t/unit/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(DSFLAGS) -o $@ $< $(B)/libdsapp.a $(B)/libdsstore.a $(LDLIBS)
 

@@ -24,6 +24,7 @@
 
 #include "store/store.h"
 #include "t/tap.h"
+#include "t/unit/store_util.h"
 
 enum { ARM_OFF, ARM_BEFORE_META, ARM_AFTER_META };
 
@@ -60,32 +61,6 @@ pwrite(int fd, const void *buf, size_t len, off_t off)
 	return n;
 }
 
-static struct ds_store *
-open_store(void)
-{
-	struct ds_store_cfg cfg = { .dir = dir };
-	struct ds_store *s = NULL;
-
-	if (ds_store_open(&cfg, &s) != DS_OK)
-		bail_out("cannot open store in %s", dir);
-	return s;
-}
-
-static enum ds_err
-append(struct ds_store *s, const char *path, const char *body, int close,
-    const struct ds_producer *p, struct ds_append_res *res)
-{
-	struct ds_append a;
-
-	memset(&a, 0, sizeof(a));
-	a.body = body;
-	a.len = strlen(body);
-	a.close = close;
-	a.ctype_ok = 1;
-	a.producer = p;
-	return ds_store_append(s, path, &a, 1000, res);
-}
-
 /*
  * Runs one append in a child process with its own environment, armed to
  * die at the given moment. Returns 1 when the child died by SIGKILL.
@@ -104,9 +79,9 @@ append_and_die(int when, const char *path, const char *body, int close,
 	if ((pid = fork()) == -1)
 		bail_out("fork: %s", strerror(errno));
 	if (pid == 0) {
-		c = open_store();
+		c = open_store(dir);
 		armed = when;
-		append(c, path, body, close, p, &res);
+		append(c, path, body, close, p, NULL, &res);
 		_exit(0);	/* not reached when the hook fired */
 	}
 	if (waitpid(pid, &st, 0) == -1)
@@ -153,14 +128,14 @@ main(void)
 		bail_out("mkdtemp: %s", strerror(errno));
 	/* This process keeps its environment open throughout, as a worker
 	 * does while another worker dies. */
-	s = open_store();
+	s = open_store(dir);
 
 	/* Killed before the meta page: nothing was committed. */
 	create(s, "a", "xx");
 	ok(append_and_die(ARM_BEFORE_META, "a", "AAAA", 0, NULL),
 	    "writer killed before its meta page");
 	check_content(s, "a", "xx", "uncommitted append is not visible");
-	is_int(append(s, "a", "BB", 0, NULL, &res), DS_OK,
+	is_int(append(s, "a", "BB", 0, NULL, NULL, &res), DS_OK,
 	    "next append succeeds");
 	is_int(res.tail, 4, "and lands on the committed tail");
 	check_content(s, "a", "xxBB", "uncommitted bytes were cut off");
@@ -173,7 +148,7 @@ main(void)
 	create(s, "c", "xx");
 	ok(append_and_die(ARM_AFTER_META, "c", "AAAA", 0, NULL),
 	    "writer killed after its meta page (append next)");
-	is_int(append(s, "c", "BB", 0, NULL, &res), DS_OK,
+	is_int(append(s, "c", "BB", 0, NULL, NULL, &res), DS_OK,
 	    "next append succeeds");
 	is_int(res.tail, 8, "and lands after the dead writer's append");
 	check_content(s, "c", "xxAAAABB", "both appends, in order");
@@ -182,7 +157,7 @@ main(void)
 	create(s, "d", "xx");
 	ok(append_and_die(ARM_AFTER_META, "d", "", 1, NULL),
 	    "closing writer killed after its meta page");
-	is_int(append(s, "d", "BB", 0, NULL, &res), DS_ECLOSED,
+	is_int(append(s, "d", "BB", 0, NULL, NULL, &res), DS_ECLOSED,
 	    "next append finds the stream closed");
 	check_content(s, "d", "xx", "nothing appended after the close");
 
@@ -190,7 +165,7 @@ main(void)
 	create(s, "e", "xx");
 	ok(append_and_die(ARM_AFTER_META, "e", "P0", 0, &p),
 	    "producer killed after its meta page");
-	is_int(append(s, "e", "P0", 0, &p, &res), DS_OK, "retry answered");
+	is_int(append(s, "e", "P0", 0, &p, NULL, &res), DS_OK, "retry answered");
 	ok(res.duplicate, "retry recognised as a duplicate");
 	check_content(s, "e", "xxP0", "retried append stored once");
 

@@ -17,36 +17,9 @@
 
 #include "store/store.h"
 #include "t/tap.h"
+#include "t/unit/store_util.h"
 
 static char dir[] = "/tmp/ds-store-test-XXXXXX";
-
-static struct ds_store *
-open_store(void)
-{
-	struct ds_store_cfg cfg = { .dir = dir };
-	struct ds_store *s = NULL;
-
-	if (ds_store_open(&cfg, &s) != DS_OK)
-		bail_out("cannot open store in %s", dir);
-	return s;
-}
-
-static enum ds_err
-append(struct ds_store *s, const char *path, const char *body, int close,
-    const struct ds_producer *p, const char *seq, struct ds_append_res *res)
-{
-	struct ds_append a;
-
-	memset(&a, 0, sizeof(a));
-	a.body = body;
-	a.len = body ? strlen(body) : 0;
-	a.close = close;
-	a.ctype_ok = 1;
-	a.producer = p;
-	a.seq = seq;
-	a.seqlen = seq ? strlen(seq) : 0;
-	return ds_store_append(s, path, &a, 1000, res);
-}
 
 static char *
 read_all(struct ds_store *s, const char *path, size_t chunk, size_t *total,
@@ -450,7 +423,7 @@ main(void)
 
 	if (mkdtemp(dir) == NULL)
 		bail_out("mkdtemp: %s", strerror(errno));
-	s = open_store();
+	s = open_store(dir);
 	test_basics(s);
 	test_producers(s);
 	test_messages(s);
@@ -459,7 +432,7 @@ main(void)
 	test_forks(s);
 	test_concurrency(s);
 	ds_store_close(s);
-	s = open_store();
+	s = open_store(dir);
 	{
 		struct ds_stream_info info;
 
