@@ -24,6 +24,7 @@ struct ds_cfg {
 	unsigned	 longpoll_ms;	/* --long-poll-timeout */
 	unsigned	 sse_ms;	/* --sse-lifetime */
 	unsigned	 heartbeat_ms;	/* --sse-heartbeat */
+	int		 test_hooks;	/* --test-hooks: honour X-DS-Test-Pause */
 };
 
 /* One request in flight, owned by the thread serving it or the lot. */

@@ -287,10 +287,15 @@ ds_respond_store_error(struct ds_req *r, enum ds_err e)
 		status = 400;
 		break;
 	case DS_EFULL:
+	case DS_ENOSPC:
 		status = 507;
 		break;
 	case DS_ENOMEM:
+	case DS_EREPLACED:	/* replaced again and again: try later */
 		status = 503;
+		break;
+	case DS_EDEPTH:
+		status = 400;
 		break;
 	default:
 		status = 500;

@@ -28,6 +28,7 @@
 #include <fcgiapp.h>
 
 #include "fcgi-app/app.h"
+#include "fcgi-app/json.h"
 #include "fcgi-app/notify.h"
 #include "fcgi-app/parse.h"
 
@@ -54,7 +55,8 @@ usage(void)
 	    "[--sse-lifetime MS]\n"
 	    "               [--sse-heartbeat MS] [--listen PATH] "
 	    "[-n|--check]\n"
-	    "               [--recover [--orphan-age S]] [--verify] [--list]\n");
+	    "               [--recover [--orphan-age S]] [--verify] [--list]\n"
+	    "               [--test-hooks]\n");
 	exit(2);
 }
 
@@ -85,6 +87,19 @@ print_stream(const char *path, const struct ds_stream_info *i, void *arg)
 	    i->flags & DS_F_DELETED ? "deleted " : "",
 	    i->src_id ? "fork" : "");
 	return 0;
+}
+
+/* --verify: is a stored JSON-mode record one valid JSON value? */
+static int
+json_record_ok(const char *rec, size_t len)
+{
+	char *out;
+	size_t outlen, n;
+	enum ds_json_err e;
+
+	e = ds_json_split(rec, len, 1, &out, &outlen, &n);
+	free(out);
+	return e == DS_JSON_OK;
 }
 
 static void *
@@ -178,6 +193,7 @@ main(int argc, char *argv[])
 		{ "verify", no_argument, NULL, 'V' },
 		{ "list", no_argument, NULL, 'A' },
 		{ "orphan-age", required_argument, NULL, 'O' },
+		{ "test-hooks", no_argument, NULL, 'T' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct ds_store_cfg scfg;
@@ -239,6 +255,9 @@ main(int argc, char *argv[])
 		case 'A':
 			list = 1;
 			break;
+		case 'T':
+			cfg.test_hooks = 1;
+			break;
 		case 'O':
 			orphan_age = (unsigned)parse_size("--orphan-age", optarg,
 			    0, 86400 * 365);
@@ -279,7 +298,8 @@ main(int argc, char *argv[])
 		return 0;
 	}
 	if (verify) {
-		if ((e = ds_store_verify(store, &nstreams, &problems)) !=
+		if ((e = ds_store_verify(store, json_record_ok, &nstreams,
+		    &problems)) !=
 		    DS_OK) {
 			fprintf(stderr, "ds-fcgi: verify failed: %s\n",
 			    ds_strerror(e));

@@ -538,6 +538,110 @@ ds_header_is_true(const char *v)
 	return v != NULL && strlen(v) == 4 && span_caseeq(v, "true", 4);
 }
 
+/* Trims OWS from both ends of [*p, *p + *n). */
+static void
+trim_ows(const char **p, size_t *n)
+{
+	while (*n > 0 && is_ows((unsigned char)**p)) {
+		(*p)++;
+		(*n)--;
+	}
+	while (*n > 0 && is_ows((unsigned char)(*p)[*n - 1]))
+		(*n)--;
+}
+
+int
+ds_header_closed(const char *v)
+{
+	const char	*first, *p, *e;
+	size_t		 flen, n;
+
+	if (v == NULL)
+		return 0;
+	if (strchr(v, ',') == NULL)
+		return ds_header_is_true(v);
+	first = NULL;
+	flen = 0;
+	for (p = v; ; p = e + 1) {
+		if ((e = strchr(p, ',')) == NULL)
+			e = p + strlen(p);
+		n = (size_t)(e - p);
+		trim_ows(&p, &n);
+		if (first == NULL) {
+			first = p;
+			flen = n;
+		} else if (n != flen || !span_caseeq(p, first, n))
+			return -1;
+		if (*e == '\0')
+			break;
+	}
+	return flen == 4 && span_caseeq(first, "true", 4);
+}
+
+/* The headers a request may carry once; see ds_env_conflict(). */
+static const struct {
+	const char	*param;		/* FastCGI parameter name */
+	const char	*name;		/* as the client sends it */
+} single_hdrs[] = {
+	{ "HTTP_CONTENT_TYPE", "Content-Type" },
+	{ "HTTP_STREAM_CLOSED", "Stream-Closed" },
+	{ "HTTP_STREAM_SEQ", "Stream-Seq" },
+	{ "HTTP_STREAM_TTL", "Stream-TTL" },
+	{ "HTTP_STREAM_EXPIRES_AT", "Stream-Expires-At" },
+	{ "HTTP_STREAM_FORKED_FROM", "Stream-Forked-From" },
+	{ "HTTP_STREAM_FORK_OFFSET", "Stream-Fork-Offset" },
+	{ "HTTP_STREAM_FORK_SUB_OFFSET", "Stream-Fork-Sub-Offset" },
+	{ "HTTP_PRODUCER_ID", "Producer-Id" },
+	{ "HTTP_PRODUCER_EPOCH", "Producer-Epoch" },
+	{ "HTTP_PRODUCER_SEQ", "Producer-Seq" },
+};
+#define NSINGLE (sizeof(single_hdrs) / sizeof(single_hdrs[0]))
+
+const char *
+ds_env_conflict(char *const *envp)
+{
+	const char	*seen[NSINGLE] = { NULL };
+	const char	*e, *eq;
+	size_t		 i, n;
+
+	for (; envp != NULL && *envp != NULL; envp++) {
+		e = *envp;
+		if (strncmp(e, "HTTP_", 5) != 0 || (eq = strchr(e, '=')) == NULL)
+			continue;
+		n = (size_t)(eq - e);
+		for (i = 0; i < NSINGLE; i++) {
+			if (strlen(single_hdrs[i].param) != n ||
+			    memcmp(single_hdrs[i].param, e, n) != 0)
+				continue;
+			if (seen[i] == NULL)
+				seen[i] = eq + 1;
+			else if (strcmp(seen[i], eq + 1) != 0)
+				return single_hdrs[i].name;
+			break;
+		}
+	}
+	return NULL;
+}
+
+int
+ds_host_valid(const char *h)
+{
+	size_t	 n;
+
+	if (h == NULL)
+		return 0;
+	for (n = 0; h[n] != '\0'; n++) {
+		if (n == 255)
+			return 0;
+		if (!(h[n] >= 'a' && h[n] <= 'z') &&
+		    !(h[n] >= 'A' && h[n] <= 'Z') &&
+		    !(h[n] >= '0' && h[n] <= '9') &&
+		    strchr("-._~:[]", h[n]) == NULL)
+			return 0;
+	}
+	return n > 0;
+}
+
 /*
  * Finds the type/subtype part of a Content-Type value: after leading OWS,
  * up to the first ';' or the end, without trailing OWS.

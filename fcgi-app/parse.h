@@ -80,6 +80,31 @@ int	ds_path_decode(const char *raw, size_t len, char *out, size_t outsz,
 int	ds_header_is_true(const char *v);
 
 /*
+ * Reads Stream-Closed (PROTOCOL 4.1): 1 when v is "true" in any case, 0
+ * when v is NULL or any other value (which counts as absent), -1 when v is
+ * a list that a front server joined from repeated headers ("true, false")
+ * whose elements differ. A list of equal elements counts as one of them.
+ */
+int	ds_header_closed(const char *v);
+
+/*
+ * Finds a single-valued protocol request header (Content-Type, Stream-*,
+ * Producer-*) that a FastCGI environment carries twice with different
+ * values: nginx passes each copy of a repeated header as its own
+ * parameter, and FCGX_GetParam() would silently return the first.
+ * envp is the NULL-terminated "NAME=value" array. Returns the header's
+ * name as sent ("Producer-Seq"), or NULL when there is no conflict.
+ */
+const char *ds_env_conflict(char *const *envp);
+
+/*
+ * Nonzero when h is a Host value fit to echo in a Location header: 1 to
+ * 255 bytes of letters, digits and "-._~:[]" (a DNS name or an IP literal,
+ * with an optional port).
+ */
+int	ds_host_valid(const char *h);
+
+/*
  * Compares two media types for equality the way PROTOCOL 5.2 needs: the
  * type/subtype part only, case-insensitively, ignoring parameters such as
  * "; charset=utf-8" and surrounding spaces. Returns nonzero when equal.

@@ -6,6 +6,7 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -42,8 +43,14 @@ stream_headers(struct ds_req *r, const struct ds_stream_info *i)
 		ds_add_header(r, "Stream-Closed", "true");
 }
 
-/* The absolute URL of the request's stream, for Location. */
-static void
+/*
+ * Adds Location, the absolute URL of the request's stream, for a 201. It
+ * echoes Host, so it is added before the stream is created: a Host unfit
+ * to echo, or an answer whose headers would not fit, is refused with 400
+ * and nothing created, never created and then reported as a failure.
+ * Returns 0, or -1 after answering.
+ */
+static int
 location_header(struct ds_req *r)
 {
 	const char *host = ds_param(r, "HTTP_HOST");
@@ -54,12 +61,47 @@ location_header(struct ds_req *r)
 
 	if (r->querylen > 0 || (pathlen > 0 && r->uri[pathlen - 1] == '?'))
 		pathlen--;
-	if (!host || !*host || strpbrk(host, "\r\n /"))
+	if (host && !ds_host_valid(host)) {
+		ds_respond_error(r, 400, "invalid Host header");
+		return -1;
+	}
+	if (!host) {
 		host = ds_param(r, "SERVER_NAME");
-	if (!host || !*host)
-		host = "localhost";
+		if (!ds_host_valid(host))
+			host = "localhost";
+	}
 	ds_add_header(r, "Location", "%s://%s%.*s", scheme, host,
 	    (int)pathlen, r->uri);
+	if (r->hdr_overflow) {
+		r->hdrlen = 0;
+		r->hdr_overflow = 0;
+		ds_respond_error(r, 400, "request URL too long to answer");
+		return -1;
+	}
+	return 0;
+}
+
+/* How often a request checks a stream again that was replaced under it. */
+#define REPLACED_TRIES 3
+
+/*
+ * Test hook, only with ds-fcgi --test-hooks: sleeps as long as the
+ * X-DS-Test-Pause header asks (ms, at most 10 s) between a handler's check
+ * of a stream and the store call that acts on it, so that a test can race
+ * a DELETE and a PUT against that window deterministically.
+ */
+static void
+test_pause(struct ds_req *r)
+{
+	const char *v;
+	uint64_t ms;
+
+	if (!r->cfg->test_hooks ||
+	    (v = ds_param(r, "HTTP_X_DS_TEST_PAUSE")) == NULL ||
+	    ds_parse_uint(v, strlen(v), 10000, &ms) == -1)
+		return;
+	nanosleep(&(struct timespec){ (time_t)(ms / 1000),
+	    (long)(ms % 1000) * 1000000L }, NULL);
 }
 
 /*
@@ -189,63 +231,87 @@ fork_headers(struct ds_req *r, struct ds_create *c, char *src,
 		return -1;
 	}
 	c->src_path = src;
+	c->src_want = si->id;	/* the body is framed by this stream */
 	return 0;
 }
 
-/* PUT: create a stream or a fork, or confirm an identical one (5.1, 4.2). */
+/*
+ * PUT: create a stream or a fork, or confirm an identical one (5.1, 4.2).
+ * A fork's body is framed by its source's type; when the source is
+ * replaced between that check and the create, the create answers
+ * DS_EREPLACED and the request is checked again from the start.
+ */
 static void
 handle_put(struct ds_req *r)
 {
-	struct ds_create c;
+	struct ds_create c, req;
 	struct ds_stream_info info, si;
 	const char *ct = ds_param(r, "CONTENT_TYPE");
-	const char *closed = ds_param(r, "HTTP_STREAM_CLOSED");
-	char norm[DS_CTYPE_MAX + 1], src[DS_PATH_MAX + 1];
+	char norm[DS_CTYPE_MAX + 1], src[DS_PATH_MAX + 1], msg[80];
 	char *msgs = NULL;
-	size_t msglen = 0;
+	size_t msglen = 0, hdrlen;
 	enum ds_err e;
-	int json;
+	int json, tries;
 
-	memset(&c, 0, sizeof(c));
+	memset(&req, 0, sizeof(req));
 	if (ct && *ct && (strlen(ct) > DS_CTYPE_MAX ||
 	    ds_media_type_norm(ct, norm, sizeof(norm)) == -1)) {
 		ds_respond_error(r, 400, "invalid Content-Type");
 		return;
 	}
-	if (expiry_headers(r, &c) == -1 ||
-	    fork_headers(r, &c, src, sizeof(src), &si) == -1)
+	switch (ds_header_closed(ds_param(r, "HTTP_STREAM_CLOSED"))) {
+	case -1:
+		ds_respond_error(r, 400, "conflicting Stream-Closed values");
 		return;
-	if (c.src_path) {
-		/* A fork inherits its source's type, or must repeat it. */
-		if (ct && *ct && !ds_media_type_eq(ct, si.ctype)) {
-			ds_respond_error(r, 409, "Content-Type differs from "
-			    "the source stream's");
+	case 1:
+		req.flags |= DS_F_CLOSED;
+		break;
+	}
+	if (expiry_headers(r, &req) == -1)
+		return;
+	hdrlen = r->hdrlen;
+	if (location_header(r) == -1)
+		return;
+	for (tries = 1; ; tries++) {
+		c = req;
+		if (fork_headers(r, &c, src, sizeof(src), &si) == -1)
 			return;
-		}
-		/* si lives in this frame, so same_config() can read it. */
-		c.ctype = ct && *ct ? ct : si.ctype;
-		json = (si.flags & DS_F_MSG) != 0;
-	} else {
-		c.ctype = ct && *ct ? ct : DEFAULT_CTYPE;
-		json = is_json(c.ctype);
-	}
-	if (closed && ds_header_is_true(closed))
-		c.flags |= DS_F_CLOSED;
-	c.body = r->body;
-	c.len = r->bodylen;
-	if (json) {
-		c.flags |= DS_F_MSG;
-		if (r->bodylen > 0) {
-			if (json_body(r, 1, &msgs, &msglen) == -1)
+		if (c.src_path) {
+			/* A fork inherits its source's type, or repeats it. */
+			if (ct && *ct && !ds_media_type_eq(ct, si.ctype)) {
+				ds_respond_error(r, 409, "Content-Type "
+				    "differs from the source stream's");
 				return;
-			c.body = msgs;
-			c.len = msglen;
+			}
+			/* si lives in this frame: same_config() reads it. */
+			c.ctype = ct && *ct ? ct : si.ctype;
+			json = (si.flags & DS_F_MSG) != 0;
+		} else {
+			c.ctype = ct && *ct ? ct : DEFAULT_CTYPE;
+			json = is_json(c.ctype);
 		}
+		c.body = r->body;
+		c.len = r->bodylen;
+		if (json) {
+			c.flags |= DS_F_MSG;
+			if (r->bodylen > 0) {
+				if (json_body(r, 1, &msgs, &msglen) == -1)
+					return;
+				c.body = msgs;
+				c.len = msglen;
+			}
+		}
+		if (tries == 1 && c.src_path)
+			test_pause(r);
+		e = ds_store_create(r->store, r->path, &c, r->now, &info);
+		free(msgs);
+		msgs = NULL;
+		if (e != DS_EREPLACED || tries == REPLACED_TRIES)
+			break;
 	}
-	e = ds_store_create(r->store, r->path, &c, r->now, &info);
-	free(msgs);
+	if (e != DS_OK)
+		r->hdrlen = hdrlen;	/* Location is for a 201 only */
 	if (e == DS_OK) {
-		location_header(r);
 		stream_headers(r, &info);
 		ds_respond(r, 201, info.ctype, NULL, 0);
 	} else if (e == DS_EEXIST && same_config(&info, &c)) {
@@ -259,7 +325,11 @@ handle_put(struct ds_req *r)
 	} else if (e == DS_EOFFSET)
 		ds_respond_error(r, 400, "fork point is beyond the source's "
 		    "tail or not on a message boundary");
-	else
+	else if (e == DS_EDEPTH) {
+		snprintf(msg, sizeof(msg), "forks nest at most %d deep; the "
+		    "source is that deep already", DS_CHAIN_MAX - 1);
+		ds_respond_error(r, 400, msg);
+	} else
 		ds_respond_store_error(r, e);
 }
 
@@ -296,7 +366,13 @@ producer_headers(struct ds_req *r, struct ds_producer *p)
 	return 1;
 }
 
-/* POST: append, close, or both (PROTOCOL 5.2, 5.2.1, 5.3). */
+/*
+ * POST: append, close, or both (PROTOCOL 5.2, 5.2.1, 5.3). The body is
+ * framed by the stream the handler looked at, and the append is pinned to
+ * that stream's id: if the path is deleted and created again in between,
+ * the store refuses (DS_EREPLACED) and the request is checked again from
+ * the start against whatever the path names now.
+ */
 static void
 handle_post(struct ds_req *r)
 {
@@ -311,13 +387,16 @@ handle_post(struct ds_req *r)
 	char *msgs = NULL;
 	size_t msglen;
 	enum ds_err e;
-	int hasp;
+	int hasp, tries;
 
 	memset(&a, 0, sizeof(a));
 	if ((hasp = producer_headers(r, &p)) == -1)
 		return;
 	a.producer = hasp ? &p : NULL;
-	a.close = closed && ds_header_is_true(closed);
+	if ((a.close = ds_header_closed(closed)) == -1) {
+		ds_respond_error(r, 400, "conflicting Stream-Closed values");
+		return;
+	}
 	if (seq) {
 		if (*seq == '\0' || strlen(seq) > DS_SEQ_MAX) {
 			ds_respond_error(r, 400, "invalid Stream-Seq");
@@ -336,27 +415,37 @@ handle_post(struct ds_req *r)
 		ds_respond_error(r, 400, "missing or invalid Content-Type");
 		return;
 	}
-	if ((e = ds_store_stat(r->store, r->path, r->now, &info)) != DS_OK) {
-		ds_respond_store_error(r, e);
-		return;
-	}
-	a.body = r->body;
-	a.len = r->bodylen;
-	a.ctype_ok = r->bodylen == 0 || ds_media_type_eq(ct, info.ctype);
-	if ((info.flags & DS_F_MSG) && r->bodylen > 0 && a.ctype_ok &&
-	    !(info.flags & DS_F_CLOSED)) {
-		if (json_body(r, 0, &msgs, &msglen) == -1)
+	for (tries = 1; ; tries++) {
+		e = ds_store_stat(r->store, r->path, r->now, &info);
+		if (e != DS_OK) {
+			ds_respond_store_error(r, e);
 			return;
-		a.body = msgs;
-		a.len = msglen;
+		}
+		a.id = info.id;
+		a.body = r->body;
+		a.len = r->bodylen;
+		a.ctype_ok = r->bodylen == 0 ||
+		    ds_media_type_eq(ct, info.ctype);
+		if ((info.flags & DS_F_MSG) && r->bodylen > 0 && a.ctype_ok &&
+		    !(info.flags & DS_F_CLOSED)) {
+			if (json_body(r, 0, &msgs, &msglen) == -1)
+				return;
+			a.body = msgs;
+			a.len = msglen;
+		}
+		if (tries == 1)
+			test_pause(r);
+		e = ds_store_append(r->store, r->path, &a, r->now, &res);
+		free(msgs);
+		msgs = NULL;
+		if (e != DS_EREPLACED || tries == REPLACED_TRIES)
+			break;
 	}
-	e = ds_store_append(r->store, r->path, &a, r->now, &res);
-	free(msgs);
 	ds_offset_format(res.tail, off);
 	switch (e) {
 	case DS_OK:
 		if (!res.duplicate)
-			notify_publish(info.id);
+			notify_publish(res.id);
 		ds_add_header(r, "Stream-Next-Offset", "%s", off);
 		if (res.closed)
 			ds_add_header(r, "Stream-Closed", "true");
@@ -615,7 +704,8 @@ handle_options(struct ds_req *r)
 void
 ds_handle(struct ds_req *r)
 {
-	const char *q;
+	const char *q, *name;
+	char msg[64];
 	size_t rawlen, plen;
 	int st;
 
@@ -645,9 +735,19 @@ ds_handle(struct ds_req *r)
 		ds_respond_error(r, 400, "invalid stream path");
 		return;
 	}
-	if (strncmp(r->path, "__ds", 4) == 0 &&
+	/*
+	 * PROTOCOL 6 reserves a first segment "__ds" for control APIs. Paths
+	 * are case-sensitive, but "__DS" and the like are refused too, so
+	 * that no stream can be mistaken for a control path.
+	 */
+	if (strncasecmp(r->path, "__ds", 4) == 0 &&
 	    (r->path[4] == '/' || r->path[4] == '\0')) {
-		ds_respond_error(r, 501, "subscriptions are not implemented yet");
+		if (strncmp(r->path, "__ds", 4) == 0)
+			ds_respond_error(r, 501,
+			    "subscriptions are not implemented yet");
+		else
+			ds_respond_error(r, 400, "a first path segment __ds, "
+			    "in any letter case, is reserved");
 		return;
 	}
 	if (strcmp(r->method, "OPTIONS") == 0) {
@@ -655,6 +755,12 @@ ds_handle(struct ds_req *r)
 		return;
 	}
 	if (strcmp(r->method, "PUT") == 0 || strcmp(r->method, "POST") == 0) {
+		if ((name = ds_env_conflict(r->fr->envp)) != NULL) {
+			snprintf(msg, sizeof(msg), "conflicting %s headers",
+			    name);
+			ds_respond_error(r, 400, msg);
+			return;
+		}
 		if ((st = ds_read_body(r)) != 0) {
 			ds_respond_error(r, st, st == 413 ?
 			    "request body too large" : st == 400 ?

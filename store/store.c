@@ -50,6 +50,9 @@ static const char *const errtab[] = {
 	[DS_EIO] = "I/O error",
 	[DS_ENOMEM] = "out of memory",
 	[DS_ECORRUPT] = "corrupt stream record",
+	[DS_EREPLACED] = "stream was deleted and created again",
+	[DS_EDEPTH] = "fork chain would be too deep",
+	[DS_ENOSPC] = "no space left on the data volume",
 };
 
 const char *
@@ -780,8 +783,12 @@ prepare_fork(struct ds_store *s, struct ds_create *req, int64_t now,
 
 	if ((e = lookup(s, req->src_path, now, &src)) != DS_OK)
 		return e;
+	if (req->src_want && src.info.id != req->src_want)
+		return DS_EREPLACED;
 	if ((e = chain_build(s, &src, src.info.tail, &c)) != DS_OK)
 		return e;
+	if (c.n >= DS_CHAIN_MAX)
+		return DS_EDEPTH;
 	if ((e = resolve_fork_point(s, &c, src.info.tail,
 	    (src.info.flags & DS_F_MSG) != 0, req->has_fork_at ?
 	    req->fork_at : src.info.tail, req->sub, &req->base)) != DS_OK)
@@ -872,11 +879,13 @@ ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
 		} else if (e != DS_ENOTFOUND)
 			goto abort;
 		if (req->src_path) {
-			/* Pin the source, unless it went away meanwhile. */
+			/*
+			 * Pin the source, unless it went away meanwhile: the
+			 * fork point was resolved in that stream's data.
+			 */
 			if ((e = rec_get(s, txn, req->src_path, &src)) ==
-			    DS_ENOTFOUND ||
-			    (e == DS_OK && src.info.id != req->src_id))
-				e = DS_ENOTFOUND;
+			    DS_OK && src.info.id != req->src_id)
+				e = DS_EREPLACED;
 			else if (e == DS_OK && (src.info.flags & DS_F_DELETED))
 				e = DS_EGONE;
 			if (e != DS_OK)
@@ -1050,19 +1059,26 @@ ds_store_append(struct ds_store *s, const char *path,
 		return DS_ETOOBIG;
 	if ((e = lookup(s, path, now, &r)) != DS_OK)
 		return e;
+	if (req->id && r.info.id != req->id)
+		return DS_EREPLACED;
 	id = r.info.id;
+	res->id = id;
 	if ((fd = ds_seg_open(s, id, O_RDWR)) == -1)
-		return errno == ENOENT ? DS_ENOTFOUND : DS_EIO;
+		return errno == ENOENT ? DS_EREPLACED : DS_EIO;
 	if (lock_fd(fd) == -1) {
 		e = DS_EIO;
 		goto out;
 	}
 
-	/* Under the lock: the committed state nobody else can change. */
+	/*
+	 * Under the lock: the committed state nobody else can change. The
+	 * path may name another stream by now (a DELETE and a PUT do not
+	 * take this lock); its framing is not ours to use.
+	 */
 	if ((e = rd_begin(s, &txn)) != DS_OK)
 		goto out;
 	if ((e = rec_get(s, txn, path, &r)) == DS_OK && r.info.id != id)
-		e = DS_ENOTFOUND;
+		e = DS_EREPLACED;
 	if (e == DS_OK && p) {
 		k.mv_data = pkey;
 		k.mv_size = producer_key(id, p->id, p->idlen, pkey);
@@ -1094,7 +1110,7 @@ ds_store_append(struct ds_store *s, const char *path,
 	tail = r.info.tail;
 	closed = r.info.flags & DS_F_CLOSED;
 	if ((e = rec_get(s, txn, path, &r)) == DS_OK && r.info.id != id)
-		e = DS_ENOTFOUND;
+		e = DS_EREPLACED;
 	else if (e == DS_OK && (r.info.tail != tail ||
 	    (r.info.flags & DS_F_CLOSED) != closed)) {
 		/* Only appends move these, and we hold the lock. */
@@ -1455,7 +1471,82 @@ struct verify {
 	size_t		 n, cap;
 	unsigned	 bad;
 	int		 nomem;
+	int		(*msg_ok)(const char *, size_t);
 };
+
+/*
+ * Checks a stream's own segment against its record: the file holds every
+ * committed byte, and in a message stream the bytes are whole records,
+ * each of which msg_ok (when given) accepts. Returns the problems found,
+ * each logged.
+ */
+static unsigned
+verify_segment(struct ds_store *s, const char *path, const struct ds_rec *r,
+    int (*msg_ok)(const char *, size_t))
+{
+	uint64_t own = r->info.tail - r->info.base, at = 0;
+	size_t have = 0, cap = 1 << 20, n;
+	char *buf = NULL, *nb, *p, *nl;
+	unsigned bad = 0;
+	struct stat st;
+	int fd;
+
+	if ((fd = ds_seg_open(s, r->info.id, O_RDONLY)) == -1) {
+		ds_log("%s: segment missing", path);
+		return 1;
+	}
+	if (fstat(fd, &st) == -1 || (uint64_t)st.st_size < own) {
+		ds_log("%s: segment holds %lld bytes of %" PRIu64 " committed",
+		    path, (long long)st.st_size, own);
+		close(fd);
+		return 1;
+	}
+	if (!(r->info.flags & DS_F_MSG) || own == 0) {
+		close(fd);
+		return 0;
+	}
+	/* Records, in chunks; a record longer than a chunk grows the buffer. */
+	while (at < own && bad == 0) {
+		if (buf == NULL || have == cap) {
+			if (buf != NULL)
+				cap *= 2;
+			if ((nb = realloc(buf, cap)) == NULL) {
+				ds_log("%s: out of memory", path);
+				bad++;
+				break;
+			}
+			buf = nb;
+		}
+		n = cap - have;
+		if (n > own - at)
+			n = (size_t)(own - at);
+		if (ds_seg_read(fd, at, buf + have, n) == -1) {
+			bad++;
+			break;
+		}
+		at += n;
+		have += n;
+		for (p = buf; (nl = memchr(p, '\n', have - (size_t)(p - buf)));
+		    p = nl + 1) {
+			if (msg_ok && !msg_ok(p, (size_t)(nl - p))) {
+				ds_log("%s: record at %" PRIu64 " is not a "
+				    "valid message", path, r->info.base + at -
+				    have + (uint64_t)(p - buf));
+				bad++;
+				break;
+			}
+		}
+		have -= (size_t)(p - buf);
+		memmove(buf, p, have);
+	}
+	if (bad == 0 && have > 0) {
+		ds_log("%s: the last %zu bytes are no whole record", path, have);
+		bad++;
+	}
+	free(buf);
+	close(fd);
+	return bad;
+}
 
 static int
 vrec_cmp(const void *a, const void *b)
@@ -1473,7 +1564,6 @@ verify_one(struct ds_store *s, MDB_txn *txn, const char *path,
 	struct verify *vf = arg;
 	struct vrec *nv;
 	MDB_val ik, iv;
-	int fd;
 
 	if (r == NULL) {
 		vf->bad++;
@@ -1488,11 +1578,7 @@ verify_one(struct ds_store *s, MDB_txn *txn, const char *path,
 		    r->info.id);
 		vf->bad++;
 	}
-	if ((fd = ds_seg_open(s, r->info.id, O_RDONLY)) == -1) {
-		ds_log("%s: segment missing", path);
-		vf->bad++;
-	} else
-		close(fd);
+	vf->bad += verify_segment(s, path, r, vf->msg_ok);
 	if (vf->n == vf->cap) {
 		vf->cap = vf->cap ? vf->cap * 2 : 256;
 		if ((nv = realloc(vf->v, vf->cap * sizeof(*nv))) == NULL) {
@@ -1511,12 +1597,14 @@ verify_one(struct ds_store *s, MDB_txn *txn, const char *path,
 }
 
 enum ds_err
-ds_store_verify(struct ds_store *s, unsigned *streams, unsigned *problems)
+ds_store_verify(struct ds_store *s, int (*msg_ok)(const char *, size_t),
+    unsigned *streams, unsigned *problems)
 {
-	struct verify vf = { .v = NULL };
+	struct verify vf = { .v = NULL, .msg_ok = msg_ok };
 	struct vrec key, *hit, *v;
 	enum ds_err e;
 	size_t i;
+	int depth;
 
 	if ((e = each_record(s, verify_one, &vf)) != DS_OK || vf.nomem) {
 		free(vf.v);
@@ -1547,6 +1635,20 @@ ds_store_verify(struct ds_store *s, unsigned *streams, unsigned *problems)
 		if ((v[i].flags & DS_F_DELETED) && v[i].seen == 0) {
 			ds_log("stream %016" PRIx64 ": soft-deleted with no "
 			    "forks, never collected", v[i].id);
+			vf.bad++;
+		}
+		/* A read builds the whole chain: deeper cannot be read. */
+		for (depth = 1, hit = &v[i]; hit->src_id != 0 &&
+		    depth <= DS_CHAIN_MAX; depth++) {
+			key.id = hit->src_id;
+			if ((hit = bsearch(&key, v, vf.n, sizeof(*v),
+			    vrec_cmp)) == NULL)
+				break;
+		}
+		if (depth > DS_CHAIN_MAX) {
+			ds_log("stream %016" PRIx64 ": fork chain deeper than "
+			    "%d levels (or a loop): it cannot be read", v[i].id,
+			    DS_CHAIN_MAX);
 			vf.bad++;
 		}
 	}

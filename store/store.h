@@ -45,7 +45,12 @@ enum ds_err {
 	DS_EFULL,		/* the metadata map is full */
 	DS_EIO,			/* a system call failed (logged) */
 	DS_ENOMEM,
-	DS_ECORRUPT		/* a record could not be decoded (logged) */
+	DS_ECORRUPT,		/* a record could not be decoded (logged) */
+	DS_EREPLACED,		/* the stream the caller checked was deleted
+				   and the path now names another one */
+	DS_EDEPTH,		/* create: the fork chain would be deeper
+				   than DS_CHAIN_MAX levels */
+	DS_ENOSPC		/* the file system is full: nothing stored */
 };
 
 DS_EXPORT const char *ds_strerror(enum ds_err);
@@ -77,7 +82,12 @@ struct ds_stream_info {
 	char		ctype[DS_CTYPE_MAX + 1]; /* as given at creation */
 };
 
-#define DS_CHAIN_MAX	32	/* deepest fork chain (forks of forks) */
+/*
+ * Levels of the deepest fork chain: a plain stream is one level, so a
+ * stream can be forked, and its forks forked again, DS_CHAIN_MAX - 1 deep.
+ * Creating a deeper fork answers DS_EDEPTH.
+ */
+#define DS_CHAIN_MAX	32
 
 struct ds_store_cfg {
 	const char	*dir;		/* data directory */
@@ -108,12 +118,16 @@ DS_EXPORT enum ds_err ds_store_recover(struct ds_store *, unsigned min_age_s,
 
 /*
  * Checks the store's invariants: every record decodes and has its id entry
- * and its segment file; every fork's source exists; every stream's
- * reference count equals the number of forks naming it; soft-deleted
- * streams have forks. Each problem is logged; *problems counts them and
- * *streams counts the records seen.
+ * and a segment file holding all its committed bytes; a message stream's
+ * bytes are whole records, each accepted by msg_ok (when not NULL: the
+ * HTTP side passes its JSON validator); every fork's source exists and
+ * its chain is at most DS_CHAIN_MAX levels deep; every stream's reference
+ * count equals the number of forks naming it; soft-deleted streams have
+ * forks. Each problem is logged; *problems counts them and *streams counts
+ * the records seen. It reads every message stream whole.
  */
-DS_EXPORT enum ds_err ds_store_verify(struct ds_store *, unsigned *streams,
+DS_EXPORT enum ds_err ds_store_verify(struct ds_store *,
+	    int (*msg_ok)(const char *rec, size_t len), unsigned *streams,
 	    unsigned *problems);
 
 /*
@@ -143,6 +157,8 @@ struct ds_create {
 	size_t		 len;
 	/* Forks (PROTOCOL 4.2): */
 	const char	*src_path;	/* Stream-Forked-From, or NULL */
+	uint64_t	 src_want;	/* the source's id as the caller saw
+					   it (0: whichever is at src_path) */
 	int		 has_fork_at;	/* Stream-Fork-Offset given */
 	uint64_t	 fork_at;	/* ...its position */
 	uint64_t	 sub;		/* Stream-Fork-Sub-Offset (0: none) */
@@ -165,7 +181,10 @@ struct ds_create {
  * inherits (message framing, TTL or Expires-At when it asks for neither,
  * per the PROTOCOL 4.2 table) and with src_id and base, so a caller
  * comparing against an existing stream compares like with like; a NULL
- * ctype stays NULL (the created stream's is in *out).
+ * ctype stays NULL (the created stream's is in *out). With src_want set,
+ * a source that is no longer that stream answers DS_EREPLACED: the caller
+ * framed the body by the source it checked and must check again.
+ * DS_EDEPTH: the source is already DS_CHAIN_MAX levels deep.
  * Copying nothing, a fork pins its source chain by reference count.
  */
 DS_EXPORT enum ds_err ds_store_create(struct ds_store *, const char *path,
@@ -180,6 +199,9 @@ struct ds_producer {
 };
 
 struct ds_append {
+	uint64_t	 id;		/* the stream the caller checked and
+					   framed the body for (0: whichever
+					   is at path) */
 	const void	*body;		/* bytes to append (already framed) */
 	size_t		 len;		/* 0: close-only */
 	int		 close;		/* Stream-Closed: true */
@@ -190,6 +212,7 @@ struct ds_append {
 };
 
 struct ds_append_res {
+	uint64_t	id;		/* the stream appended to */
 	uint64_t	tail;		/* tail after the call */
 	int		closed;		/* stream closed after the call */
 	int		duplicate;	/* producer retry: nothing written */
@@ -206,6 +229,13 @@ struct ds_append_res {
  * in parallel and share syncs. *res is filled on DS_OK and, where it
  * carries information, on errors (tail for DS_ECLOSED, epoch for
  * DS_EPRODUCER_STALE, expected seq for DS_EPRODUCER_GAP).
+ *
+ * With req->id set, the append lands only in that stream: if the path was
+ * deleted and created again since the caller looked (and framed the body
+ * by the old stream's type), it answers DS_EREPLACED, storing nothing; a
+ * path with no stream at all answers DS_ENOTFOUND, as if the append came
+ * after the DELETE. The check is made under the segment lock and again in
+ * the committing transaction.
  */
 DS_EXPORT enum ds_err ds_store_append(struct ds_store *, const char *path,
 	    const struct ds_append *req, int64_t now_ms,

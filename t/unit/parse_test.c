@@ -555,6 +555,63 @@ test_headers(void)
 	ok(!ds_header_is_true(NULL), "NULL is not true");
 }
 
+/* Repeated headers: one value, a front server's joined list, or nginx's copies. */
+static void
+test_repeated(void)
+{
+	static const char *same[] = { "CONTENT_TYPE=text/plain",
+	    "HTTP_CONTENT_TYPE=text/plain", "HTTP_CONTENT_TYPE=text/plain",
+	    "HTTP_ACCEPT=a", "HTTP_ACCEPT=b", NULL };
+	static const char *seq[] = { "HTTP_PRODUCER_SEQ=0", "HTTP_HOST=x",
+	    "HTTP_PRODUCER_SEQ=5", NULL };
+	static const char *ctype[] = { "HTTP_CONTENT_TYPE=text/plain",
+	    "HTTP_CONTENT_TYPE=application/json", NULL };
+	static const char *prefix[] = { "HTTP_PRODUCER_SEQUENCE=1",
+	    "HTTP_PRODUCER_SEQ=1", "HTTP_PRODUCER_SEQ_X=2", NULL };
+	static const char *noeq[] = { "HTTP_PRODUCER_ID", "HTTP_PRODUCER_ID=a",
+	    NULL };
+	const char *c;
+
+	is_int(ds_header_closed(NULL), 0, "closed: absent");
+	is_int(ds_header_closed("TRUE"), 1, "closed: TRUE");
+	is_int(ds_header_closed("yes"), 0, "closed: yes counts as absent");
+	is_int(ds_header_closed("true, true"), 1, "closed: equal list");
+	is_int(ds_header_closed("true,True ,\ttrue"), 1,
+	    "closed: equal list, any case and spaces");
+	is_int(ds_header_closed("true, false"), -1, "closed: conflicting");
+	is_int(ds_header_closed("false, true"), -1, "closed: conflicting 2");
+	is_int(ds_header_closed("true,"), -1, "closed: empty element");
+	is_int(ds_header_closed("false, false"), 0, "closed: false list");
+	ok(ds_env_conflict(NULL) == NULL, "env: NULL");
+	ok(ds_env_conflict((char *const *)same) == NULL,
+	    "env: equal copies and multi-valued headers are fine");
+	c = ds_env_conflict((char *const *)seq);
+	is_str(c ? c : "(none)", "Producer-Seq", "env: two Producer-Seq");
+	c = ds_env_conflict((char *const *)ctype);
+	is_str(c ? c : "(none)", "Content-Type", "env: two Content-Type");
+	ok(ds_env_conflict((char *const *)prefix) == NULL, "env: names match whole");
+	ok(ds_env_conflict((char *const *)noeq) == NULL, "env: entry without '='");
+	ok(ds_host_valid("example.com"), "host: name");
+	ok(ds_host_valid("127.0.0.1:4437"), "host: address and port");
+	ok(ds_host_valid("[::1]:80"), "host: IPv6 literal");
+	ok(!ds_host_valid(""), "host: empty");
+	ok(!ds_host_valid(NULL), "host: NULL");
+	ok(!ds_host_valid("a b"), "host: space");
+	ok(!ds_host_valid("a/b"), "host: slash");
+	ok(!ds_host_valid("a\r\nX: y"), "host: CRLF");
+	ok(!ds_host_valid("a\"b"), "host: quote");
+	{
+		char big[300];
+
+		memset(big, 'a', sizeof(big));
+		big[255] = '\0';
+		ok(ds_host_valid(big), "host: 255 bytes");
+		big[255] = 'a';
+		big[256] = '\0';
+		ok(!ds_host_valid(big), "host: 256 bytes");
+	}
+}
+
 static void
 test_media(void)
 {
@@ -636,6 +693,7 @@ main(void)
 	test_query();
 	test_path();
 	test_headers();
+	test_repeated();
 	test_media();
 	return done_testing();
 }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "store/store.h"
+#include "store/store_int.h"
 #include "t/tap.h"
 #include "t/unit/store_util.h"
 
@@ -348,12 +349,193 @@ test_forks(struct ds_store *s)
 	{
 		unsigned n, bad;
 
-		is_int(ds_store_verify(s, &n, &bad), DS_OK, "verify runs");
+		is_int(ds_store_verify(s, NULL, &n, &bad), DS_OK, "verify runs");
 		is_int(bad, 0, "refcounts and links consistent");
 	}
 	is_int(ds_store_delete(s, "f0"), DS_OK, "root now deletes fully");
 	ok(!seg_exists(f0.id), "root data gone");
 	errno = 0;
+}
+
+/*
+ * An append or a fork pinned to the stream its caller checked never lands
+ * in a stream created at the same path since (issue: a JSON body framed
+ * for one stream landed in a text stream that replaced it, and back).
+ */
+static void
+test_replaced(struct ds_store *s)
+{
+	struct ds_create json = { .ctype = "application/json",
+	    .flags = DS_F_MSG }, text = { .ctype = "text/plain" };
+	struct ds_create fk = { .src_path = "rp/src" };
+	struct ds_stream_info old, now, info;
+	struct ds_append a;
+	struct ds_append_res res;
+	char *data;
+	size_t len;
+
+	is_int(ds_store_create(s, "rp/s", &json, 1000, &old), DS_OK,
+	    "JSON stream");
+	is_int(ds_store_delete(s, "rp/s"), DS_OK, "deleted");
+	is_int(ds_store_create(s, "rp/s", &text, 1000, &now), DS_OK,
+	    "created again as text");
+	memset(&a, 0, sizeof(a));
+	a.id = old.id;
+	a.body = "1\n1\n";
+	a.len = 4;
+	a.ctype_ok = 1;
+	is_int(ds_store_append(s, "rp/s", &a, 1000, &res), DS_EREPLACED,
+	    "append framed for the old stream is refused");
+	is_int(ds_store_read(s, "rp/s", 0, 1024, 1000, &info, &data, &len),
+	    DS_OK, "new stream reads");
+	is_int(len, 0, "and holds nothing");
+	free(data);
+	a.id = now.id;
+	a.body = "ok";
+	a.len = 2;
+	is_int(ds_store_append(s, "rp/s", &a, 1000, &res), DS_OK,
+	    "append pinned to the current stream lands");
+	is_int(res.id, now.id, "and reports the id it landed in");
+	is_int(ds_store_delete(s, "rp/s"), DS_OK, "deleted again");
+	is_int(ds_store_append(s, "rp/s", &a, 1000, &res), DS_ENOTFOUND,
+	    "append to a path with no stream: not found");
+
+	is_int(ds_store_create(s, "rp/src", &text, 1000, &old), DS_OK,
+	    "fork source");
+	is_int(ds_store_delete(s, "rp/src"), DS_OK, "source deleted");
+	is_int(ds_store_create(s, "rp/src", &json, 1000, &now), DS_OK,
+	    "source created again as JSON");
+	fk.src_want = old.id;
+	fk.body = "raw";
+	fk.len = 3;
+	is_int(ds_store_create(s, "rp/fork", &fk, 1000, &info), DS_EREPLACED,
+	    "fork framed for the old source is refused");
+	is_int(ds_store_stat(s, "rp/fork", 1000, &info), DS_ENOTFOUND,
+	    "and not created");
+	fk.src_want = now.id;
+	fk.body = "[1]\n";
+	fk.len = 4;
+	is_int(ds_store_create(s, "rp/fork", &fk, 1000, &info), DS_OK,
+	    "fork pinned to the current source is created");
+}
+
+/*
+ * Fork chains: DS_CHAIN_MAX levels can be created and read, one more is
+ * refused; --verify catches what a read could not use: a chain that loops,
+ * a segment shorter than its tail, records that are not whole or invalid.
+ */
+static int
+no_x(const char *rec, size_t len)
+{
+	return memchr(rec, 'x', len) == NULL;
+}
+
+static void
+test_depth(struct ds_store *s)
+{
+	struct ds_create c = { .ctype = "text/plain", .body = "r", .len = 1 };
+	struct ds_create m = { .ctype = "application/json",
+	    .flags = DS_F_MSG };
+	struct ds_stream_info info;
+	struct ds_append_res res;
+	struct ds_rec r;
+	char path[32], prev[32], segpath[4096];
+	char *data;
+	size_t len;
+	unsigned reads, n, bad;
+	MDB_txn *txn;
+	MDB_val k, v;
+	char buf[DS_REC_BUFSZ];
+	uint64_t src_id;
+	int i, fails = 0;
+
+	is_int(ds_store_create(s, "d/0", &c, 1000, &info), DS_OK, "depth 0");
+	for (i = 1; i < DS_CHAIN_MAX; i++) {
+		snprintf(prev, sizeof(prev), "d/%d", i - 1);
+		snprintf(path, sizeof(path), "d/%d", i);
+		memset(&c, 0, sizeof(c));
+		c.src_path = prev;
+		c.body = "x";
+		c.len = 1;
+		if (ds_store_create(s, path, &c, 1000, &info) != DS_OK)
+			fails++;
+	}
+	is_int(fails, 0, "forks nest %d deep", DS_CHAIN_MAX - 1);
+	data = read_all(s, path, 1024, &len, &reads);
+	is_int(len, DS_CHAIN_MAX, "the deepest fork reads every level");
+	free(data);
+	memset(&c, 0, sizeof(c));
+	c.src_path = path;
+	is_int(ds_store_create(s, "d/deeper", &c, 1000, &info), DS_EDEPTH,
+	    "one level more is refused");
+	is_int(ds_store_stat(s, "d/deeper", 1000, &info), DS_ENOTFOUND,
+	    "and not created");
+	is_int(ds_store_verify(s, NULL, &n, &bad), DS_OK, "verify runs");
+	is_int(bad, 0, "a chain at the limit is fine");
+
+	/* A record whose source is itself: a loop no read can follow. */
+	c.src_path = "d/0";
+	is_int(ds_store_create(s, "d/loop", &c, 1000, &info), DS_OK,
+	    "fork for the loop");
+	if (mdb_txn_begin(s->env, NULL, 0, &txn) != 0)
+		bail_out("mdb_txn_begin");
+	k.mv_data = (void *)"d/loop";
+	k.mv_size = 6;
+	if (mdb_get(txn, s->streams, &k, &v) != 0 || ds_rec_decode(&v, &r))
+		bail_out("d/loop record");
+	src_id = r.info.src_id;
+	r.info.src_id = r.info.id;
+	r.refs = 1;
+	v.mv_data = buf;
+	v.mv_size = ds_rec_encode(&r, buf, sizeof(buf));
+	if (mdb_put(txn, s->streams, &k, &v, 0) != 0 || mdb_txn_commit(txn))
+		bail_out("d/loop put");
+	is_int(ds_store_read(s, "d/loop", 0, 1024, 1000, &info, &data, &len),
+	    DS_ECORRUPT, "a looping chain cannot be read");
+	is_int(ds_store_verify(s, NULL, &n, &bad), DS_OK, "verify runs");
+	ok(bad >= 1, "verify reports the loop (%u problems)", bad);
+	r.info.src_id = src_id;
+	r.refs = 0;
+	v.mv_size = ds_rec_encode(&r, buf, sizeof(buf));
+	if (mdb_txn_begin(s->env, NULL, 0, &txn) != 0 ||
+	    mdb_put(txn, s->streams, &k, &v, 0) != 0 || mdb_txn_commit(txn))
+		bail_out("d/loop repair");
+	is_int(ds_store_delete(s, "d/loop"), DS_OK, "loop removed");
+	for (i = DS_CHAIN_MAX - 1; i >= 0; i--) {
+		snprintf(path, sizeof(path), "d/%d", i);
+		ds_store_delete(s, path);
+	}
+
+	/* Message streams: whole records, each one valid. */
+	is_int(ds_store_create(s, "d/msg", &m, 1000, &info), DS_OK,
+	    "message stream");
+	append(s, "d/msg", "[1]\n", 0, NULL, NULL, &res);
+	is_int(ds_store_verify(s, no_x, &n, &bad), DS_OK, "verify runs");
+	is_int(bad, 0, "valid records pass");
+	append(s, "d/msg", "x\n", 0, NULL, NULL, &res);
+	is_int(ds_store_verify(s, no_x, &n, &bad), DS_OK, "verify runs");
+	is_int(bad, 1, "a record the validator refuses is reported");
+	ds_store_delete(s, "d/msg");
+	ds_store_create(s, "d/msg", &m, 1000, &info);
+	append(s, "d/msg", "[1]\n[2", 0, NULL, NULL, &res);
+	is_int(ds_store_verify(s, NULL, &n, &bad), DS_OK, "verify runs");
+	is_int(bad, 1, "bytes that end in no record end are reported");
+	ds_store_delete(s, "d/msg");
+
+	/* A segment that lost committed bytes. */
+	memset(&c, 0, sizeof(c));
+	is_int(ds_store_create(s, "d/short", &c, 1000, &info), DS_OK,
+	    "plain stream");
+	append(s, "d/short", "abcdef", 0, NULL, NULL, &res);
+	snprintf(segpath, sizeof(segpath), "%s/segments/%02x/%016" PRIx64
+	    ".seg", dir, (unsigned)(info.id >> 56), info.id);
+	if (truncate(segpath, 2) != 0)
+		bail_out("truncate %s: %s", segpath, strerror(errno));
+	is_int(ds_store_verify(s, NULL, &n, &bad), DS_OK, "verify runs");
+	is_int(bad, 1, "a segment shorter than its tail is reported");
+	ds_store_delete(s, "d/short");
+	is_int(ds_store_verify(s, NULL, &n, &bad), DS_OK, "verify runs");
+	is_int(bad, 0, "clean again");
 }
 
 #define NTHREADS 8
@@ -430,6 +612,8 @@ main(void)
 	test_expiry_delete(s);
 	test_recovery(s);
 	test_forks(s);
+	test_replaced(s);
+	test_depth(s);
 	test_concurrency(s);
 	ds_store_close(s);
 	s = open_store(dir);
