@@ -22,20 +22,21 @@ ds_seg_path(const struct ds_store *s, uint64_t id, char *buf, size_t sz)
 	return n < 0 || (size_t)n >= sz ? -1 : 0;
 }
 
-/* fsync()s a directory so that an entry created or removed in it lasts. */
+/*
+ * fsync()s a directory so that an entry created or removed in it lasts.
+ * Returns 0, or -1 with errno set.
+ */
 static int
 sync_dir(const char *path)
 {
-	int fd, rc;
+	int fd, rc, err;
 
-	if ((fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
-		ds_log("open %s: %s", path, strerror(errno));
+	if ((fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
 		return -1;
-	}
 	rc = fsync(fd);
-	if (rc == -1)
-		ds_log("fsync %s: %s", path, strerror(errno));
+	err = errno;
 	close(fd);
+	errno = err;
 	return rc;
 }
 
@@ -45,13 +46,16 @@ ds_seg_write(int fd, uint64_t at, const void *buf, size_t len)
 {
 	const char *p = buf;
 	ssize_t n;
+	int saved;
 
 	while (len > 0) {
 		n = pwrite(fd, p, len, (off_t)at);
 		if (n == -1) {
 			if (errno == EINTR)
 				continue;
-			ds_log("pwrite: %s", strerror(errno));
+			saved = errno;
+			ds_log("pwrite: %s", strerror(saved));
+			errno = saved;
 			return -1;
 		}
 		p += n;
@@ -93,42 +97,60 @@ ds_seg_read(int fd, uint64_t at, void *buf, size_t len)
 /*
  * Creates the segment file of a new stream with its initial bytes, and
  * makes both the bytes and the directory entry durable before the caller
- * commits the record that names the file.
+ * commits the record that names the file. Returns 0, or -1 with errno set
+ * and no file left behind.
  */
 int
 ds_seg_create(struct ds_store *s, uint64_t id, const void *body, size_t len)
 {
 	char path[4096], dir[4096];
-	int fd, n;
+	const char *what = NULL;
+	int fd, n, err;
 
 	n = snprintf(dir, sizeof(dir), "%s/%02x", s->segdir,
 	    (unsigned)(id >> 56));
 	if (n < 0 || (size_t)n >= sizeof(dir) ||
-	    ds_seg_path(s, id, path, sizeof(path)) == -1)
+	    ds_seg_path(s, id, path, sizeof(path)) == -1) {
+		errno = ENAMETOOLONG;
 		return -1;
+	}
 	if (mkdir(dir, 0750) == 0) {
 		if (fsync(s->segdirfd) == -1) {
-			ds_log("fsync %s: %s", s->segdir, strerror(errno));
+			err = errno;
+			ds_log("fsync %s: %s", s->segdir, strerror(err));
+			errno = err;
 			return -1;
 		}
 	} else if (errno != EEXIST) {
-		ds_log("mkdir %s: %s", dir, strerror(errno));
+		err = errno;
+		ds_log("mkdir %s: %s", dir, strerror(err));
+		errno = err;
 		return -1;
 	}
 	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 	if (fd == -1) {
-		ds_log("open %s: %s", path, strerror(errno));
+		err = errno;
+		ds_log("open %s: %s", path, strerror(err));
+		errno = err;
 		return -1;
 	}
-	if ((len > 0 && ds_seg_write(fd, 0, body, len) == -1) ||
-	    fdatasync(fd) == -1) {
-		ds_log("write %s: %s", path, strerror(errno));
-		close(fd);
-		unlink(path);
-		return -1;
-	}
+	if (len > 0 && ds_seg_write(fd, 0, body, len) == -1)
+		what = "write";
+	else if (fdatasync(fd) == -1)
+		what = "fdatasync";
+	err = errno;
 	close(fd);
-	return sync_dir(dir);
+	if (what == NULL && sync_dir(dir) == -1) {
+		what = "fsync directory";
+		err = errno;
+	}
+	if (what != NULL) {
+		ds_log("%s %s: %s", what, path, strerror(err));
+		unlink(path);
+		errno = err;
+		return -1;
+	}
+	return 0;
 }
 
 /* Opens a stream's segment. Returns the fd, or -1 (errno kept). */

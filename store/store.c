@@ -75,18 +75,26 @@ ds_logf(const char *fn, const char *fmt, ...)
 	fprintf(stderr, "ds-store[%ld]: %s: %s\n", (long)getpid(), fn, buf);
 }
 
+/*
+ * Maps a failed system call's errno to ours: a full file system is the
+ * operator's to fix (507), anything else an I/O error (500).
+ */
+static enum ds_err
+sys_err(int err)
+{
+	return err == ENOSPC || err == EDQUOT ? DS_ENOSPC : DS_EIO;
+}
+
 /* Maps an LMDB return code to ours, logging the unexpected ones. */
 static enum ds_err
 mdb_err(const char *fn, const char *what, int rc)
 {
-	if (rc == MDB_MAP_FULL) {
-		ds_logf(fn, "%s: %s", what, mdb_strerror(rc));
-		return DS_EFULL;
-	}
 	if (rc == ENOMEM)
 		return DS_ENOMEM;
 	ds_logf(fn, "%s: %s", what, mdb_strerror(rc));
-	return DS_EIO;
+	if (rc == MDB_MAP_FULL)
+		return DS_EFULL;
+	return sys_err(rc);
 }
 
 /*
@@ -853,7 +861,7 @@ ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
 	for (;;) {
 		id = new_id();
 		if (ds_seg_create(s, id, req->body, req->len) == -1)
-			return DS_EIO;
+			return sys_err(errno);
 		if ((e = txn_begin(s, 0, &txn)) != DS_OK)
 			goto fail;
 		/* Someone may have created the path since our lookup. */
@@ -1020,22 +1028,40 @@ write_data(int fd, const struct ds_rec *r, const void *body, size_t len)
 {
 	uint64_t own = r->info.tail - r->info.base;
 	struct stat st;
+	int err;
 
 	if (fstat(fd, &st) == -1) {
-		ds_log("fstat: %s", strerror(errno));
-		return DS_EIO;
+		err = errno;
+		ds_log("fstat: %s", strerror(err));
+		return sys_err(err);
 	}
 	if ((uint64_t)st.st_size > own && ftruncate(fd, (off_t)own) == -1) {
-		ds_log("ftruncate: %s", strerror(errno));
-		return DS_EIO;
+		err = errno;
+		ds_log("ftruncate: %s", strerror(err));
+		return sys_err(err);
 	}
 	if (ds_seg_write(fd, own, body, len) == -1)
-		return DS_EIO;
+		return sys_err(errno);
 	if (fdatasync(fd) == -1) {
-		ds_log("fdatasync: %s", strerror(errno));
-		return DS_EIO;
+		err = errno;
+		ds_log("fdatasync: %s", strerror(err));
+		return sys_err(err);
 	}
 	return DS_OK;
+}
+
+/*
+ * Cuts what a failed append wrote past the committed tail at once, rather
+ * than at the next append: on a full disk those bytes hold space that
+ * nothing else may get.
+ */
+static void
+unwrite_data(int fd, const struct ds_rec *r)
+{
+	uint64_t own = r->info.tail - r->info.base;
+
+	if (ftruncate(fd, (off_t)own) == -1)
+		ds_log("ftruncate: %s", strerror(errno));
 }
 
 enum ds_err
@@ -1043,7 +1069,7 @@ ds_store_append(struct ds_store *s, const char *path,
     const struct ds_append *req, int64_t now, struct ds_append_res *res)
 {
 	const struct ds_producer *p = req->producer;
-	struct ds_rec r;
+	struct ds_rec r, wrote = { .info.id = 0 };
 	struct ds_pstate ps;
 	char pkey[8 + DS_PRODUCER_MAX];
 	MDB_txn *txn = NULL;
@@ -1101,8 +1127,11 @@ ds_store_append(struct ds_store *s, const char *path,
 	    res->duplicate)
 		goto out;
 
-	if (req->len > 0 && (e = write_data(fd, &r, req->body, req->len)))
-		goto out;
+	if (req->len > 0) {
+		wrote = r;
+		if ((e = write_data(fd, &r, req->body, req->len)) != DS_OK)
+			goto out;
+	}
 
 	if ((e = txn_begin(s, 0, &txn)) != DS_OK)
 		goto out;
@@ -1162,6 +1191,8 @@ out:
 		mdb_txn_abort(txn);
 	if (e == DS_ECLOSED || e == DS_ECTYPE || e == DS_ESEQ)
 		res->tail = r.info.tail;
+	if (e != DS_OK && wrote.info.id != 0)
+		unwrite_data(fd, &wrote);
 	close(fd);	/* releases the lock */
 	return e;
 }
