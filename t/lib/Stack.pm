@@ -10,7 +10,7 @@ package Stack;
 #   $s->stop;                                           # also done by DESTROY and END
 #
 # Each stack gets a fresh temporary directory (File::Temp) holding the data dir and the stack's
-# stdout/stderr, and a free port on 127.0.0.1 picked from DS_TEST_PORTS (default 4600-4699).
+# stdout/stderr (the data dir can be put elsewhere with the data option, e.g. on a small tmpfs), and a free port on 127.0.0.1 picked from DS_TEST_PORTS (default 4600-4699).
 # The stack runs in its own process group; stop() sends SIGTERM to scripts/run, waits 5 s, then
 # SIGKILLs every process of the stack that is left (process group, descendants, and the pool).
 #
@@ -36,7 +36,9 @@ our $ROOT = abs_path(dirname(abs_path(__FILE__)) . '/../..');
 my %LIVE;    # id => stack, so END can stop what DESTROY did not
 
 # new(%opt): start a stack.  Options: workers, threads, max_body, front, port, args => [...]
-# (extra scripts/run arguments), env => {...} (extra environment), timeout (ready, seconds).
+# (extra scripts/run arguments), env => {...} (extra environment), timeout (ready, seconds),
+# data => DIR (data directory to use instead of a fresh one in the temp dir, e.g. on a tmpfs the
+# test mounted; created if missing, never removed by Stack; stdout/stderr stay in the temp dir).
 sub new {
 	my ($class, %opt) = @_;
 	my $self = bless {
@@ -45,8 +47,8 @@ sub new {
 		timeout => $opt{timeout} // $ENV{DS_STACK_TIMEOUT} // 30,
 	}, $class;
 	$self->{dir} = tempdir('ds-stack-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{DS_KEEP});
-	$self->{data} = "$self->{dir}/data";
-	mkdir $self->{data} or croak "mkdir $self->{data}: $!";
+	$self->{data} = $opt{data} // "$self->{dir}/data";
+	-d $self->{data} or mkdir $self->{data} or croak "mkdir $self->{data}: $!";
 	$self->_diag("stack dir $self->{dir} (kept)") if $ENV{DS_KEEP};
 
 	my $tries = $opt{port} ? 1 : 3;
