@@ -98,6 +98,110 @@ mdb_err(const char *fn, const char *what, int rc)
 }
 
 /*
+ * Keeps DS_META_RESERVE pages of the LMDB data file allocated past its last
+ * used page: fallocate(FALLOC_FL_KEEP_SIZE) takes the blocks without
+ * changing the file size, and LMDB's later pwrite()s that grow the file land
+ * in them. Creates, appends and touches call this inside their write
+ * transaction (under LMDB's writer lock, so the check and the commit see the
+ * same last page) and are refused with DS_ENOSPC when the reserve cannot be
+ * kept. Deletes do not call it: on a full disk they commit into the reserve
+ * (a delete always needs a few new pages: copies of the leaves it changes
+ * and of the free list, and pages freed by the last transactions are not
+ * reusable yet), and the space they free refills it. s->reserved only ever
+ * grows (LMDB never shrinks data.mdb), so most calls make no system call.
+ */
+static enum ds_err
+meta_reserve(struct ds_store *s)
+{
+	MDB_envinfo ei;
+	uint64_t want, have, extra;
+	int fd, rc;
+
+	if (s->no_reserve)
+		return DS_OK;
+	if ((rc = mdb_env_info(s->env, &ei)) != 0)
+		return mdb_err(__func__, "mdb_env_info", rc);
+	want = (uint64_t)ei.me_last_pgno + 1 + DS_META_RESERVE;
+	have = __atomic_load_n(&s->reserved, __ATOMIC_RELAXED);
+	if (have >= want)
+		return DS_OK;
+	if ((rc = mdb_env_get_fd(s->env, &fd)) != 0)
+		return mdb_err(__func__, "mdb_env_get_fd", rc);
+	/* A quarter more than needed, so the next commits make no call. */
+	extra = DS_META_RESERVE / 4;
+	for (;;) {
+		if (fallocate(fd, FALLOC_FL_KEEP_SIZE,
+		    (off_t)(ei.me_last_pgno + 1) * s->psize,
+		    (off_t)(DS_META_RESERVE + extra) * s->psize) == 0) {
+			__atomic_store_n(&s->reserved, want + extra,
+			    __ATOMIC_RELAXED);
+			return DS_OK;
+		}
+		if (errno == EINTR)
+			continue;
+		if (sys_err(errno) == DS_ENOSPC && extra > 0) {
+			extra = 0;
+			continue;
+		}
+		break;
+	}
+	if (errno == EOPNOTSUPP) {
+		ds_log("fallocate on the LMDB data file: %s; deletes on a "
+		    "full disk may fail", strerror(errno));
+		s->no_reserve = 1;
+		return DS_OK;
+	}
+	ds_log("fallocate %u reserve pages of the LMDB data file: %s",
+	    DS_META_RESERVE, strerror(errno));
+	return sys_err(errno);
+}
+
+/*
+ * Allocates the LMDB lock file's blocks before LMDB maps it. LMDB sizes
+ * lock.mdb with ftruncate() (a sparse file) and maps it shared; a reader
+ * slot on a page nobody touched before is allocated by that first write,
+ * and on a full file system the first touch is SIGBUS, which kills the
+ * worker. So the blocks are taken here, while there is room (scripts/run
+ * opens the store with --check before the pool starts), with
+ * FALLOC_FL_KEEP_SIZE so that LMDB still sizes the file itself (LMDB 0.9:
+ * 64-byte reader slots after a 128-byte header; a page covers the header).
+ * This must run before mdb_env_open(): closing a descriptor of lock.mdb
+ * drops every POSIX lock the process holds on it, LMDB's included. Blocks
+ * already allocated need no room, so a worker restarted on a full disk
+ * opens the store all the same.
+ */
+static enum ds_err
+lock_prealloc(const char *meta, unsigned max_readers)
+{
+	char path[4096];
+	struct stat st;
+	off_t len;
+	int fd, rc, saved;
+
+	if (snprintf(path, sizeof(path), "%s/lock.mdb", meta) >=
+	    (int)sizeof(path))
+		return DS_EIO;
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640)) == -1) {
+		saved = errno;
+		ds_log("open %s: %s", path, strerror(errno));
+		return sys_err(saved);
+	}
+	len = (off_t)max_readers * 64 + 4096;
+	if (fstat(fd, &st) == 0 && st.st_size > len)
+		len = st.st_size;
+	while ((rc = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, len)) == -1 &&
+	    errno == EINTR)
+		;
+	saved = errno;
+	close(fd);
+	if (rc == 0 || saved == EOPNOTSUPP)
+		return DS_OK;
+	ds_log("fallocate %s (%lld bytes): %s", path, (long long)len,
+	    strerror(saved));
+	return sys_err(saved);
+}
+
+/*
  * Begins a transaction. Another process may have grown the map; adopt its
  * size and try again.
  */
@@ -232,16 +336,27 @@ rd_forget(const struct ds_store *s)
 	}
 }
 
-/* Commits a write transaction and flushes it (see the top of the file). */
+/*
+ * Commits a write transaction and flushes it (see the top of the file).
+ * *committed (may be NULL) tells whether the commit happened: a failed sync
+ * after it leaves it visible, so the caller must not undo what it names,
+ * and the error is DS_EIO, never DS_ENOSPC ("nothing was stored").
+ */
 static enum ds_err
-txn_commit_sync(struct ds_store *s, MDB_txn *txn)
+txn_commit_sync(struct ds_store *s, MDB_txn *txn, int *committed)
 {
 	int rc;
 
+	if (committed)
+		*committed = 0;
 	if ((rc = mdb_txn_commit(txn)) != 0)
 		return mdb_err(__func__, "mdb_txn_commit", rc);
-	if ((rc = mdb_env_sync(s->env, 1)) != 0)
-		return mdb_err(__func__, "mdb_env_sync", rc);
+	if (committed)
+		*committed = 1;
+	if ((rc = mdb_env_sync(s->env, 1)) != 0) {
+		mdb_err(__func__, "mdb_env_sync", rc);
+		return DS_EIO;
+	}
 	return DS_OK;
 }
 
@@ -445,7 +560,7 @@ expire(struct ds_store *s, const char *path, uint64_t id, int64_t now)
 		mdb_txn_abort(txn);
 		return;
 	}
-	if (txn_commit_sync(s, txn) == DS_OK)
+	if (txn_commit_sync(s, txn, NULL) == DS_OK)
 		unlink_doomed(s, &d);
 }
 
@@ -672,6 +787,7 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 {
 	struct ds_store *s;
 	char meta[4096];
+	MDB_stat ms;
 	MDB_txn *txn = NULL;
 	enum ds_err e = DS_EIO;
 	int rc, dead;
@@ -707,6 +823,9 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 		goto out;
 	}
 	mdb_env_set_userctx(s->env, s);
+	if ((e = lock_prealloc(meta, cfg->max_readers ? cfg->max_readers :
+	    4096)) != DS_OK)
+		goto out;
 	rc = mdb_env_open(s->env, meta,
 	    MDB_NOSYNC | MDB_NOTLS | MDB_NORDAHEAD, 0640);
 	if (rc != 0) {
@@ -718,6 +837,11 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 		e = mdb_err(__func__, "mdb_reader_check", rc);
 		goto out;
 	}
+	if ((rc = mdb_env_stat(s->env, &ms)) != 0) {
+		e = mdb_err(__func__, "mdb_env_stat", rc);
+		goto out;
+	}
+	s->psize = ms.ms_psize;
 	if ((e = txn_begin(s, 0, &txn)) != DS_OK)
 		goto out;
 	if ((rc = mdb_dbi_open(txn, "streams", MDB_CREATE, &s->streams)) ||
@@ -728,7 +852,7 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 		mdb_txn_abort(txn);
 		goto out;
 	}
-	if ((e = txn_commit_sync(s, txn)) != DS_OK)
+	if ((e = txn_commit_sync(s, txn, NULL)) != DS_OK)
 		goto out;
 	*out = s;
 	return DS_OK;
@@ -823,7 +947,7 @@ ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
 	MDB_val k, v;
 	enum ds_err e;
 	uint64_t id;
-	int rc;
+	int rc, committed;
 
 	memset(out, 0, sizeof(*out));
 	if (strlen(path) == 0 || strlen(path) > DS_PATH_MAX ||
@@ -864,6 +988,8 @@ ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
 			return sys_err(errno);
 		if ((e = txn_begin(s, 0, &txn)) != DS_OK)
 			goto fail;
+		if ((e = meta_reserve(s)) != DS_OK)
+			goto abort;
 		/* Someone may have created the path since our lookup. */
 		e = rec_get(s, txn, path, &old);
 		if (e == DS_OK && ((old.info.flags & DS_F_DELETED) ||
@@ -921,8 +1047,11 @@ ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
 		r.info.id = id;
 		if ((e = rec_put(s, txn, path, &r)) != DS_OK)
 			goto abort;
-		if ((e = txn_commit_sync(s, txn)) != DS_OK)
+		if ((e = txn_commit_sync(s, txn, &committed)) != DS_OK) {
+			if (committed)
+				return e;	/* its record names the file */
 			goto fail;
+		}
 		break;
 	}
 	unlink_doomed(s, &d);
@@ -1020,8 +1149,21 @@ validate(const struct ds_rec *r, const struct ds_pstate *ps, int have_ps,
 }
 
 /*
+ * Cuts a segment back to its committed length own after an append that
+ * will not be committed, so that a refused append leaves nothing behind:
+ * not even unreachable bytes holding space on a full disk.
+ */
+static void
+unwrite(int fd, uint64_t own)
+{
+	if (ftruncate(fd, (off_t)own) == -1)
+		ds_log("ftruncate: %s", strerror(errno));
+}
+
+/*
  * Writes the append's bytes at the committed tail and syncs them. Bytes a
  * crashed append left past the tail are cut off first (recovery on open).
+ * On failure nothing is left past the tail.
  */
 static enum ds_err
 write_data(int fd, const struct ds_rec *r, const void *body, size_t len)
@@ -1040,28 +1182,18 @@ write_data(int fd, const struct ds_rec *r, const void *body, size_t len)
 		ds_log("ftruncate: %s", strerror(err));
 		return sys_err(err);
 	}
-	if (ds_seg_write(fd, own, body, len) == -1)
-		return sys_err(errno);
+	if (ds_seg_write(fd, own, body, len) == -1) {
+		err = errno;
+		unwrite(fd, own);
+		return sys_err(err);
+	}
 	if (fdatasync(fd) == -1) {
 		err = errno;
 		ds_log("fdatasync: %s", strerror(err));
+		unwrite(fd, own);
 		return sys_err(err);
 	}
 	return DS_OK;
-}
-
-/*
- * Cuts what a failed append wrote past the committed tail at once, rather
- * than at the next append: on a full disk those bytes hold space that
- * nothing else may get.
- */
-static void
-unwrite_data(int fd, const struct ds_rec *r)
-{
-	uint64_t own = r->info.tail - r->info.base;
-
-	if (ftruncate(fd, (off_t)own) == -1)
-		ds_log("ftruncate: %s", strerror(errno));
 }
 
 enum ds_err
@@ -1069,15 +1201,15 @@ ds_store_append(struct ds_store *s, const char *path,
     const struct ds_append *req, int64_t now, struct ds_append_res *res)
 {
 	const struct ds_producer *p = req->producer;
-	struct ds_rec r, wrote = { .info.id = 0 };
+	struct ds_rec r;
 	struct ds_pstate ps;
 	char pkey[8 + DS_PRODUCER_MAX];
 	MDB_txn *txn = NULL;
 	MDB_val k, v;
 	enum ds_err e;
-	uint64_t id, tail;
+	uint64_t id, tail, own = 0;
 	uint32_t closed;
-	int fd = -1, rc, have_ps = 0;
+	int fd = -1, rc, have_ps = 0, written = 0, committed = 0;
 
 	memset(res, 0, sizeof(*res));
 	if ((req->seq && req->seqlen > DS_SEQ_MAX) ||
@@ -1127,13 +1259,16 @@ ds_store_append(struct ds_store *s, const char *path,
 	    res->duplicate)
 		goto out;
 
+	own = r.info.tail - r.info.base;
 	if (req->len > 0) {
-		wrote = r;
 		if ((e = write_data(fd, &r, req->body, req->len)) != DS_OK)
 			goto out;
+		written = 1;	/* from here, undone unless committed */
 	}
 
 	if ((e = txn_begin(s, 0, &txn)) != DS_OK)
+		goto out;
+	if ((e = meta_reserve(s)) != DS_OK)
 		goto out;
 	/* A DELETE does not take the segment lock: check the id again. */
 	tail = r.info.tail;
@@ -1147,6 +1282,7 @@ ds_store_append(struct ds_store *s, const char *path,
 		    "lock (%" PRIu64 " -> %" PRIu64 ")", path, tail,
 		    r.info.tail);
 		e = DS_EIO;
+		written = 0;	/* not ours to cut */
 	}
 	if (e != DS_OK)
 		goto out;
@@ -1180,7 +1316,7 @@ ds_store_append(struct ds_store *s, const char *path,
 			goto out;
 		}
 	}
-	e = txn_commit_sync(s, txn);
+	e = txn_commit_sync(s, txn, &committed);
 	txn = NULL;
 	if (e == DS_OK) {
 		res->tail = r.info.tail;
@@ -1189,10 +1325,10 @@ ds_store_append(struct ds_store *s, const char *path,
 out:
 	if (txn)
 		mdb_txn_abort(txn);
+	if (written && !committed)
+		unwrite(fd, own);
 	if (e == DS_ECLOSED || e == DS_ECTYPE || e == DS_ESEQ)
 		res->tail = r.info.tail;
-	if (e != DS_OK && wrote.info.id != 0)
-		unwrite_data(fd, &wrote);
 	close(fd);	/* releases the lock */
 	return e;
 }
@@ -1208,7 +1344,8 @@ ds_store_touch(struct ds_store *s, const char *path, int64_t now)
 	if ((e = txn_begin(s, 0, &txn)) != DS_OK)
 		return e;
 	if ((e = rec_get(s, txn, path, &r)) != DS_OK ||
-	    !(r.info.flags & DS_F_TTL) || r.info.access_ms >= now) {
+	    !(r.info.flags & DS_F_TTL) || r.info.access_ms >= now ||
+	    (e = meta_reserve(s)) != DS_OK) {
 		mdb_txn_abort(txn);
 		return e;
 	}
@@ -1349,7 +1486,8 @@ ds_store_delete(struct ds_store *s, const char *path)
 		e = e2;
 		goto abort;
 	}
-	if ((e2 = txn_commit_sync(s, txn)) != DS_OK)
+	/* No meta_reserve(): a delete may use the reserve (it frees). */
+	if ((e2 = txn_commit_sync(s, txn, NULL)) != DS_OK)
 		return e2;
 	unlink_doomed(s, &d);
 	return e;

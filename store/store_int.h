@@ -4,6 +4,7 @@
 #ifndef DS_STORE_INT_H
 #define DS_STORE_INT_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <errno.h>
@@ -24,7 +25,16 @@ struct ds_store {
 	MDB_dbi		 producers;	/* id (8 bytes) + producer id -> state */
 	char		*segdir;	/* <dir>/segments */
 	int		 segdirfd;	/* open directory, for fsync */
+	unsigned	 psize;		/* LMDB page size */
+	uint64_t	 reserved;	/* data.mdb pages known allocated */
+	int		 no_reserve;	/* fallocate() unsupported here */
 };
+
+/*
+ * Pages of the LMDB data file kept allocated past its last used page, so
+ * that a delete on a full disk can commit (see meta_reserve()).
+ */
+#define DS_META_RESERVE	256
 
 /*
  * The decoded stream record. The fixed part is stored as-is in LMDB (the

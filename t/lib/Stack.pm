@@ -10,7 +10,8 @@ package Stack;
 #   $s->stop;                                           # also done by DESTROY and END
 #
 # Each stack gets a fresh temporary directory (File::Temp) holding the data dir and the stack's
-# stdout/stderr (the data dir can be put elsewhere with the data option, e.g. on a small tmpfs), and a free port on 127.0.0.1 picked from DS_TEST_PORTS (default 4600-4699).
+# stdout/stderr (the data option puts the data dir elsewhere, e.g. on a small tmpfs), and a free
+# port on 127.0.0.1 picked from DS_TEST_PORTS (default 4600-4699).
 # The stack runs in its own process group; stop() sends SIGTERM to scripts/run, waits 5 s, then
 # SIGKILLs every process of the stack that is left (process group, descendants, and the pool).
 #
