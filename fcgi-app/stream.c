@@ -44,20 +44,21 @@ stream_headers(struct ds_req *r, const struct ds_stream_info *i)
 }
 
 /*
- * Adds Location, the absolute URL of the request's stream, for a 201. It
- * echoes Host, so it is added before the stream is created: a Host unfit
- * to echo, or an answer whose headers would not fit, is refused with 400
- * and nothing created, never created and then reported as a failure.
- * Returns 0, or -1 after answering.
+ * The absolute URL of the request's stream, for the Location of a 201. It
+ * echoes Host, so it is made before the stream is created: a Host unfit to
+ * echo is refused with 400 and nothing created, never created and then
+ * reported as a failure. Returns 0 with the URL in loc, or -1 after
+ * answering.
  */
 static int
-location_header(struct ds_req *r)
+location_url(struct ds_req *r, char *loc, size_t locsz)
 {
 	const char *host = ds_param(r, "HTTP_HOST");
 	const char *https = ds_param(r, "HTTPS");
 	const char *scheme = (https && *https && strcasecmp(https, "off")) ?
 	    "https" : "http";
 	size_t pathlen = (size_t)(r->query - r->uri);
+	int n;
 
 	if (r->querylen > 0 || (pathlen > 0 && r->uri[pathlen - 1] == '?'))
 		pathlen--;
@@ -70,11 +71,9 @@ location_header(struct ds_req *r)
 		if (!ds_host_valid(host))
 			host = "localhost";
 	}
-	ds_add_header(r, "Location", "%s://%s%.*s", scheme, host,
-	    (int)pathlen, r->uri);
-	if (r->hdr_overflow) {
-		r->hdrlen = 0;
-		r->hdr_overflow = 0;
+	n = snprintf(loc, locsz, "%s://%s%.*s", scheme, host, (int)pathlen,
+	    r->uri);
+	if (n < 0 || (size_t)n >= locsz) {
 		ds_respond_error(r, 400, "request URL too long to answer");
 		return -1;
 	}
@@ -248,8 +247,9 @@ handle_put(struct ds_req *r)
 	struct ds_stream_info info, si;
 	const char *ct = ds_param(r, "CONTENT_TYPE");
 	char norm[DS_CTYPE_MAX + 1], src[DS_PATH_MAX + 1], msg[80];
+	char loc[2048];		/* Host <= 255, path <= 3 * DS_PATH_MAX */
 	char *msgs = NULL;
-	size_t msglen = 0, hdrlen;
+	size_t msglen = 0;
 	enum ds_err e;
 	int json, tries;
 
@@ -269,8 +269,7 @@ handle_put(struct ds_req *r)
 	}
 	if (expiry_headers(r, &req) == -1)
 		return;
-	hdrlen = r->hdrlen;
-	if (location_header(r) == -1)
+	if (location_url(r, loc, sizeof(loc)) == -1)
 		return;
 	for (tries = 1; ; tries++) {
 		c = req;
@@ -309,9 +308,8 @@ handle_put(struct ds_req *r)
 		if (e != DS_EREPLACED || tries == REPLACED_TRIES)
 			break;
 	}
-	if (e != DS_OK)
-		r->hdrlen = hdrlen;	/* Location is for a 201 only */
 	if (e == DS_OK) {
+		ds_add_header(r, "Location", "%s", loc);
 		stream_headers(r, &info);
 		ds_respond(r, 201, info.ctype, NULL, 0);
 	} else if (e == DS_EEXIST && same_config(&info, &c)) {

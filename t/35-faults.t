@@ -192,6 +192,9 @@ sub race {
 		. "Stream-TTL: 3600\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
 	is($r->{status}, 201, 'the largest PUT answer reaches the client whole') or diag(substr($r->{raw}, 0, 300));
 	is($r->{headers}{location}, "http://$host/v1/stream/$name", '  with its Location');
+	$r = $s->req(PUT => 'amb/orphan', { %$T, 'Stream-Forked-From' => '/v1/stream/amb/none' });
+	is($r->{status}, 404, 'a fork of a missing source: 404');
+	ok(!exists $r->{headers}{location}, '  and no Location (it is for a 201 only)');
 	$r = $s->raw("PUT /v1/stream/amb/withport HTTP/1.1\r\nHost: example.test:8080\r\nContent-Length: 0\r\n"
 		. "Connection: close\r\n\r\n");
 	is($r->{headers}{location}, 'http://example.test:8080/v1/stream/amb/withport', 'Location echoes host:port');
