@@ -3,7 +3,10 @@
 #   make            build everything (warnings are errors)
 #   make run        install what is missing, build, run the stack on 127.0.0.1:4437
 #   make test       install what is missing, build, run every test with prove
-#   make sanitize   C unit tests under ASan+UBSan
+#   make sanitize   every test under ASan+UBSan: the C unit tests, then the
+#                   integration tests against ASan+UBSan ds-fcgi and ds-notify
+#                   (scripts/sanitize); fails on any sanitizer report from any
+#                   process of the stack, even one that a test survived
 #   make valgrind   C unit tests under valgrind
 #   make fuzz       build the parser fuzzers (clang/libFuzzer) and run each briefly
 #   make bench      run the benchmarks (prints numbers; not a test)
@@ -71,11 +74,18 @@ test: setup all
 unit: all
 	prove t/0*-unit-*.t
 
-sanitize:
-	$(MAKE) B=build-asan \
-	  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-	  build-asan/ds-fcgi $(UNIT_SRC:t/unit/%.c=build-asan/t/%)
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 DS_UNIT_DIR=build-asan/t prove t/0*-unit-*.t
+# Unit tests report to stderr and fail by exit status. The integration tests'
+# servers outlive their crashes (multiwatch respawns workers), so
+# scripts/sanitize collects their reports in files and fails on any.
+SANFLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+           -fno-sanitize-recover=all
+
+sanitize: setup
+	$(MAKE) B=build-asan CFLAGS="$(SANFLAGS)" \
+	  build-asan/ds-fcgi build-asan/ds-notify $(UNIT_SRC:t/unit/%.c=build-asan/t/%)
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  DS_UNIT_DIR=build-asan/t prove t/0*-unit-*.t
+	SAN_BUILD=build-asan scripts/sanitize
 
 valgrind: all
 	DS_UNIT_WRAP="valgrind -q --error-exitcode=99 --leak-check=full" prove t/0*-unit-*.t

@@ -22,7 +22,7 @@ diag("seed $seed");
 local $SIG{ALRM} = sub { die "60-forks: timed out after 100 s\n" };
 alarm 100;
 
-my $ROOT = "$FindBin::Bin/..";
+my $DS = Stack::fcgi_bin();    # the stack's ds-fcgi (the ASan one under make sanitize)
 my $s = Stack->new(workers => 2, threads => 8);
 my $T = { 'Content-Type' => 'text/plain' };
 my $prefix = '/v1/stream/';
@@ -34,7 +34,7 @@ sub segments {
 }
 
 sub verify {
-	my $out = `$ROOT/build/ds-fcgi --data ${\ $s->data_dir} --verify 2>&1`;
+	my $out = `$DS --data ${\ $s->data_dir} --verify 2>&1`;
 	my $rc = $? >> 8;
 	chomp $out;
 	return ($rc, $out);
@@ -114,7 +114,7 @@ is(($s->read_all('k/root'))[0], 'root-data', 'root data intact');
 # Everything left must still be collectable: delete every stream the clients may have left,
 # whatever order (the cascade does not care), then the roots.
 my @left = map { (split /\t/)[0] } grep { m{^k/r\d} }
-	split /\n/, `$ROOT/build/ds-fcgi --data ${\ $s->data_dir} --list`;
+	split /\n/, `$DS --data ${\ $s->data_dir} --list`;
 diag(scalar(@left) . ' streams left by the crashed clients');
 my $bad = 0;
 for my $p (@left) {
@@ -128,7 +128,7 @@ is($s->req(DELETE => 'c/root')->{status}, 204, 'last plain stream deleted');
 is($rc, 0, "store consistent at the end: $out");
 like($out, qr/verify: 0 streams/, 'no record left behind: soft-deleted ones were collected');
 $s->stop;
-my $rec = `$ROOT/build/ds-fcgi --data ${\ $s->data_dir} --recover --orphan-age 0 2>&1`;
+my $rec = `$DS --data ${\ $s->data_dir} --recover --orphan-age 0 2>&1`;
 chomp $rec;
 diag($rec);
 is(segments(), 0, 'no segment file left on disk after recovery');

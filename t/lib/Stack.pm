@@ -16,16 +16,18 @@ package Stack;
 # SIGKILLs every process of the stack that is left (process group, descendants, and the pool).
 #
 # Environment:
+#   DS_FCGI_BIN       ds-fcgi binary for the stack (read by scripts/run) and for fcgi_bin()
 #   DS_STACK_RUN      run script to use instead of scripts/run
 #   DS_STACK_TIMEOUT  seconds to wait for the ready line (default 30)
 #   DS_TEST_PORTS     port range "LO-HI" to pick from (default 4600-4699)
 #   DS_KEEP=1         keep the temporary directory (its path is printed as a diagnostic)
+#   DS_SAN_REPORTS    set by scripts/sanitize: see below
 
 use strict;
 use warnings;
 use Carp qw(croak);
 use Cwd qw(abs_path);
-use File::Basename qw(dirname);
+use File::Basename qw(basename dirname);
 use File::Temp qw(tempdir);
 use HTTP::Tiny;
 use IO::Socket::INET;
@@ -35,6 +37,17 @@ use Time::HiRes qw(time sleep);
 
 our $ROOT = abs_path(dirname(abs_path(__FILE__)) . '/../..');
 my %LIVE;    # id => stack, so END can stop what DESTROY did not
+
+# Under scripts/sanitize (DS_SAN_REPORTS=DIR), sanitizer reports of everything this test starts
+# go to DIR/<test>.asan.<program>.<pid> (and .ubsan.), so that each can be traced to its test.
+# Sanitizer lines on a stack's stderr are saved to DIR/<test>.stderr.<n> when it stops: gcc's
+# libubsan prints to stderr whatever log_path says (the ASan report of its abort() goes to a file).
+my $SAN_TEST = basename($0) =~ s/\.t$//r;
+my $san_saved = 0;
+if (my $d = $ENV{DS_SAN_REPORTS}) {
+	$ENV{ASAN_OPTIONS}  = join ':', grep { length } $ENV{ASAN_OPTIONS} // '', "log_path=$d/$SAN_TEST.asan";
+	$ENV{UBSAN_OPTIONS} = join ':', grep { length } $ENV{UBSAN_OPTIONS} // '', "log_path=$d/$SAN_TEST.ubsan";
+}
 
 # new(%opt): start a stack.  Options: workers, threads, max_body, front, port, args => [...]
 # (extra scripts/run arguments), env => {...} (extra environment), timeout (ready, seconds),
@@ -61,6 +74,13 @@ sub new {
 		# Another process may have taken the port between our probe and the bind.
 		croak $err if $try == $tries || $err !~ /in use|bind\(\)|could not bind/i;
 	}
+}
+
+# fcgi_bin(): the ds-fcgi binary the stack runs, for tests that run it themselves (--verify, ...):
+# DS_FCGI_BIN as scripts/run resolves it (relative to the top directory), else build/ds-fcgi.
+sub fcgi_bin {
+	my $b = $ENV{DS_FCGI_BIN} // 'build/ds-fcgi';
+	return $b =~ m{^/} ? $b : "$ROOT/$b";
 }
 
 sub base      { $_[0]{base} }        # http://127.0.0.1:PORT
@@ -275,6 +295,7 @@ sub stop {
 	$self->_diag("stack did not stop within 5 s of SIGTERM; sending SIGKILL") unless $exited;
 	$self->_reap_all(\%tree);
 	delete $self->{pid};
+	$self->_save_san_stderr;
 }
 
 # crash(): SIGKILL every process of the stack at once, as a power cut or an OOM kill of the
@@ -290,6 +311,24 @@ sub crash {
 	$self->_reap_all(\%tree);
 	delete $LIVE{"$self"};
 	delete $self->{pid};
+	$self->_save_san_stderr;
+}
+
+# _save_san_stderr(): under scripts/sanitize, copy every sanitizer message of the stack's stderr
+# (with the stack-frame lines after it) to a report file.
+sub _save_san_stderr {
+	my ($self) = @_;
+	my $d = $ENV{DS_SAN_REPORTS} or return;
+	open my $in, '<', $self->stderr_file or return;
+	my ($keep, $out) = (0, '');
+	while (my $l = <$in>) {
+		$keep = $l =~ /runtime error:|Sanitizer|^==\S+==(?:ERROR|WARNING)/ ? 1 : $keep && $l =~ /^\s+#\d/;
+		$out .= $l if $keep;
+	}
+	return unless length $out;
+	my $f = sprintf '%s/%s.stderr.%d.%d', $d, $SAN_TEST, $$, ++$san_saved;
+	open my $fh, '>', $f or return $self->_diag("$f: $!");
+	print $fh $out;
 }
 
 # restart(): start the stack again on the same data directory and port (stopping it first if
