@@ -22,7 +22,6 @@ use Stack;
 local $SIG{ALRM} = sub { die "35-faults: timed out after 120 s\n" };
 alarm 120;
 
-my $ROOT = "$FindBin::Bin/..";
 my $s = Stack->new(workers => 2, threads => 8, args => [ '--', '--test-hooks' ]);
 my $T = { 'Content-Type' => 'text/plain' };
 my $J = { 'Content-Type' => 'application/json' };
@@ -211,7 +210,7 @@ sub race {
 	is($s->req(PUT => 'a/__DS', $T)->{status}, 201, '__DS below the first segment is ordinary');
 }
 
-my $out = `$ROOT/build/ds-fcgi --data ${\ $s->data_dir} --verify 2>&1`;
+my $out = `${\ Stack::fcgi_bin()} --data ${\ $s->data_dir} --verify 2>&1`;
 is($? >> 8, 0, 'ds-fcgi --verify is clean') or diag($out);
 $s->stop;
 done_testing;

@@ -110,7 +110,13 @@ while (time < $deadline) {
 	sleep 0.1;
 }
 ok($back, 'scripts/run restarted ds-notify and both workers reconnected');
-chomp(my $npid2 = do { local (@ARGV, $/) = $pidfile; <> } // '');
+# The workers can reconnect before scripts/run has written the new pid: wait for it too.
+my $npid2 = $npid;
+while (time < $deadline) {
+	chomp($npid2 = do { local (@ARGV, $/) = $pidfile; <> } // '');
+	last if $npid2 ne $npid && $npid2 =~ /^\d+$/;
+	sleep 0.05;
+}
 isnt($npid2, $npid, "new ds-notify pid $npid2");
 @lat = round($s, 'live/a', 6, 'push-two');
 $max = max_of(@lat);

@@ -383,7 +383,7 @@ for my $p ($SMALL, @order) {
 
 # ---- the store verifies --------------------------------------------------------------------
 $s->stop;
-my $verify = `$Stack::ROOT/build/ds-fcgi --data $data --verify 2>&1`;
+my $verify = `${\ Stack::fcgi_bin()} --data $data --verify 2>&1`;
 is($?, 0, 'ds-fcgi --verify passes') or diag($verify);
 diag(sprintf('seed %d: %.1f s', $seed, time - $t0));
 alarm 0;
