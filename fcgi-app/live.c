@@ -115,10 +115,11 @@ ds_longpoll_check(struct ds_req *r, uint64_t id, uint64_t from,
 		m->id = id;
 		m->from = from;
 	}
-	if (m->e != DS_OK)
+	if ((m->e == DS_OK || m->e == DS_EOFFSET) && m->info.id != id)
+		/* Deleted and made again (maybe shorter than from). */
+		ds_respond_store_error(r, DS_ENOTFOUND);
+	else if (m->e != DS_OK)
 		ds_respond_store_error(r, m->e);
-	else if (m->info.id != id)
-		ds_respond_store_error(r, DS_ENOTFOUND); /* deleted, re-made */
 	else if (inline_max > 0 && m->len > inline_max)
 		done = -1;
 	else if (m->len > 0)

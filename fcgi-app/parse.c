@@ -582,18 +582,19 @@ ds_header_closed(const char *v)
 static const struct {
 	const char	*param;		/* FastCGI parameter name */
 	const char	*name;		/* as the client sends it */
+	int		 nocase;	/* values compare case-insensitively */
 } single_hdrs[] = {
-	{ "HTTP_CONTENT_TYPE", "Content-Type" },
-	{ "HTTP_STREAM_CLOSED", "Stream-Closed" },
-	{ "HTTP_STREAM_SEQ", "Stream-Seq" },
-	{ "HTTP_STREAM_TTL", "Stream-TTL" },
-	{ "HTTP_STREAM_EXPIRES_AT", "Stream-Expires-At" },
-	{ "HTTP_STREAM_FORKED_FROM", "Stream-Forked-From" },
-	{ "HTTP_STREAM_FORK_OFFSET", "Stream-Fork-Offset" },
-	{ "HTTP_STREAM_FORK_SUB_OFFSET", "Stream-Fork-Sub-Offset" },
-	{ "HTTP_PRODUCER_ID", "Producer-Id" },
-	{ "HTTP_PRODUCER_EPOCH", "Producer-Epoch" },
-	{ "HTTP_PRODUCER_SEQ", "Producer-Seq" },
+	{ "HTTP_CONTENT_TYPE", "Content-Type", 1 },
+	{ "HTTP_STREAM_CLOSED", "Stream-Closed", 1 },
+	{ "HTTP_STREAM_SEQ", "Stream-Seq", 0 },
+	{ "HTTP_STREAM_TTL", "Stream-TTL", 0 },
+	{ "HTTP_STREAM_EXPIRES_AT", "Stream-Expires-At", 1 },
+	{ "HTTP_STREAM_FORKED_FROM", "Stream-Forked-From", 0 },
+	{ "HTTP_STREAM_FORK_OFFSET", "Stream-Fork-Offset", 0 },
+	{ "HTTP_STREAM_FORK_SUB_OFFSET", "Stream-Fork-Sub-Offset", 0 },
+	{ "HTTP_PRODUCER_ID", "Producer-Id", 0 },
+	{ "HTTP_PRODUCER_EPOCH", "Producer-Epoch", 0 },
+	{ "HTTP_PRODUCER_SEQ", "Producer-Seq", 0 },
 };
 #define NSINGLE (sizeof(single_hdrs) / sizeof(single_hdrs[0]))
 
@@ -615,7 +616,10 @@ ds_env_conflict(char *const *envp)
 				continue;
 			if (seen[i] == NULL)
 				seen[i] = eq + 1;
-			else if (strcmp(seen[i], eq + 1) != 0)
+			else if (strlen(seen[i]) != strlen(eq + 1) ||
+			    (single_hdrs[i].nocase ?
+			    !span_caseeq(seen[i], eq + 1, strlen(seen[i])) :
+			    strcmp(seen[i], eq + 1) != 0))
 				return single_hdrs[i].name;
 			break;
 		}

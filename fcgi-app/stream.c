@@ -66,13 +66,16 @@ location_url(struct ds_req *r, char *loc, size_t locsz)
 		ds_respond_error(r, 400, "invalid Host header");
 		return -1;
 	}
-	if (!host) {
-		host = ds_param(r, "SERVER_NAME");
-		if (!ds_host_valid(host))
-			host = "localhost";
-	}
-	n = snprintf(loc, locsz, "%s://%s%.*s", scheme, host, (int)pathlen,
-	    r->uri);
+	/*
+	 * Without a Host (HTTP/1.0) the server's name is unknown (nginx's
+	 * SERVER_NAME is a pattern such as "_"): a relative reference is a
+	 * valid Location (RFC 9110 10.2.2).
+	 */
+	if (host)
+		n = snprintf(loc, locsz, "%s://%s%.*s", scheme, host,
+		    (int)pathlen, r->uri);
+	else
+		n = snprintf(loc, locsz, "%.*s", (int)pathlen, r->uri);
 	if (n < 0 || (size_t)n >= locsz) {
 		ds_respond_error(r, 400, "request URL too long to answer");
 		return -1;

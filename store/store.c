@@ -168,14 +168,18 @@ meta_reserve(struct ds_store *s)
  * This must run before mdb_env_open(): closing a descriptor of lock.mdb
  * drops every POSIX lock the process holds on it, LMDB's included. Blocks
  * already allocated need no room, so a worker restarted on a full disk
- * opens the store all the same.
+ * opens the store all the same. A lock file left sparse (by an older
+ * version or LMDB's tools) or removed, on a disk that is full now: the
+ * store still opens when the header and the first slots fit, with a
+ * warning, so that the operator can free space through the API; when not
+ * even they fit, LMDB's own first write would be SIGBUS: DS_ENOSPC.
  */
 static enum ds_err
 lock_prealloc(const char *meta, unsigned max_readers)
 {
 	char path[4096];
 	struct stat st;
-	off_t len;
+	off_t len, min = 64 * 1024;	/* header and ~1,000 slots */
 	int fd, rc, saved;
 
 	if (snprintf(path, sizeof(path), "%s/lock.mdb", meta) >=
@@ -183,7 +187,7 @@ lock_prealloc(const char *meta, unsigned max_readers)
 		return DS_EIO;
 	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640)) == -1) {
 		saved = errno;
-		ds_log("open %s: %s", path, strerror(errno));
+		ds_log("open %s: %s", path, strerror(saved));
 		return sys_err(saved);
 	}
 	len = (off_t)max_readers * 64 + 4096;
@@ -192,6 +196,18 @@ lock_prealloc(const char *meta, unsigned max_readers)
 	while ((rc = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, len)) == -1 &&
 	    errno == EINTR)
 		;
+	/* Then what fits of the first 64 KiB, down to the header's page. */
+	for (; rc == -1 && sys_err(errno) == DS_ENOSPC && min >= 4096;
+	    min /= 4) {
+		while ((rc = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, min)) ==
+		    -1 && errno == EINTR)
+			;
+		if (rc == 0)
+			ds_log("%s: the disk is full: only %lld of %lld bytes "
+			    "of reader slots are allocated; free space soon "
+			    "(workers whose threads need a slot past them "
+			    "die)", path, (long long)min, (long long)len);
+	}
 	saved = errno;
 	close(fd);
 	if (rc == 0 || saved == EOPNOTSUPP)

@@ -16,6 +16,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use POSIX qw(:sys_wait_h);
+use HTTP::Tiny;
 use Time::HiRes qw(time sleep);
 use Stack;
 
@@ -119,6 +120,29 @@ sub race {
 	}
 }
 
+{
+	# A long-poll whose stream is deleted and made again, shorter than its offset: 404, not 400.
+	my $p = 'race/lp';
+	is($s->req(PUT => $p, $T, 'abcdef')->{status}, 201, 'stream for a waiting long-poll');
+	pipe(my $rd, my $wr) or die "pipe: $!";
+	my $pid = fork // die "fork: $!";
+	if ($pid == 0) {
+		close $rd;
+		my $h = HTTP::Tiny->new(timeout => 15);
+		my $r = $h->get($s->url("$p?offset=0000000000000000_0000000000000006&live=long-poll"));
+		print $wr $r->{status};
+		close $wr;
+		POSIX::_exit(0);
+	}
+	close $wr;
+	sleep 0.4;
+	is($s->req(DELETE => $p)->{status}, 204, '  deleted while the long-poll waits');
+	is($s->req(PUT => $p, $T, 'ab')->{status}, 201, '  created again, shorter than its offset');
+	my $st = do { local $/; <$rd> };
+	waitpid($pid, 0);
+	is($st, 404, 'the long-poll answers 404 (its stream is gone), not 400');
+}
+
 # ---- 3. fork depth ----------------------------------------------------------------------------
 {
 	my $max = 31;    # DS_CHAIN_MAX - 1 forks below a plain stream
@@ -194,6 +218,12 @@ sub race {
 	$r = $s->req(PUT => 'amb/orphan', { %$T, 'Stream-Forked-From' => '/v1/stream/amb/none' });
 	is($r->{status}, 404, 'a fork of a missing source: 404');
 	ok(!exists $r->{headers}{location}, '  and no Location (it is for a 201 only)');
+	$r = $s->raw("PUT /v1/stream/amb/nohost HTTP/1.0\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n");
+	is($r->{status}, 201, 'HTTP/1.0 PUT without Host: 201');
+	is($r->{headers}{location}, '/v1/stream/amb/nohost', '  with a relative Location');
+	$r = $s->req(POST => 'amb/nohost', { %$T, 'Stream-Closed' => [ 'true', 'TRUE' ] }, 'x');
+	is($r->{status}, 204, 'Stream-Closed true and TRUE agree: not ambiguous');
+	is($s->req(HEAD => 'amb/nohost')->{headers}{'stream-closed'}, 'true', '  and the stream is closed');
 	$r = $s->raw("PUT /v1/stream/amb/withport HTTP/1.1\r\nHost: example.test:8080\r\nContent-Length: 0\r\n"
 		. "Connection: close\r\n\r\n");
 	is($r->{headers}{location}, 'http://example.test:8080/v1/stream/amb/withport', 'Location echoes host:port');

@@ -570,6 +570,9 @@ test_repeated(void)
 	    "HTTP_PRODUCER_SEQ=1", "HTTP_PRODUCER_SEQ_X=2", NULL };
 	static const char *noeq[] = { "HTTP_PRODUCER_ID", "HTTP_PRODUCER_ID=a",
 	    NULL };
+	static const char *cases[] = { "HTTP_STREAM_CLOSED=true",
+	    "HTTP_STREAM_CLOSED=TRUE", "HTTP_PRODUCER_ID=a",
+	    "HTTP_PRODUCER_ID=A", NULL };
 	const char *c;
 
 	is_int(ds_header_closed(NULL), 0, "closed: absent");
@@ -591,6 +594,9 @@ test_repeated(void)
 	is_str(c ? c : "(none)", "Content-Type", "env: two Content-Type");
 	ok(ds_env_conflict((char *const *)prefix) == NULL, "env: names match whole");
 	ok(ds_env_conflict((char *const *)noeq) == NULL, "env: entry without '='");
+	c = ds_env_conflict((char *const *)cases);
+	is_str(c ? c : "(none)", "Producer-Id",
+	    "env: Stream-Closed compares in any case, Producer-Id exactly");
 	ok(ds_host_valid("example.com"), "host: name");
 	ok(ds_host_valid("127.0.0.1:4437"), "host: address and port");
 	ok(ds_host_valid("[::1]:80"), "host: IPv6 literal");
