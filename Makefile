@@ -8,7 +8,7 @@
 #                   (scripts/sanitize); fails on any sanitizer report from any
 #                   process of the stack, even one that a test survived
 #   make valgrind   C unit tests under valgrind
-#   make fuzz       build the parser fuzzers (clang/libFuzzer) and run each briefly
+#   make fuzz       build the fuzzers (clang/libFuzzer) and run each briefly
 #   make bench      run the benchmarks (prints numbers; not a test)
 #   make install    PREFIX=/usr/local DESTDIR=
 
