@@ -50,6 +50,8 @@ struct ds_req {
 /* http.c: request and response plumbing. */
 const char	*ds_param(const struct ds_req *, const char *name);
 int		 ds_read_body(struct ds_req *);
+void		 ds_drain_body(struct ds_req *);
+int		 ds_header_value_ok(const char *);
 void		 ds_add_header(struct ds_req *, const char *name,
 		    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void		 ds_respond_head(struct ds_req *, int status,

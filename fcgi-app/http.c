@@ -108,6 +108,38 @@ ds_read_body(struct ds_req *r)
 	return 0;
 }
 
+/*
+ * Reads and drops whatever is left of the request body (a GET may carry
+ * one), so that the connection has nothing more to read until the front
+ * server closes it or aborts the request.
+ */
+void
+ds_drain_body(struct ds_req *r)
+{
+	char trash[4096];
+
+	while (FCGX_GetStr(trash, sizeof(trash), r->fr->in) > 0)
+		continue;
+	r->input_done = 1;
+}
+
+/*
+ * Is v fit to be repeated in a response header? Horizontal tab, space,
+ * visible ASCII and bytes of 0x80 and above (RFC 9110 field-vchar and
+ * obs-text); no other control byte, so nothing stored from a request can
+ * end a header line or forge one.
+ */
+int
+ds_header_value_ok(const char *v)
+{
+	const unsigned char *p;
+
+	for (p = (const unsigned char *)v; *p; p++)
+		if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+			return 0;
+	return 1;
+}
+
 void
 ds_add_header(struct ds_req *r, const char *name, const char *fmt, ...)
 {

@@ -413,3 +413,15 @@ ds_json_array(const char *data, size_t len, size_t *outlen)
 	*outlen = (size_t)(p - out);
 	return out;
 }
+
+int
+ds_json_record_ok(const char *rec, size_t len)
+{
+	char *out;
+	size_t outlen, n;
+	enum ds_json_err e;
+
+	e = ds_json_split(rec, len, 1, &out, &outlen, &n);
+	free(out);
+	return e == DS_JSON_OK;
+}

@@ -41,6 +41,12 @@ enum ds_json_err ds_json_split(const char *buf, size_t len, int allow_empty,
 const char	*ds_json_strerror(enum ds_json_err);
 
 /*
+ * Is rec[0..len) one stored JSON-mode record: a single valid JSON value?
+ * (ds_store_verify()'s check for message streams.) Returns nonzero if so.
+ */
+int		 ds_json_record_ok(const char *rec, size_t len);
+
+/*
  * Turns stored records (each message followed by '\n', as ds_json_split()
  * writes them) into one JSON array text (PROTOCOL 9.1.5): "[]" for none.
  * Returns a malloc'd buffer (caller frees) and its length, or NULL.

@@ -71,6 +71,12 @@ live_start(struct ds_req *r, uint64_t *from, struct ds_stream_info *info)
 {
 	enum ds_err e;
 
+	/*
+	 * A live request waits for the front server to give up by watching
+	 * its connection, so anything it sent must be read first: a body on
+	 * a GET would look like a hang-up.
+	 */
+	ds_drain_body(r);
 	if ((e = ds_store_stat(r->store, r->path, r->now, info)) != DS_OK) {
 		ds_respond_store_error(r, e);
 		return -1;

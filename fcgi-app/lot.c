@@ -72,17 +72,11 @@ ds_lot_park(struct ds_req *r, struct notify_watch *w, uint64_t seen,
     uint64_t id, uint64_t from, const char *cursor, int64_t deadline)
 {
 	struct spot *sp;
-	char trash[4096];
 
 	if (evfd == -1 || (cursor && strlen(cursor) >= sizeof(sp->cursor)) ||
 	    (sp = calloc(1, sizeof(*sp))) == NULL)
 		return -1;
-	/*
-	 * Read the request to its end now, so that anything readable on
-	 * the connection later means the front server has given up.
-	 */
-	while (FCGX_GetStr(trash, sizeof(trash), r->fr->in) > 0)
-		continue;
+	/* live_start() read the request to its end (ds_drain_body()). */
 	sp->r = r;
 	sp->w = w;
 	sp->id = id;

@@ -89,19 +89,6 @@ print_stream(const char *path, const struct ds_stream_info *i, void *arg)
 	return 0;
 }
 
-/* --verify: is a stored JSON-mode record one valid JSON value? */
-static int
-json_record_ok(const char *rec, size_t len)
-{
-	char *out;
-	size_t outlen, n;
-	enum ds_json_err e;
-
-	e = ds_json_split(rec, len, 1, &out, &outlen, &n);
-	free(out);
-	return e == DS_JSON_OK;
-}
-
 static void *
 serve(void *arg)
 {
@@ -298,7 +285,7 @@ main(int argc, char *argv[])
 		return 0;
 	}
 	if (verify) {
-		if ((e = ds_store_verify(store, json_record_ok, &nstreams,
+		if ((e = ds_store_verify(store, ds_json_record_ok, &nstreams,
 		    &problems)) !=
 		    DS_OK) {
 			fprintf(stderr, "ds-fcgi: verify failed: %s\n",

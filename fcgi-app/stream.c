@@ -257,7 +257,9 @@ handle_put(struct ds_req *r)
 	int json, tries;
 
 	memset(&req, 0, sizeof(req));
+	/* The type is stored whole and repeated in every answer. */
 	if (ct && *ct && (strlen(ct) > DS_CTYPE_MAX ||
+	    !ds_header_value_ok(ct) ||
 	    ds_media_type_norm(ct, norm, sizeof(norm)) == -1)) {
 		ds_respond_error(r, 400, "invalid Content-Type");
 		return;
@@ -685,7 +687,7 @@ handle_options(struct ds_req *r)
 	const char *want = ds_param(r, "HTTP_ACCESS_CONTROL_REQUEST_HEADERS");
 
 	ds_add_header(r, "Access-Control-Allow-Methods", ALLOW);
-	if (want && *want && strlen(want) < 1024 && !strpbrk(want, "\r\n"))
+	if (want && *want && strlen(want) < 1024 && ds_header_value_ok(want))
 		ds_add_header(r, "Access-Control-Allow-Headers", "%s", want);
 	else
 		ds_add_header(r, "Access-Control-Allow-Headers",

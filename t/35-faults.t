@@ -224,6 +224,14 @@ sub race {
 	$r = $s->req(POST => 'amb/nohost', { %$T, 'Stream-Closed' => [ 'true', 'TRUE' ] }, 'x');
 	is($r->{status}, 204, 'Stream-Closed true and TRUE agree: not ambiguous');
 	is($s->req(HEAD => 'amb/nohost')->{headers}{'stream-closed'}, 'true', '  and the stream is closed');
+	# Values stored or echoed in answers must not carry control bytes (found by fuzz_request).
+	$r = $s->raw("PUT /v1/stream/amb/ctl HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain; a=\x01b\r\n"
+		. "Content-Length: 0\r\nConnection: close\r\n\r\n");
+	ok($r->{status} >= 400 && $r->{status} < 500, "a Content-Type with a control byte: 4xx ($r->{status})");
+	is($s->req(HEAD => 'amb/ctl')->{status}, 404, '  and nothing created');
+	$r = $s->raw("OPTIONS /v1/stream/amb/ctl HTTP/1.1\r\nHost: x\r\n"
+		. "Access-Control-Request-Headers: a\x01b\r\nConnection: close\r\n\r\n");
+	unlike($r->{raw}, qr/\x01/, 'OPTIONS does not echo a control byte');
 	$r = $s->raw("PUT /v1/stream/amb/withport HTTP/1.1\r\nHost: example.test:8080\r\nContent-Length: 0\r\n"
 		. "Connection: close\r\n\r\n");
 	is($r->{headers}{location}, 'http://example.test:8080/v1/stream/amb/withport', 'Location echoes host:port');

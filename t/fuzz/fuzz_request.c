@@ -54,9 +54,9 @@
  *			in ms (default 2, 2 and 1; at most 50)
  *	!chunk=N	bytes per catch-up read (1024 to 65536, default 4096)
  *
- * Set FUZZ_REQUEST_VERBOSE=1 to print every request and its status, and
- * FUZZ_REQUEST_KNOWN to a comma-separated list of tags (see known()) to
- * stop sending what triggers a reported finding while its fix is pending.
+ * Set FUZZ_REQUEST_VERBOSE=1 to print every request and its status.
+ * t/fuzz/regress/fuzz_request/ holds the inputs of past findings; they
+ * seed the corpus, so each run checks them first.
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -85,6 +85,7 @@
 #include <sanitizer/common_interface_defs.h>
 
 #include "fcgi-app/app.h"
+#include "fcgi-app/json.h"
 #include "fcgi-app/parse.h"
 #include "store/store.h"
 
@@ -327,35 +328,6 @@ fail(const struct fz_req *q, const struct fz_resp *rs, const char *fmt, ...)
 		dump("response", rs->out.p ? rs->out.p : "", rs->out.len);
 	cleanup();
 	abort();
-}
-
-/*
- * Is a reported finding listed in FUZZ_REQUEST_KNOWN (comma-separated), so
- * that the harness stops sending what triggers it while its fix is
- * pending? The tags:
- *
- *	ctype-ctl	no control bytes in CONTENT_TYPE (a PUT stores the
- *			parameters unchecked and echoes them in Content-Type)
- *	acrh-ctl	no control bytes but CR/LF in
- *			Access-Control-Request-Headers (OPTIONS echoes it)
- *	host-long	Host values cut to 255 bytes (a long one overflows
- *			the response headers of a PUT into a 500)
- *	host-ctl	no control bytes but CR/LF in Host (Location
- *			echoes it)
- *	get-body	no body on a GET (a long-poll waiting in its thread
- *			takes unread body bytes for a client that left and
- *			answers nothing)
- */
-static int
-known(const char *tag)
-{
-	const char	*k = getenv("FUZZ_REQUEST_KNOWN"), *p;
-	size_t		 n = strlen(tag);
-
-	for (p = k; p != NULL && (p = strstr(p, tag)) != NULL; p += n)
-		if ((p == k || p[-1] == ',') && (p[n] == '\0' || p[n] == ','))
-			return 1;
-	return 0;
 }
 
 /*
@@ -1106,23 +1078,6 @@ control_line(struct fz_req *q, const char *s, size_t n, unsigned *rep)
 		q->chunk = ctl_num(s + 7, n - 7, 1024, 65536);
 }
 
-/* Removes control bytes from v, but CR and LF when keep_crlf is set. */
-static void
-strip_ctl(char *v, int keep_crlf)
-{
-	char	*o = v;
-	int	 c;
-
-	for (; *v != '\0'; v++) {
-		c = (unsigned char)*v;
-		if (((c < 0x20 && c != '\t') || c == 0x7f) &&
-		    !(keep_crlf && (c == '\r' || c == '\n')))
-			continue;
-		*o++ = *v;
-	}
-	*o = '\0';
-}
-
 /* A header line "Name: value" or a raw "=NAME=value" param. */
 static void
 header_line(struct fz_req *q, const char *s, size_t n)
@@ -1171,16 +1126,6 @@ header_line(struct fz_req *q, const char *s, size_t n)
 	while (colon < s + n && (*colon == ' ' || *colon == '\t'))
 		colon++;
 	value = header_value(colon, (size_t)(s + n - colon));
-	if (strcmp(name.p, "CONTENT_TYPE") == 0 && known("ctype-ctl"))
-		strip_ctl(value, 0);
-	if (strcmp(name.p, "HTTP_ACCESS_CONTROL_REQUEST_HEADERS") == 0 &&
-	    known("acrh-ctl"))
-		strip_ctl(value, 1);
-	if (strcmp(name.p, "HTTP_HOST") == 0 && strlen(value) > 255 &&
-	    known("host-long"))
-		value[255] = '\0';
-	if (strcmp(name.p, "HTTP_HOST") == 0 && known("host-ctl"))
-		strip_ctl(value, 1);
 	add_param(q, name.p, value);
 	free(value);
 	buf_free(&name);
@@ -1227,7 +1172,7 @@ decode_request(struct fz_req *q, const char *s, size_t n)
 			break;
 		}
 	}
-	if (s < end && !(strcmp(q->method, "GET") == 0 && known("get-body"))) {
+	if (s < end) {
 		len = (size_t)(end - s);
 		for (total = 0; rep > 0 && total < MAX_WIRE_BODY; rep--) {
 			i = len < MAX_WIRE_BODY - total ? len :
@@ -1405,7 +1350,8 @@ store_reset(void)
 	enum ds_err	 e;
 	size_t		 i;
 
-	if ((e = ds_store_verify(store, &streams, &problems)) != DS_OK)
+	if ((e = ds_store_verify(store, ds_json_record_ok, &streams,
+	    &problems)) != DS_OK)
 		die("FINDING: ds_store_verify: %s", ds_strerror(e));
 	if (problems > 0)
 		die("FINDING: ds_store_verify: %u problems in %u streams",
