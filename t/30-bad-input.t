@@ -14,13 +14,7 @@ use File::Find;
 use Stack;
 
 my $MAX = 65536;
-my $s = eval { Stack->new(workers => 2, threads => 4, max_body => $MAX) };
-unless ($s) {
-	fail('stack started');
-	diag($@);
-	done_testing;
-	exit;
-}
+my $s = Stack->start(workers => 2, threads => 4, max_body => $MAX);
 note($s->{ready_line});
 
 my $TEXT = 'bad/text';

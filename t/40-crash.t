@@ -38,13 +38,7 @@ local $SIG{ALRM} = sub {
 };
 alarm 58;
 
-my $s = eval { Stack->new(workers => 2, threads => 8) };
-unless ($s) {
-	fail('stack started');
-	diag($@);
-	done_testing;
-	exit;
-}
+my $s = Stack->start(workers => 2, threads => 8);
 note($s->{ready_line});
 my $r = $s->req(PUT => $TEXT, { 'Content-Type' => 'text/plain' });
 is($r->{status}, 201, 'create text stream') or diag("$r->{status} $r->{content}");

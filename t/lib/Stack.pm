@@ -83,6 +83,19 @@ sub fcgi_bin {
 	return $b =~ m{^/} ? $b : "$ROOT/$b";
 }
 
+# start(%opt): new(%opt) for a test script: on failure it fails a check with the stack's stderr
+# and ends the script (done_testing, exit), so the script can go on as if the stack were there.
+sub start {
+	my ($class, %opt) = @_;
+	my $s = eval { $class->new(%opt) };
+	return $s if $s;
+	require Test::More;
+	Test::More::fail('stack started');
+	Test::More::diag($@);
+	Test::More::done_testing();
+	exit;
+}
+
 sub base      { $_[0]{base} }        # http://127.0.0.1:PORT
 sub port      { $_[0]{port} }
 sub data_dir  { $_[0]{data} }
