@@ -117,7 +117,7 @@ meta_reserve(struct ds_store *s)
 	uint64_t want, have, extra;
 	int fd, rc;
 
-	if (s->no_reserve)
+	if (__atomic_load_n(&s->no_reserve, __ATOMIC_RELAXED))
 		return DS_OK;
 	if ((rc = mdb_env_info(s->env, &ei)) != 0)
 		return mdb_err(__func__, "mdb_env_info", rc);
@@ -148,7 +148,7 @@ meta_reserve(struct ds_store *s)
 	if (errno == EOPNOTSUPP) {
 		ds_log("fallocate on the LMDB data file: %s; deletes on a "
 		    "full disk may fail", strerror(errno));
-		s->no_reserve = 1;
+		__atomic_store_n(&s->no_reserve, 1, __ATOMIC_RELAXED);
 		return DS_OK;
 	}
 	ds_log("fallocate %u reserve pages of the LMDB data file: %s",
