@@ -35,7 +35,7 @@ UNIT_BIN  = $(UNIT_SRC:t/unit/%.c=$(B)/t/%)
 
 PROGS = $(B)/ds-fcgi $(B)/ds-notify
 
-.PHONY: all setup run test unit sanitize valgrind fuzz bench install clean
+.PHONY: all setup setup-fronts run test unit sanitize valgrind fuzz bench install clean
 
 all: $(PROGS) $(UNIT_BIN)
 
@@ -68,7 +68,11 @@ run: setup all
 	scripts/run --port 4437 --data ./var
 
 # Every test, C unit tests and integration tests alike, is a t/*.t file.
-test: setup all
+# make test runs the conformance suite behind every front server: install them.
+setup-fronts:
+	@scripts/setup --front lighttpd --front caddy
+
+test: setup-fronts all
 	prove t/
 
 unit: all

@@ -49,6 +49,7 @@ struct ds_req {
 
 /* http.c: request and response plumbing. */
 const char	*ds_param(const struct ds_req *, const char *name);
+const char	*ds_content_type(const struct ds_req *);
 int		 ds_read_body(struct ds_req *);
 void		 ds_drain_body(struct ds_req *);
 int		 ds_header_value_ok(const char *);

@@ -32,6 +32,26 @@ ds_param(const struct ds_req *r, const char *name)
 }
 
 /*
+ * The request's Content-Type as the client sent it, or NULL when it sent
+ * none. Front servers differ: nginx passes it as both CONTENT_TYPE and
+ * HTTP_CONTENT_TYPE, lighttpd as CONTENT_TYPE only, and Caddy's FastCGI
+ * transport passes HTTP_CONTENT_TYPE when the client sent one but fills
+ * CONTENT_TYPE with "application/x-www-form-urlencoded" when it did not.
+ */
+const char *
+ds_content_type(const struct ds_req *r)
+{
+	const char *v, *sw;
+
+	if ((v = ds_param(r, "HTTP_CONTENT_TYPE")) != NULL)
+		return v;
+	sw = ds_param(r, "SERVER_SOFTWARE");
+	if (sw != NULL && strncmp(sw, "Caddy/", 6) == 0)
+		return NULL;
+	return ds_param(r, "CONTENT_TYPE");
+}
+
+/*
  * Reads the request body into r->body, at most cfg->max_body bytes.
  * CONTENT_LENGTH may be absent or "-1" (Caddy passes chunked uploads that
  * way): then read to the end of the stream. Returns 0, 413 when the body is

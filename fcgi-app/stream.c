@@ -248,7 +248,7 @@ handle_put(struct ds_req *r)
 {
 	struct ds_create c, req;
 	struct ds_stream_info info, si;
-	const char *ct = ds_param(r, "CONTENT_TYPE");
+	const char *ct = ds_content_type(r);
 	char norm[DS_CTYPE_MAX + 1], src[DS_PATH_MAX + 1], msg[80];
 	char loc[2048];		/* Host <= 255, path <= 3 * DS_PATH_MAX */
 	char *msgs = NULL;
@@ -383,7 +383,7 @@ handle_post(struct ds_req *r)
 	struct ds_append_res res;
 	struct ds_producer p;
 	struct ds_stream_info info;
-	const char *ct = ds_param(r, "CONTENT_TYPE");
+	const char *ct = ds_content_type(r);
 	const char *closed = ds_param(r, "HTTP_STREAM_CLOSED");
 	const char *seq = ds_param(r, "HTTP_STREAM_SEQ");
 	char norm[DS_CTYPE_MAX + 1], off[DS_OFFSET_LEN + 1];

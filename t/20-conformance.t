@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 # Upstream conformance suite (npm @durable-streams/server-conformance-tests, vitest) against the
-# whole stack (nginx + ds-fcgi, 4 workers x 32 threads).  Every upstream test becomes one TAP test
+# whole stack (front server + ds-fcgi, 4 workers x 32 threads).  Every upstream test becomes one TAP test
 # named "<group> > <test name>"; tests matching an entry of t/conformance-todo.txt are TODO.
 #
 # By default the suite runs through a two-line runner that calls runConformanceTests() with
@@ -12,6 +12,8 @@
 #   DS_CONFORMANCE_URL=URL            run against an already running server instead of a stack
 #   DS_CONFORMANCE_LONG_POLL_MS=MS    ds-fcgi --long-poll-timeout for the stack (default 3000;
 #                                     empty: the server's default)
+#   DS_CONFORMANCE_FRONT=NAME         front server of the stack: nginx (default), lighttpd or
+#                                     caddy (t/21 and t/22 run this file behind the other two)
 use strict;
 use warnings;
 use FindBin;
@@ -70,6 +72,7 @@ if ($ENV{DS_CONFORMANCE_URL}) {
 	# timeout (offset=now on a quiet stream), so the stack gets a shorter one than its default.
 	my $lp = $ENV{DS_CONFORMANCE_LONG_POLL_MS} // 3000;
 	$stack = eval { Stack->new(workers => 4, threads => 32,
+		front => $ENV{DS_CONFORMANCE_FRONT} // 'nginx',
 		args => [ length $lp ? ('--', '--long-poll-timeout', $lp) : () ]) };
 	unless ($stack) {
 		fail('stack started');
