@@ -648,6 +648,13 @@ handle_get(struct ds_req *r)
 		ds_respond_store_error(r, e);
 		return;
 	}
+	/*
+	 * A catch-up answer is whole when it is written: a front server that
+	 * offers to buffer it (nginx, see deploy/nginx.conf.in) takes it at
+	 * once, so that a slow client holds no worker thread.
+	 */
+	if (len > 0 && ds_param(r, "DS_FRONT_BUFFERS") != NULL)
+		ds_add_header(r, "X-Accel-Buffering", "yes");
 	ds_send_read(r, &info, from == DS_POS_NOW ? info.tail : from, data,
 	    len, from == DS_POS_NOW, 0);
 	free(data);
