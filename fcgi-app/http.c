@@ -53,9 +53,11 @@ ds_content_type(const struct ds_req *r)
 
 /*
  * Reads the request body into r->body, at most cfg->max_body bytes.
- * CONTENT_LENGTH may be absent or "-1" (Caddy passes chunked uploads that
- * way): then read to the end of the stream. Returns 0, 413 when the body is
- * over the limit (nothing of it is kept), 400 for a malformed length, or 500.
+ * CONTENT_LENGTH may be absent, "-1" (Caddy passes chunked uploads that
+ * way) or "0": then read to the end of the stream, so that a front server
+ * that announces no length cannot slip a body past the limit or leave it
+ * unread. Returns 0, 413 when the body is over the limit (nothing of it is
+ * kept), 400 for a malformed length, or 500.
  */
 int
 ds_read_body(struct ds_req *r)
@@ -73,10 +75,8 @@ ds_read_body(struct ds_req *r)
 			return 400;
 		if (n > r->cfg->max_body)
 			return 413;
-		if (n == 0) {
-			r->input_done = 1;
-			return 0;
-		}
+	}
+	if (n > 0) {
 		want = (size_t)n;
 		if ((r->body = malloc(want)) == NULL)
 			return 500;
