@@ -28,6 +28,13 @@ is_digit(int c)
 }
 
 static int
+is_alnum(int c)
+{
+
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c);
+}
+
+static int
 ascii_lower(int c)
 {
 
@@ -47,7 +54,7 @@ static int
 is_tchar(int c)
 {
 
-	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c))
+	if (is_alnum(c))
 		return 1;
 	return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
@@ -637,9 +644,7 @@ ds_host_valid(const char *h)
 	for (n = 0; h[n] != '\0'; n++) {
 		if (n == 255)
 			return 0;
-		if (!(h[n] >= 'a' && h[n] <= 'z') &&
-		    !(h[n] >= 'A' && h[n] <= 'Z') &&
-		    !(h[n] >= '0' && h[n] <= '9') &&
+		if (!is_alnum((unsigned char)h[n]) &&
 		    strchr("-._~:[]", h[n]) == NULL)
 			return 0;
 	}

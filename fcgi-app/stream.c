@@ -6,10 +6,10 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
-#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "fcgi-app/app.h"
 #include "fcgi-app/json.h"
@@ -78,6 +78,21 @@ location_url(struct ds_req *r, char *loc, size_t locsz)
 		n = snprintf(loc, locsz, "%.*s", (int)pathlen, r->uri);
 	if (n < 0 || (size_t)n >= locsz) {
 		ds_respond_error(r, 400, "request URL too long to answer");
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Reads Stream-Closed (PROTOCOL 4.1) into *closed (1: true). Returns 0, or
+ * -1 after answering 400 for a joined list that says both ("true, false").
+ */
+static int
+closed_header(struct ds_req *r, int *closed)
+{
+	*closed = ds_header_closed(ds_param(r, "HTTP_STREAM_CLOSED"));
+	if (*closed == -1) {
+		ds_respond_error(r, 400, "conflicting Stream-Closed values");
 		return -1;
 	}
 	return 0;
@@ -254,7 +269,7 @@ handle_put(struct ds_req *r)
 	char *msgs = NULL;
 	size_t msglen = 0;
 	enum ds_err e;
-	int json, tries;
+	int json, tries, closed;
 
 	memset(&req, 0, sizeof(req));
 	/* The type is stored whole and repeated in every answer. */
@@ -264,14 +279,10 @@ handle_put(struct ds_req *r)
 		ds_respond_error(r, 400, "invalid Content-Type");
 		return;
 	}
-	switch (ds_header_closed(ds_param(r, "HTTP_STREAM_CLOSED"))) {
-	case -1:
-		ds_respond_error(r, 400, "conflicting Stream-Closed values");
+	if (closed_header(r, &closed) == -1)
 		return;
-	case 1:
+	if (closed)
 		req.flags |= DS_F_CLOSED;
-		break;
-	}
 	if (expiry_headers(r, &req) == -1)
 		return;
 	if (location_url(r, loc, sizeof(loc)) == -1)
@@ -384,7 +395,6 @@ handle_post(struct ds_req *r)
 	struct ds_producer p;
 	struct ds_stream_info info;
 	const char *ct = ds_content_type(r);
-	const char *closed = ds_param(r, "HTTP_STREAM_CLOSED");
 	const char *seq = ds_param(r, "HTTP_STREAM_SEQ");
 	char norm[DS_CTYPE_MAX + 1], off[DS_OFFSET_LEN + 1];
 	char *msgs = NULL;
@@ -396,10 +406,8 @@ handle_post(struct ds_req *r)
 	if ((hasp = producer_headers(r, &p)) == -1)
 		return;
 	a.producer = hasp ? &p : NULL;
-	if ((a.close = ds_header_closed(closed)) == -1) {
-		ds_respond_error(r, 400, "conflicting Stream-Closed values");
+	if (closed_header(r, &a.close) == -1)
 		return;
-	}
 	if (seq) {
 		if (*seq == '\0' || strlen(seq) > DS_SEQ_MAX) {
 			ds_respond_error(r, 400, "invalid Stream-Seq");
