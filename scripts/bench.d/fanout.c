@@ -127,7 +127,9 @@ main(int argc, char *argv[])
 	struct rlimit rl;
 	char path[512], req[1024], tail[64] = "";
 	double t0, *lat, settle;
+	struct reader *ap;
 	int port, n, sse, ep, i, k, fd, parked = 0, got = 0, nl = 0;
+	int status = -1;
 	ssize_t r;
 
 	if (argc < 5) {
@@ -151,7 +153,7 @@ main(int argc, char *argv[])
 	}
 	snprintf(path, sizeof(path), "%s?offset=%s&live=%s", argv[2], tail,
 	    sse ? "sse" : "long-poll");
-	rd = calloc((size_t)n, sizeof(*rd));
+	rd = calloc((size_t)n + 1, sizeof(*rd));	/* + the appender */
 	lat = calloc((size_t)n, sizeof(*lat));
 	ep = epoll_create1(0);
 	/*
@@ -203,12 +205,30 @@ main(int argc, char *argv[])
 	if (sse && parked < n)
 		fprintf(stderr, "fanout: only %d of %d SSE readers parked\n",
 		    parked, n);
-	t0 = now_ms();
-	if (request(port, "POST", argv[2], "tick", NULL, 0) != 204) {
-		fprintf(stderr, "fanout: append failed\n");
+	/*
+	 * The append goes out on a connection of its own, read in the same
+	 * loop as the readers: a writer is not a reader, and a blocking
+	 * append would hold back the readers' clocks until it returned.
+	 */
+	ap = &rd[n];
+	ap->got_ms = -1;
+	snprintf(req, sizeof(req), "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+	    "Content-Type: text/plain\r\nContent-Length: 4\r\n"
+	    "Connection: close\r\n\r\ntick", argv[2]);
+	if ((ap->fd = dial(port)) == -1) {
+		fprintf(stderr, "fanout: append: %s\n", strerror(errno));
 		return 1;
 	}
-	while (got < n && now_ms() - t0 < 20000) {
+	fcntl(ap->fd, F_SETFL, O_NONBLOCK);
+	ev.events = EPOLLIN;
+	ev.data.u32 = (unsigned)n;
+	epoll_ctl(ep, EPOLL_CTL_ADD, ap->fd, &ev);
+	t0 = now_ms();
+	if (send_all(ap->fd, req, strlen(req)) == -1) {
+		fprintf(stderr, "fanout: append: %s\n", strerror(errno));
+		return 1;
+	}
+	while ((got < n || ap->fd != -1) && now_ms() - t0 < 20000) {
 		k = epoll_wait(ep, evs, 512, 100);
 		for (i = 0; i < k; i++) {
 			struct reader *x = &rd[evs[i].data.u32];
@@ -219,7 +239,15 @@ main(int argc, char *argv[])
 				x->n += (size_t)r;
 				x->buf[x->n] = '\0';
 			}
-			if (x->got_ms < 0 && strstr(x->buf, "tick")) {
+			if (x == ap) {
+				if (r == 0 || (r < 0 && errno != EAGAIN)) {
+					sscanf(ap->buf, "HTTP/1.%*d %d", &status);
+					ap->got_ms = now_ms() - t0;
+					epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+					close(fd);
+					ap->fd = -1;
+				}
+			} else if (x->got_ms < 0 && strstr(x->buf, "tick")) {
 				x->got_ms = now_ms() - t0;
 				lat[nl++] = x->got_ms;
 				got++;
@@ -232,11 +260,15 @@ main(int argc, char *argv[])
 				x->n = 0;
 		}
 	}
+	if (status != 204) {
+		fprintf(stderr, "fanout: append answered %d\n", status);
+		return 1;
+	}
 	qsort(lat, (size_t)nl, sizeof(*lat), cmp);
 	printf("fanout %-9s N=%-5d delivered=%-5d p50=%.1fms p99=%.1fms "
-	    "max=%.1fms\n", sse ? "sse" : "long-poll", n, got,
+	    "max=%.1fms append=%.1fms\n", sse ? "sse" : "long-poll", n, got,
 	    nl ? lat[nl / 2] : -1.0,
 	    nl ? lat[(int)((nl - 1) * 0.99)] : -1.0,
-	    nl ? lat[nl - 1] : -1.0);
+	    nl ? lat[nl - 1] : -1.0, ap->got_ms);
 	return got == n ? 0 : 1;
 }
