@@ -7,6 +7,7 @@
  *   fanout PORT STREAM-PATH N long-poll|sse [SETTLE-MS]
  *
  * Readers use keep-alive connections; FANOUT_CLOSE=1 sends Connection: close.
+ * FANOUT_HOLD_FILE=PATH: see below (memory with N readers parked).
  *
  * One thread and epoll, so the client's own overhead stays small next to
  * the server's (a Node client spends ~60 ms just handling 1,000 responses).
@@ -128,6 +129,7 @@ main(int argc, char *argv[])
 	char path[512], req[1024], tail[64] = "";
 	double t0, *lat, settle;
 	struct reader *ap;
+	const char *hold;
 	int port, n, sse, ep, i, k, fd, parked = 0, got = 0, nl = 0;
 	int status = -1;
 	ssize_t r;
@@ -205,6 +207,22 @@ main(int argc, char *argv[])
 	if (sse && parked < n)
 		fprintf(stderr, "fanout: only %d of %d SSE readers parked\n",
 		    parked, n);
+	/*
+	 * FANOUT_HOLD_FILE: with every reader parked, create that file and
+	 * wait (up to 60 s) until somebody removes it, so that the bench can
+	 * measure the server's memory with N readers waiting.
+	 */
+	if ((hold = getenv("FANOUT_HOLD_FILE")) != NULL) {
+		if ((fd = open(hold, O_WRONLY | O_CREAT | O_TRUNC, 0644)) == -1) {
+			fprintf(stderr, "fanout: %s: %s\n", hold,
+			    strerror(errno));
+			return 1;
+		}
+		close(fd);
+		t0 = now_ms();
+		while (access(hold, F_OK) == 0 && now_ms() - t0 < 60000)
+			usleep(10000);
+	}
 	/*
 	 * The append goes out on a connection of its own, read in the same
 	 * loop as the readers: a writer is not a reader, and a blocking
