@@ -80,21 +80,21 @@ ds_logf(const char *fn, const char *fmt, ...)
  * operator's to fix (507), anything else an I/O error (500).
  */
 static enum ds_err
-sys_err(int err)
+ds_sys_err(int err)
 {
 	return err == ENOSPC || err == EDQUOT ? DS_ENOSPC : DS_EIO;
 }
 
 /* Maps an LMDB return code to ours, logging the unexpected ones. */
 static enum ds_err
-mdb_err(const char *fn, const char *what, int rc)
+ds_mdb_err(const char *fn, const char *what, int rc)
 {
 	if (rc == ENOMEM)
 		return DS_ENOMEM;
 	ds_logf(fn, "%s: %s", what, mdb_strerror(rc));
 	if (rc == MDB_MAP_FULL)
 		return DS_EFULL;
-	return sys_err(rc);
+	return ds_sys_err(rc);
 }
 
 /*
@@ -111,7 +111,7 @@ mdb_err(const char *fn, const char *what, int rc)
  * grows (LMDB never shrinks data.mdb), so most calls make no system call.
  */
 static enum ds_err
-meta_reserve(struct ds_store *s)
+ds_meta_reserve(struct ds_store *s)
 {
 	MDB_envinfo ei;
 	uint64_t want, have, extra;
@@ -120,13 +120,13 @@ meta_reserve(struct ds_store *s)
 	if (__atomic_load_n(&s->no_reserve, __ATOMIC_RELAXED))
 		return DS_OK;
 	if ((rc = mdb_env_info(s->env, &ei)) != 0)
-		return mdb_err(__func__, "mdb_env_info", rc);
+		return ds_mdb_err(__func__, "mdb_env_info", rc);
 	want = (uint64_t)ei.me_last_pgno + 1 + DS_META_RESERVE;
 	have = __atomic_load_n(&s->reserved, __ATOMIC_RELAXED);
 	if (have >= want)
 		return DS_OK;
 	if ((rc = mdb_env_get_fd(s->env, &fd)) != 0)
-		return mdb_err(__func__, "mdb_env_get_fd", rc);
+		return ds_mdb_err(__func__, "mdb_env_get_fd", rc);
 	/* A quarter more than needed, so the next commits make no call. */
 	extra = DS_META_RESERVE / 4;
 	for (;;) {
@@ -139,7 +139,7 @@ meta_reserve(struct ds_store *s)
 		}
 		if (errno == EINTR)
 			continue;
-		if (sys_err(errno) == DS_ENOSPC && extra > 0) {
+		if (ds_sys_err(errno) == DS_ENOSPC && extra > 0) {
 			extra = 0;
 			continue;
 		}
@@ -153,7 +153,7 @@ meta_reserve(struct ds_store *s)
 	}
 	ds_log("fallocate %u reserve pages of the LMDB data file: %s",
 	    DS_META_RESERVE, strerror(errno));
-	return sys_err(errno);
+	return ds_sys_err(errno);
 }
 
 /*
@@ -188,7 +188,7 @@ lock_prealloc(const char *meta, unsigned max_readers)
 	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640)) == -1) {
 		saved = errno;
 		ds_log("open %s: %s", path, strerror(saved));
-		return sys_err(saved);
+		return ds_sys_err(saved);
 	}
 	len = (off_t)max_readers * 64 + 4096;
 	if (fstat(fd, &st) == 0 && st.st_size > len)
@@ -197,7 +197,7 @@ lock_prealloc(const char *meta, unsigned max_readers)
 	    errno == EINTR)
 		;
 	/* Then what fits of the first 64 KiB, down to the header's page. */
-	for (; rc == -1 && sys_err(errno) == DS_ENOSPC && min >= 4096;
+	for (; rc == -1 && ds_sys_err(errno) == DS_ENOSPC && min >= 4096;
 	    min /= 4) {
 		while ((rc = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, min)) ==
 		    -1 && errno == EINTR)
@@ -214,7 +214,7 @@ lock_prealloc(const char *meta, unsigned max_readers)
 		return DS_OK;
 	ds_log("fallocate %s (%lld bytes): %s", path, (long long)len,
 	    strerror(saved));
-	return sys_err(saved);
+	return ds_sys_err(saved);
 }
 
 /*
@@ -222,7 +222,7 @@ lock_prealloc(const char *meta, unsigned max_readers)
  * size and try again.
  */
 static enum ds_err
-txn_begin(struct ds_store *s, unsigned flags, MDB_txn **txn)
+ds_txn_begin(struct ds_store *s, unsigned flags, MDB_txn **txn)
 {
 	int rc;
 
@@ -232,7 +232,7 @@ txn_begin(struct ds_store *s, unsigned flags, MDB_txn **txn)
 			rc = mdb_txn_begin(s->env, NULL, flags, txn);
 	}
 	if (rc != 0)
-		return mdb_err(__func__, "mdb_txn_begin", rc);
+		return ds_mdb_err(__func__, "mdb_txn_begin", rc);
 	return DS_OK;
 }
 
@@ -278,7 +278,7 @@ rd_snapshot(struct ds_store *s, MDB_txn **txn)
 		if ((c = calloc(1, sizeof(*c))) == NULL ||
 		    pthread_setspecific(rd_key, c) != 0) {
 			free(c);
-			return txn_begin(s, MDB_RDONLY, txn);
+			return ds_txn_begin(s, MDB_RDONLY, txn);
 		}
 	}
 	if (c->txn && c->s == s && mdb_txn_renew(c->txn) == 0) {
@@ -289,11 +289,11 @@ rd_snapshot(struct ds_store *s, MDB_txn **txn)
 	if (c->txn && c->s == s)
 		mdb_txn_abort(c->txn);
 	c->txn = NULL;
-	return txn_begin(s, MDB_RDONLY, txn);
+	return ds_txn_begin(s, MDB_RDONLY, txn);
 }
 
 static void
-rd_end(MDB_txn *txn)
+ds_rd_end(MDB_txn *txn)
 {
 	struct rd_cache *c = pthread_getspecific(rd_key);
 	MDB_env *env = mdb_txn_env(txn);
@@ -320,7 +320,7 @@ rd_end(MDB_txn *txn)
  * the same window only costs a short wait for its mutex.
  */
 static enum ds_err
-rd_begin(struct ds_store *s, MDB_txn **txn)
+ds_rd_begin(struct ds_store *s, MDB_txn **txn)
 {
 	MDB_envinfo ei;
 	MDB_txn *w;
@@ -331,9 +331,9 @@ rd_begin(struct ds_store *s, MDB_txn **txn)
 	if ((e = rd_snapshot(s, txn)) != DS_OK ||
 	    mdb_txn_id(*txn) >= ei.me_last_txnid)
 		return e;
-	rd_end(*txn);
+	ds_rd_end(*txn);
 	*txn = NULL;
-	if ((e = txn_begin(s, 0, &w)) != DS_OK)
+	if ((e = ds_txn_begin(s, 0, &w)) != DS_OK)
 		return e;
 	mdb_txn_abort(w);
 	return rd_snapshot(s, txn);
@@ -359,25 +359,25 @@ rd_forget(const struct ds_store *s)
  * and the error is DS_EIO, never DS_ENOSPC ("nothing was stored").
  */
 static enum ds_err
-txn_commit_sync(struct ds_store *s, MDB_txn *txn, int *committed)
+ds_txn_commit_sync(struct ds_store *s, MDB_txn *txn, int *committed)
 {
 	int rc;
 
 	if (committed)
 		*committed = 0;
 	if ((rc = mdb_txn_commit(txn)) != 0)
-		return mdb_err(__func__, "mdb_txn_commit", rc);
+		return ds_mdb_err(__func__, "mdb_txn_commit", rc);
 	if (committed)
 		*committed = 1;
 	if ((rc = mdb_env_sync(s->env, 1)) != 0) {
-		mdb_err(__func__, "mdb_env_sync", rc);
+		ds_mdb_err(__func__, "mdb_env_sync", rc);
 		return DS_EIO;
 	}
 	return DS_OK;
 }
 
 static enum ds_err
-rec_get(struct ds_store *s, MDB_txn *txn, const char *path, struct ds_rec *r)
+ds_rec_get(struct ds_store *s, MDB_txn *txn, const char *path, struct ds_rec *r)
 {
 	MDB_val k, v;
 	int rc;
@@ -390,7 +390,7 @@ rec_get(struct ds_store *s, MDB_txn *txn, const char *path, struct ds_rec *r)
 	if (rc == MDB_NOTFOUND)
 		return DS_ENOTFOUND;
 	if (rc != 0)
-		return mdb_err(__func__, "mdb_get", rc);
+		return ds_mdb_err(__func__, "mdb_get", rc);
 	if (ds_rec_decode(&v, r) == -1) {
 		ds_log("%s: undecodable record", path);
 		return DS_ECORRUPT;
@@ -399,7 +399,7 @@ rec_get(struct ds_store *s, MDB_txn *txn, const char *path, struct ds_rec *r)
 }
 
 static enum ds_err
-rec_put(struct ds_store *s, MDB_txn *txn, const char *path,
+ds_rec_put(struct ds_store *s, MDB_txn *txn, const char *path,
     const struct ds_rec *r)
 {
 	char buf[DS_REC_BUFSZ];
@@ -412,7 +412,7 @@ rec_put(struct ds_store *s, MDB_txn *txn, const char *path,
 	if ((v.mv_size = ds_rec_encode(r, buf, sizeof(buf))) == 0)
 		return DS_ETOOBIG;
 	if ((rc = mdb_put(txn, s->streams, &k, &v, 0)) != 0)
-		return mdb_err(__func__, "mdb_put", rc);
+		return ds_mdb_err(__func__, "mdb_put", rc);
 	return DS_OK;
 }
 
@@ -429,7 +429,7 @@ expired(const struct ds_stream_info *i, int64_t now)
 
 /* Key of a producer's state: the stream id, then the producer id. */
 static size_t
-producer_key(uint64_t id, const char *pid, size_t pidlen, char *buf)
+ds_producer_key(uint64_t id, const char *pid, size_t pidlen, char *buf)
 {
 	memcpy(buf, &id, 8);
 	memcpy(buf + 8, pid, pidlen);
@@ -441,7 +441,7 @@ producer_key(uint64_t id, const char *pid, size_t pidlen, char *buf)
  * txn. The caller commits, then unlinks the segment.
  */
 static enum ds_err
-rec_remove(struct ds_store *s, MDB_txn *txn, const char *path, uint64_t id)
+ds_rec_remove(struct ds_store *s, MDB_txn *txn, const char *path, uint64_t id)
 {
 	MDB_cursor *c;
 	MDB_val k, v;
@@ -450,13 +450,13 @@ rec_remove(struct ds_store *s, MDB_txn *txn, const char *path, uint64_t id)
 	k.mv_data = (void *)path;
 	k.mv_size = strlen(path);
 	if ((rc = mdb_del(txn, s->streams, &k, NULL)) != 0)
-		return mdb_err(__func__, "mdb_del stream", rc);
+		return ds_mdb_err(__func__, "mdb_del stream", rc);
 	k.mv_data = &id;
 	k.mv_size = sizeof(id);
 	if ((rc = mdb_del(txn, s->ids, &k, NULL)) != 0 && rc != MDB_NOTFOUND)
-		return mdb_err(__func__, "mdb_del id", rc);
+		return ds_mdb_err(__func__, "mdb_del id", rc);
 	if ((rc = mdb_cursor_open(txn, s->producers, &c)) != 0)
-		return mdb_err(__func__, "mdb_cursor_open", rc);
+		return ds_mdb_err(__func__, "mdb_cursor_open", rc);
 	k.mv_data = &id;
 	k.mv_size = sizeof(id);
 	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
@@ -469,13 +469,13 @@ rec_remove(struct ds_store *s, MDB_txn *txn, const char *path, uint64_t id)
 	}
 	mdb_cursor_close(c);
 	if (rc != 0 && rc != MDB_NOTFOUND)
-		return mdb_err(__func__, "producer cleanup", rc);
+		return ds_mdb_err(__func__, "producer cleanup", rc);
 	return DS_OK;
 }
 
 /* Finds a stream's record by id (the source of a fork). */
 static enum ds_err
-rec_get_id(struct ds_store *s, MDB_txn *txn, uint64_t id, char *path,
+ds_rec_get_id(struct ds_store *s, MDB_txn *txn, uint64_t id, char *path,
     struct ds_rec *r)
 {
 	MDB_val k, v;
@@ -490,10 +490,10 @@ rec_get_id(struct ds_store *s, MDB_txn *txn, uint64_t id, char *path,
 		return DS_ECORRUPT;
 	}
 	if (rc != 0)
-		return mdb_err(__func__, "mdb_get id", rc);
+		return ds_mdb_err(__func__, "mdb_get id", rc);
 	memcpy(path, v.mv_data, v.mv_size);
 	path[v.mv_size] = '\0';
-	if ((e = rec_get(s, txn, path, r)) == DS_OK && r->info.id != id) {
+	if ((e = ds_rec_get(s, txn, path, r)) == DS_OK && r->info.id != id) {
 		ds_log("%s: id entry %016" PRIx64 " names another stream",
 		    path, id);
 		e = DS_ECORRUPT;
@@ -527,19 +527,19 @@ drop_stream(struct ds_store *s, MDB_txn *txn, const char *path,
 
 	if (r->refs > 0) {
 		r->info.flags |= DS_F_DELETED;
-		return rec_put(s, txn, path, r);
+		return ds_rec_put(s, txn, path, r);
 	}
-	if ((e = rec_remove(s, txn, path, r->info.id)) != DS_OK)
+	if ((e = ds_rec_remove(s, txn, path, r->info.id)) != DS_OK)
 		return e;
 	d->ids[d->n++] = r->info.id;
 	for (src_id = r->info.src_id; src_id != 0; src_id = src.info.src_id) {
-		if ((e = rec_get_id(s, txn, src_id, spath, &src)) != DS_OK)
+		if ((e = ds_rec_get_id(s, txn, src_id, spath, &src)) != DS_OK)
 			return e;
 		if (src.refs > 0)
 			src.refs--;
 		if (src.refs > 0 || !(src.info.flags & DS_F_DELETED))
-			return rec_put(s, txn, spath, &src);
-		if ((e = rec_remove(s, txn, spath, src_id)) != DS_OK)
+			return ds_rec_put(s, txn, spath, &src);
+		if ((e = ds_rec_remove(s, txn, spath, src_id)) != DS_OK)
 			return e;
 		if (d->n <= DS_CHAIN_MAX)
 			d->ids[d->n++] = src_id;
@@ -568,15 +568,15 @@ expire(struct ds_store *s, const char *path, uint64_t id, int64_t now)
 	struct doomed d = { .n = 0 };
 	MDB_txn *txn;
 
-	if (txn_begin(s, 0, &txn) != DS_OK)
+	if (ds_txn_begin(s, 0, &txn) != DS_OK)
 		return;
-	if (rec_get(s, txn, path, &r) != DS_OK || r.info.id != id ||
+	if (ds_rec_get(s, txn, path, &r) != DS_OK || r.info.id != id ||
 	    !expired(&r.info, now) || (r.info.flags & DS_F_DELETED) ||
 	    drop_stream(s, txn, path, &r, &d) != DS_OK) {
 		mdb_txn_abort(txn);
 		return;
 	}
-	if (txn_commit_sync(s, txn, NULL) == DS_OK)
+	if (ds_txn_commit_sync(s, txn, NULL) == DS_OK)
 		unlink_doomed(s, &d);
 }
 
@@ -585,15 +585,15 @@ expire(struct ds_store *s, const char *path, uint64_t id, int64_t now)
  * are removed and reported as not found.
  */
 static enum ds_err
-lookup(struct ds_store *s, const char *path, int64_t now, struct ds_rec *r)
+ds_lookup(struct ds_store *s, const char *path, int64_t now, struct ds_rec *r)
 {
 	MDB_txn *txn;
 	enum ds_err e;
 
-	if ((e = rd_begin(s, &txn)) != DS_OK)
+	if ((e = ds_rd_begin(s, &txn)) != DS_OK)
 		return e;
-	e = rec_get(s, txn, path, r);
-	rd_end(txn);
+	e = ds_rec_get(s, txn, path, r);
+	ds_rd_end(txn);
 	if (e != DS_OK)
 		return e;
 	if (r->info.flags & DS_F_DELETED)
@@ -612,14 +612,14 @@ lookup(struct ds_store *s, const char *path, int64_t now, struct ds_rec *r)
  * never changes and is never removed while the fork exists, so the chain
  * read in one transaction stays valid after it.
  */
-struct level {
+struct ds_level {
 	uint64_t	id;
 	uint64_t	base;		/* first position in this segment */
 	uint64_t	end;		/* positions this level serves end here */
 };
 
-struct chain {
-	struct level	lv[DS_CHAIN_MAX];
+struct ds_chain {
+	struct ds_level	lv[DS_CHAIN_MAX];
 	int		n;
 };
 
@@ -628,8 +628,8 @@ struct chain {
  * transaction; a fork reads its sources in one read snapshot.
  */
 static enum ds_err
-chain_build(struct ds_store *s, const struct ds_rec *r, uint64_t end,
-    struct chain *c)
+ds_chain_build(struct ds_store *s, const struct ds_rec *r, uint64_t end,
+    struct ds_chain *c)
 {
 	char spath[DS_PATH_MAX + 1];
 	struct ds_rec cur = *r, src;
@@ -640,7 +640,7 @@ chain_build(struct ds_store *s, const struct ds_rec *r, uint64_t end,
 	c->lv[0].id = r->info.id;
 	c->lv[0].base = r->info.base;
 	c->lv[0].end = end;
-	if (r->info.src_id != 0 && (e = rd_begin(s, &txn)) != DS_OK)
+	if (r->info.src_id != 0 && (e = ds_rd_begin(s, &txn)) != DS_OK)
 		return e;
 	while (cur.info.src_id != 0) {
 		if (c->n == DS_CHAIN_MAX) {
@@ -649,7 +649,7 @@ chain_build(struct ds_store *s, const struct ds_rec *r, uint64_t end,
 			e = DS_ECORRUPT;
 			break;
 		}
-		if ((e = rec_get_id(s, txn, cur.info.src_id, spath, &src)) !=
+		if ((e = ds_rec_get_id(s, txn, cur.info.src_id, spath, &src)) !=
 		    DS_OK)
 			break;
 		c->lv[c->n].id = src.info.id;
@@ -664,13 +664,13 @@ chain_build(struct ds_store *s, const struct ds_rec *r, uint64_t end,
 		cur = src;
 	}
 	if (txn)
-		rd_end(txn);
+		ds_rd_end(txn);
 	return e;
 }
 
 /* The level that serves position p (p below the chain's end). */
-static const struct level *
-chain_level(const struct chain *c, uint64_t p)
+static const struct ds_level *
+chain_level(const struct ds_chain *c, uint64_t p)
 {
 	int i;
 
@@ -688,9 +688,9 @@ static enum ds_err read_to_record_end(int, uint64_t, uint64_t, char **,
  * Level bases are record ends by construction.
  */
 static enum ds_err
-chain_boundary(struct ds_store *s, const struct chain *c, uint64_t p)
+ds_chain_boundary(struct ds_store *s, const struct ds_chain *c, uint64_t p)
 {
-	const struct level *l;
+	const struct ds_level *l;
 	enum ds_err e = DS_OK;
 	char ch;
 	int i, fd;
@@ -716,10 +716,10 @@ chain_boundary(struct ds_store *s, const struct chain *c, uint64_t p)
  * record longer than max comes whole. *data is malloc'd (caller frees).
  */
 static enum ds_err
-chain_read(struct ds_store *s, const struct chain *c, uint64_t p, size_t max,
+chain_read(struct ds_store *s, const struct ds_chain *c, uint64_t p, size_t max,
     int msg, char **data, size_t *len)
 {
-	const struct level *l = chain_level(c, p);
+	const struct ds_level *l = chain_level(c, p);
 	uint64_t n = l->end - p;
 	char *buf = NULL;
 	enum ds_err e = DS_OK;
@@ -727,7 +727,7 @@ chain_read(struct ds_store *s, const struct chain *c, uint64_t p, size_t max,
 
 	*data = NULL;
 	*len = 0;
-	if (msg && (e = chain_boundary(s, c, p)) != DS_OK)
+	if (msg && (e = ds_chain_boundary(s, c, p)) != DS_OK)
 		return e;
 	if (n > max)
 		n = max;
@@ -762,8 +762,8 @@ out:
  * off a record end.
  */
 static enum ds_err
-resolve_fork_point(struct ds_store *s, const struct chain *c, uint64_t tail,
-    int msg, uint64_t at, uint64_t sub, uint64_t *out)
+ds_resolve_fork_point(struct ds_store *s, const struct ds_chain *c,
+    uint64_t tail, int msg, uint64_t at, uint64_t sub, uint64_t *out)
 {
 	char *data, *q;
 	size_t len;
@@ -772,7 +772,7 @@ resolve_fork_point(struct ds_store *s, const struct chain *c, uint64_t tail,
 
 	if (at > tail)
 		return DS_EOFFSET;
-	if (msg && at > 0 && (e = chain_boundary(s, c, at)) != DS_OK)
+	if (msg && at > 0 && (e = ds_chain_boundary(s, c, at)) != DS_OK)
 		return e;
 	if (!msg) {
 		if (sub > tail - at)
@@ -835,7 +835,7 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 	    cfg->max_readers ? cfg->max_readers : 4096)) != 0 ||
 	    (rc = mdb_env_set_mapsize(s->env,
 	    cfg->map_size ? cfg->map_size : (size_t)8 << 30)) != 0) {
-		e = mdb_err(__func__, "mdb_env setup", rc);
+		e = ds_mdb_err(__func__, "mdb_env setup", rc);
 		goto out;
 	}
 	mdb_env_set_userctx(s->env, s);
@@ -845,30 +845,30 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 	rc = mdb_env_open(s->env, meta,
 	    MDB_NOSYNC | MDB_NOTLS | MDB_NORDAHEAD, 0640);
 	if (rc != 0) {
-		e = mdb_err(__func__, meta, rc);
+		e = ds_mdb_err(__func__, meta, rc);
 		goto out;
 	}
 	/* Reader slots of processes that died (SIGKILL) would pin pages. */
 	if ((rc = mdb_reader_check(s->env, &dead)) != 0) {
-		e = mdb_err(__func__, "mdb_reader_check", rc);
+		e = ds_mdb_err(__func__, "mdb_reader_check", rc);
 		goto out;
 	}
 	if ((rc = mdb_env_stat(s->env, &ms)) != 0) {
-		e = mdb_err(__func__, "mdb_env_stat", rc);
+		e = ds_mdb_err(__func__, "mdb_env_stat", rc);
 		goto out;
 	}
 	s->psize = ms.ms_psize;
-	if ((e = txn_begin(s, 0, &txn)) != DS_OK)
+	if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
 		goto out;
 	if ((rc = mdb_dbi_open(txn, "streams", MDB_CREATE, &s->streams)) ||
 	    (rc = mdb_dbi_open(txn, "ids", MDB_CREATE, &s->ids)) ||
 	    (rc = mdb_dbi_open(txn, "producers", MDB_CREATE,
 	    &s->producers))) {
-		e = mdb_err(__func__, "mdb_dbi_open", rc);
+		e = ds_mdb_err(__func__, "mdb_dbi_open", rc);
 		mdb_txn_abort(txn);
 		goto out;
 	}
-	if ((e = txn_commit_sync(s, txn, NULL)) != DS_OK)
+	if ((e = ds_txn_commit_sync(s, txn, NULL)) != DS_OK)
 		goto out;
 	*out = s;
 	return DS_OK;
@@ -899,7 +899,7 @@ ds_store_stat(struct ds_store *s, const char *path, int64_t now,
 	struct ds_rec r;
 	enum ds_err e;
 
-	if ((e = lookup(s, path, now, &r)) != DS_OK)
+	if ((e = ds_lookup(s, path, now, &r)) != DS_OK)
 		return e;
 	*out = r.info;
 	return DS_OK;
@@ -926,18 +926,18 @@ prepare_fork(struct ds_store *s, struct ds_create *req, int64_t now,
     struct ds_rec *r)
 {
 	struct ds_rec src;
-	struct chain c;
+	struct ds_chain c;
 	enum ds_err e;
 
-	if ((e = lookup(s, req->src_path, now, &src)) != DS_OK)
+	if ((e = ds_lookup(s, req->src_path, now, &src)) != DS_OK)
 		return e;
 	if (req->src_want && src.info.id != req->src_want)
 		return DS_EREPLACED;
-	if ((e = chain_build(s, &src, src.info.tail, &c)) != DS_OK)
+	if ((e = ds_chain_build(s, &src, src.info.tail, &c)) != DS_OK)
 		return e;
 	if (c.n >= DS_CHAIN_MAX)
 		return DS_EDEPTH;
-	if ((e = resolve_fork_point(s, &c, src.info.tail,
+	if ((e = ds_resolve_fork_point(s, &c, src.info.tail,
 	    (src.info.flags & DS_F_MSG) != 0, req->has_fork_at ?
 	    req->fork_at : src.info.tail, req->sub, &req->base)) != DS_OK)
 		return e;
@@ -980,7 +980,7 @@ ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
 	else if (!req->src_path)
 		snprintf(r.info.ctype, sizeof(r.info.ctype), "%s",
 		    "application/octet-stream");
-	e = lookup(s, path, now, &old);
+	e = ds_lookup(s, path, now, &old);
 	if (e == DS_OK || e == DS_EGONE) {
 		*out = old.info;
 		return e == DS_OK ? DS_EEXIST : DS_EGONE;
@@ -1001,13 +1001,13 @@ ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
 	for (;;) {
 		id = new_id();
 		if (ds_seg_create(s, id, req->body, req->len) == -1)
-			return sys_err(errno);
-		if ((e = txn_begin(s, 0, &txn)) != DS_OK)
+			return ds_sys_err(errno);
+		if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
 			goto fail;
-		if ((e = meta_reserve(s)) != DS_OK)
+		if ((e = ds_meta_reserve(s)) != DS_OK)
 			goto abort;
 		/* Someone may have created the path since our lookup. */
-		e = rec_get(s, txn, path, &old);
+		e = ds_rec_get(s, txn, path, &old);
 		if (e == DS_OK && ((old.info.flags & DS_F_DELETED) ||
 		    !expired(&old.info, now))) {
 			mdb_txn_abort(txn);
@@ -1033,7 +1033,7 @@ ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
 			 * Pin the source, unless it went away meanwhile: the
 			 * fork point was resolved in that stream's data.
 			 */
-			if ((e = rec_get(s, txn, req->src_path, &src)) ==
+			if ((e = ds_rec_get(s, txn, req->src_path, &src)) ==
 			    DS_OK && src.info.id != req->src_id)
 				e = DS_EREPLACED;
 			else if (e == DS_OK && (src.info.flags & DS_F_DELETED))
@@ -1041,7 +1041,7 @@ ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
 			if (e != DS_OK)
 				goto abort;
 			src.refs++;
-			if ((e = rec_put(s, txn, req->src_path, &src)) !=
+			if ((e = ds_rec_put(s, txn, req->src_path, &src)) !=
 			    DS_OK)
 				goto abort;
 		}
@@ -1057,13 +1057,13 @@ ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
 			continue;
 		}
 		if (rc != 0) {
-			e = mdb_err(__func__, "mdb_put id", rc);
+			e = ds_mdb_err(__func__, "mdb_put id", rc);
 			goto abort;
 		}
 		r.info.id = id;
-		if ((e = rec_put(s, txn, path, &r)) != DS_OK)
+		if ((e = ds_rec_put(s, txn, path, &r)) != DS_OK)
 			goto abort;
-		if ((e = txn_commit_sync(s, txn, &committed)) != DS_OK) {
+		if ((e = ds_txn_commit_sync(s, txn, &committed)) != DS_OK) {
 			if (committed)
 				return e;	/* its record names the file */
 			goto fail;
@@ -1084,7 +1084,7 @@ fail:
 
 /* Locks fd exclusively, retrying EINTR. */
 static int
-lock_fd(int fd)
+ds_seg_lock(int fd)
 {
 	while (flock(fd, LOCK_EX) == -1) {
 		if (errno != EINTR) {
@@ -1191,23 +1191,23 @@ write_data(int fd, const struct ds_rec *r, const void *body, size_t len)
 	if (fstat(fd, &st) == -1) {
 		err = errno;
 		ds_log("fstat: %s", strerror(err));
-		return sys_err(err);
+		return ds_sys_err(err);
 	}
 	if ((uint64_t)st.st_size > own && ftruncate(fd, (off_t)own) == -1) {
 		err = errno;
 		ds_log("ftruncate: %s", strerror(err));
-		return sys_err(err);
+		return ds_sys_err(err);
 	}
 	if (ds_seg_write(fd, own, body, len) == -1) {
 		err = errno;
 		unwrite(fd, own);
-		return sys_err(err);
+		return ds_sys_err(err);
 	}
 	if (fdatasync(fd) == -1) {
 		err = errno;
 		ds_log("fdatasync: %s", strerror(err));
 		unwrite(fd, own);
-		return sys_err(err);
+		return ds_sys_err(err);
 	}
 	return DS_OK;
 }
@@ -1231,7 +1231,7 @@ ds_store_append(struct ds_store *s, const char *path,
 	if ((req->seq && req->seqlen > DS_SEQ_MAX) ||
 	    (p && (p->idlen == 0 || p->idlen > DS_PRODUCER_MAX)))
 		return DS_ETOOBIG;
-	if ((e = lookup(s, path, now, &r)) != DS_OK)
+	if ((e = ds_lookup(s, path, now, &r)) != DS_OK)
 		return e;
 	if (req->id && r.info.id != req->id)
 		return DS_EREPLACED;
@@ -1239,7 +1239,7 @@ ds_store_append(struct ds_store *s, const char *path,
 	res->id = id;
 	if ((fd = ds_seg_open(s, id, O_RDWR)) == -1)
 		return errno == ENOENT ? DS_EREPLACED : DS_EIO;
-	if (lock_fd(fd) == -1) {
+	if (ds_seg_lock(fd) == -1) {
 		e = DS_EIO;
 		goto out;
 	}
@@ -1249,21 +1249,21 @@ ds_store_append(struct ds_store *s, const char *path,
 	 * path may name another stream by now (a DELETE and a PUT do not
 	 * take this lock); its framing is not ours to use.
 	 */
-	if ((e = rd_begin(s, &txn)) != DS_OK)
+	if ((e = ds_rd_begin(s, &txn)) != DS_OK)
 		goto out;
-	if ((e = rec_get(s, txn, path, &r)) == DS_OK && r.info.id != id)
+	if ((e = ds_rec_get(s, txn, path, &r)) == DS_OK && r.info.id != id)
 		e = DS_EREPLACED;
 	if (e == DS_OK && p) {
 		k.mv_data = pkey;
-		k.mv_size = producer_key(id, p->id, p->idlen, pkey);
+		k.mv_size = ds_producer_key(id, p->id, p->idlen, pkey);
 		rc = mdb_get(txn, s->producers, &k, &v);
 		if (rc == 0 && v.mv_size == sizeof(ps)) {
 			memcpy(&ps, v.mv_data, sizeof(ps));
 			have_ps = 1;
 		} else if (rc != 0 && rc != MDB_NOTFOUND)
-			e = mdb_err(__func__, "mdb_get producer", rc);
+			e = ds_mdb_err(__func__, "mdb_get producer", rc);
 	}
-	rd_end(txn);
+	ds_rd_end(txn);
 	txn = NULL;
 	if (e != DS_OK)
 		goto out;
@@ -1282,14 +1282,14 @@ ds_store_append(struct ds_store *s, const char *path,
 		written = 1;	/* from here, undone unless committed */
 	}
 
-	if ((e = txn_begin(s, 0, &txn)) != DS_OK)
+	if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
 		goto out;
-	if ((e = meta_reserve(s)) != DS_OK)
+	if ((e = ds_meta_reserve(s)) != DS_OK)
 		goto out;
 	/* A DELETE does not take the segment lock: check the id again. */
 	tail = r.info.tail;
 	closed = r.info.flags & DS_F_CLOSED;
-	if ((e = rec_get(s, txn, path, &r)) == DS_OK && r.info.id != id)
+	if ((e = ds_rec_get(s, txn, path, &r)) == DS_OK && r.info.id != id)
 		e = DS_EREPLACED;
 	else if (e == DS_OK && (r.info.tail != tail ||
 	    (r.info.flags & DS_F_CLOSED) != closed)) {
@@ -1317,22 +1317,22 @@ ds_store_append(struct ds_store *s, const char *path,
 			r.closer_seq = p->seq;
 		}
 	}
-	if ((e = rec_put(s, txn, path, &r)) != DS_OK)
+	if ((e = ds_rec_put(s, txn, path, &r)) != DS_OK)
 		goto out;
 	if (p) {
 		ps.epoch = p->epoch;
 		ps.seq = p->seq;
 		ps.access_ms = now;
 		k.mv_data = pkey;
-		k.mv_size = producer_key(id, p->id, p->idlen, pkey);
+		k.mv_size = ds_producer_key(id, p->id, p->idlen, pkey);
 		v.mv_data = &ps;
 		v.mv_size = sizeof(ps);
 		if ((rc = mdb_put(txn, s->producers, &k, &v, 0)) != 0) {
-			e = mdb_err(__func__, "mdb_put producer", rc);
+			e = ds_mdb_err(__func__, "mdb_put producer", rc);
 			goto out;
 		}
 	}
-	e = txn_commit_sync(s, txn, &committed);
+	e = ds_txn_commit_sync(s, txn, &committed);
 	txn = NULL;
 	if (e == DS_OK) {
 		res->tail = r.info.tail;
@@ -1357,22 +1357,22 @@ ds_store_touch(struct ds_store *s, const char *path, int64_t now)
 	enum ds_err e;
 	int rc;
 
-	if ((e = txn_begin(s, 0, &txn)) != DS_OK)
+	if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
 		return e;
-	if ((e = rec_get(s, txn, path, &r)) != DS_OK ||
+	if ((e = ds_rec_get(s, txn, path, &r)) != DS_OK ||
 	    !(r.info.flags & DS_F_TTL) || r.info.access_ms >= now ||
-	    (e = meta_reserve(s)) != DS_OK) {
+	    (e = ds_meta_reserve(s)) != DS_OK) {
 		mdb_txn_abort(txn);
 		return e;
 	}
 	r.info.access_ms = now;
-	if ((e = rec_put(s, txn, path, &r)) != DS_OK) {
+	if ((e = ds_rec_put(s, txn, path, &r)) != DS_OK) {
 		mdb_txn_abort(txn);
 		return e;
 	}
 	/* An access time lost in a crash costs nothing: no sync. */
 	if ((rc = mdb_txn_commit(txn)) != 0)
-		return mdb_err(__func__, "mdb_txn_commit", rc);
+		return ds_mdb_err(__func__, "mdb_txn_commit", rc);
 	return DS_OK;
 }
 
@@ -1417,7 +1417,7 @@ read_to_record_end(int fd, uint64_t at, uint64_t limit, char **buf,
  * message stream's chunk still ends on a record end.
  */
 static enum ds_err
-read_stitched(struct ds_store *s, const struct chain *c, uint64_t from,
+ds_read_stitched(struct ds_store *s, const struct ds_chain *c, uint64_t from,
     uint64_t tail, size_t max, int msg, char **data, size_t *len)
 {
 	char *part, *nb;
@@ -1451,25 +1451,25 @@ ds_store_read(struct ds_store *s, const char *path, uint64_t from,
     size_t *len)
 {
 	struct ds_rec r;
-	struct chain c;
+	struct ds_chain c;
 	enum ds_err e;
 
 	*data = NULL;
 	*len = 0;
-	if ((e = lookup(s, path, now, &r)) != DS_OK)
+	if ((e = ds_lookup(s, path, now, &r)) != DS_OK)
 		return e;
 	*info = r.info;
 	if (from == DS_POS_NOW)
 		from = r.info.tail;
 	if (from > r.info.tail)
 		return DS_EOFFSET;
-	if ((e = chain_build(s, &r, r.info.tail, &c)) != DS_OK)
+	if ((e = ds_chain_build(s, &r, r.info.tail, &c)) != DS_OK)
 		return e;
 	if (from < r.info.tail && max > 0)
-		e = read_stitched(s, &c, from, r.info.tail, max,
+		e = ds_read_stitched(s, &c, from, r.info.tail, max,
 		    (r.info.flags & DS_F_MSG) != 0, data, len);
 	else if ((r.info.flags & DS_F_MSG) && from > 0)
-		e = chain_boundary(s, &c, from);
+		e = ds_chain_boundary(s, &c, from);
 	if (e == DS_OK && (r.info.flags & DS_F_TTL))
 		ds_store_touch(s, path, now);
 	return e;
@@ -1487,9 +1487,9 @@ ds_store_delete(struct ds_store *s, const char *path)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-	if ((e = txn_begin(s, 0, &txn)) != DS_OK)
+	if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
 		return e;
-	if ((e = rec_get(s, txn, path, &r)) != DS_OK)
+	if ((e = ds_rec_get(s, txn, path, &r)) != DS_OK)
 		goto abort;
 	if (r.info.flags & DS_F_DELETED) {
 		e = DS_EGONE;
@@ -1502,8 +1502,8 @@ ds_store_delete(struct ds_store *s, const char *path)
 		e = e2;
 		goto abort;
 	}
-	/* No meta_reserve(): a delete may use the reserve (it frees). */
-	if ((e2 = txn_commit_sync(s, txn, NULL)) != DS_OK)
+	/* No ds_meta_reserve(): a delete may use the reserve (it frees). */
+	if ((e2 = ds_txn_commit_sync(s, txn, NULL)) != DS_OK)
 		return e2;
 	unlink_doomed(s, &d);
 	return e;
@@ -1543,11 +1543,11 @@ each_record(struct ds_store *s, int (*fn)(struct ds_store *, MDB_txn *,
 	int rc, bad;
 
 	/* rd_begin: --recover must see a dead writer's last commit. */
-	if ((e = rd_begin(s, &txn)) != DS_OK)
+	if ((e = ds_rd_begin(s, &txn)) != DS_OK)
 		return e;
 	if ((rc = mdb_cursor_open(txn, s->streams, &c)) != 0) {
-		rd_end(txn);
-		return mdb_err(__func__, "mdb_cursor_open", rc);
+		ds_rd_end(txn);
+		return ds_mdb_err(__func__, "mdb_cursor_open", rc);
 	}
 	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
 	    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
@@ -1562,7 +1562,7 @@ each_record(struct ds_store *s, int (*fn)(struct ds_store *, MDB_txn *,
 			break;
 	}
 	mdb_cursor_close(c);
-	rd_end(txn);
+	ds_rd_end(txn);
 	return DS_OK;
 }
 
@@ -1578,7 +1578,7 @@ recover_tail(struct ds_store *s, MDB_txn *txn, const char *path,
 	(void)txn;
 	if (r == NULL || (fd = ds_seg_open(s, r->info.id, O_RDWR)) == -1)
 		return 0;
-	if (lock_fd(fd) == 0 && fstat(fd, &st) == 0 &&
+	if (ds_seg_lock(fd) == 0 && fstat(fd, &st) == 0 &&
 	    (uint64_t)st.st_size > r->info.tail - r->info.base) {
 		if (ftruncate(fd, (off_t)(r->info.tail - r->info.base)) == 0 &&
 		    fdatasync(fd) == 0)
@@ -1623,7 +1623,7 @@ ds_store_recover(struct ds_store *s, unsigned min_age_s, unsigned *truncated,
 			if (fstatat(dirfd(sd), se->d_name, &st, 0) == -1 ||
 			    now - st.st_mtime < (time_t)min_age_s)
 				continue;
-			if (txn_begin(s, MDB_RDONLY, &txn) != DS_OK)
+			if (ds_txn_begin(s, MDB_RDONLY, &txn) != DS_OK)
 				continue;
 			k.mv_data = &id;
 			k.mv_size = sizeof(id);

@@ -32,7 +32,7 @@ struct ds_store {
 
 /*
  * Pages of the LMDB data file kept allocated past its last used page, so
- * that a delete on a full disk can commit (see meta_reserve()).
+ * that a delete on a full disk can commit (see ds_meta_reserve()).
  */
 #define DS_META_RESERVE	256
 
