@@ -79,14 +79,14 @@ ds_logf(const char *fn, const char *fmt, ...)
  * Maps a failed system call's errno to ours: a full file system is the
  * operator's to fix (507), anything else an I/O error (500).
  */
-static enum ds_err
+enum ds_err
 ds_sys_err(int err)
 {
 	return err == ENOSPC || err == EDQUOT ? DS_ENOSPC : DS_EIO;
 }
 
 /* Maps an LMDB return code to ours, logging the unexpected ones. */
-static enum ds_err
+enum ds_err
 ds_mdb_err(const char *fn, const char *what, int rc)
 {
 	if (rc == ENOMEM)
@@ -110,7 +110,7 @@ ds_mdb_err(const char *fn, const char *what, int rc)
  * reusable yet), and the space they free refills it. s->reserved only ever
  * grows (LMDB never shrinks data.mdb), so most calls make no system call.
  */
-static enum ds_err
+enum ds_err
 ds_meta_reserve(struct ds_store *s)
 {
 	MDB_envinfo ei;
@@ -221,7 +221,7 @@ lock_prealloc(const char *meta, unsigned max_readers)
  * Begins a transaction. Another process may have grown the map; adopt its
  * size and try again.
  */
-static enum ds_err
+enum ds_err
 ds_txn_begin(struct ds_store *s, unsigned flags, MDB_txn **txn)
 {
 	int rc;
@@ -292,7 +292,7 @@ rd_snapshot(struct ds_store *s, MDB_txn **txn)
 	return ds_txn_begin(s, MDB_RDONLY, txn);
 }
 
-static void
+void
 ds_rd_end(MDB_txn *txn)
 {
 	struct rd_cache *c = pthread_getspecific(rd_key);
@@ -319,7 +319,7 @@ ds_rd_end(MDB_txn *txn)
  * LMDB repair the txnid, then take a new snapshot. A live writer inside
  * the same window only costs a short wait for its mutex.
  */
-static enum ds_err
+enum ds_err
 ds_rd_begin(struct ds_store *s, MDB_txn **txn)
 {
 	MDB_envinfo ei;
@@ -358,7 +358,7 @@ rd_forget(const struct ds_store *s)
  * after it leaves it visible, so the caller must not undo what it names,
  * and the error is DS_EIO, never DS_ENOSPC ("nothing was stored").
  */
-static enum ds_err
+enum ds_err
 ds_txn_commit_sync(struct ds_store *s, MDB_txn *txn, int *committed)
 {
 	int rc;
@@ -376,7 +376,7 @@ ds_txn_commit_sync(struct ds_store *s, MDB_txn *txn, int *committed)
 	return DS_OK;
 }
 
-static enum ds_err
+enum ds_err
 ds_rec_get(struct ds_store *s, MDB_txn *txn, const char *path, struct ds_rec *r)
 {
 	MDB_val k, v;
@@ -398,7 +398,7 @@ ds_rec_get(struct ds_store *s, MDB_txn *txn, const char *path, struct ds_rec *r)
 	return DS_OK;
 }
 
-static enum ds_err
+enum ds_err
 ds_rec_put(struct ds_store *s, MDB_txn *txn, const char *path,
     const struct ds_rec *r)
 {
@@ -428,7 +428,7 @@ expired(const struct ds_stream_info *i, int64_t now)
 }
 
 /* Key of a producer's state: the stream id, then the producer id. */
-static size_t
+size_t
 ds_producer_key(uint64_t id, const char *pid, size_t pidlen, char *buf)
 {
 	memcpy(buf, &id, 8);
@@ -440,7 +440,7 @@ ds_producer_key(uint64_t id, const char *pid, size_t pidlen, char *buf)
  * Removes a stream's record, its id entry and its producer states within
  * txn. The caller commits, then unlinks the segment.
  */
-static enum ds_err
+enum ds_err
 ds_rec_remove(struct ds_store *s, MDB_txn *txn, const char *path, uint64_t id)
 {
 	MDB_cursor *c;
@@ -474,7 +474,7 @@ ds_rec_remove(struct ds_store *s, MDB_txn *txn, const char *path, uint64_t id)
 }
 
 /* Finds a stream's record by id (the source of a fork). */
-static enum ds_err
+enum ds_err
 ds_rec_get_id(struct ds_store *s, MDB_txn *txn, uint64_t id, char *path,
     struct ds_rec *r)
 {
@@ -584,7 +584,7 @@ expire(struct ds_store *s, const char *path, uint64_t id, int64_t now)
  * Looks a live stream up in a read transaction of its own. Expired streams
  * are removed and reported as not found.
  */
-static enum ds_err
+enum ds_err
 ds_lookup(struct ds_store *s, const char *path, int64_t now, struct ds_rec *r)
 {
 	MDB_txn *txn;
@@ -606,28 +606,10 @@ ds_lookup(struct ds_store *s, const char *path, int64_t now, struct ds_rec *r)
 }
 
 /*
- * A fork chain as a read sees it: level 0 is the stream's own range
- * [base, tail), level 1 its source's range up to the fork point, and so on
- * down to a plain stream starting at 0. Source data below a fork point
- * never changes and is never removed while the fork exists, so the chain
- * read in one transaction stays valid after it.
- */
-struct ds_level {
-	uint64_t	id;
-	uint64_t	base;		/* first position in this segment */
-	uint64_t	end;		/* positions this level serves end here */
-};
-
-struct ds_chain {
-	struct ds_level	lv[DS_CHAIN_MAX];
-	int		n;
-};
-
-/*
  * Builds the chain of r up to end. A plain stream is one level and needs no
  * transaction; a fork reads its sources in one read snapshot.
  */
-static enum ds_err
+enum ds_err
 ds_chain_build(struct ds_store *s, const struct ds_rec *r, uint64_t end,
     struct ds_chain *c)
 {
@@ -687,7 +669,7 @@ static enum ds_err read_to_record_end(int, uint64_t, uint64_t, char **,
  * Is p just after a record end (or at the start) in a message stream?
  * Level bases are record ends by construction.
  */
-static enum ds_err
+enum ds_err
 ds_chain_boundary(struct ds_store *s, const struct ds_chain *c, uint64_t p)
 {
 	const struct ds_level *l;
@@ -761,7 +743,7 @@ out:
  * chain c whose tail is tail. DS_EOFFSET when it falls past the tail, or
  * off a record end.
  */
-static enum ds_err
+enum ds_err
 ds_resolve_fork_point(struct ds_store *s, const struct ds_chain *c,
     uint64_t tail, int msg, uint64_t at, uint64_t sub, uint64_t *out)
 {
@@ -1083,7 +1065,7 @@ fail:
 }
 
 /* Locks fd exclusively, retrying EINTR. */
-static int
+int
 ds_seg_lock(int fd)
 {
 	while (flock(fd, LOCK_EX) == -1) {
@@ -1416,7 +1398,7 @@ read_to_record_end(int fd, uint64_t at, uint64_t limit, char **buf,
  * that one response stitches inherited and own data (PROTOCOL 4.2). A
  * message stream's chunk still ends on a record end.
  */
-static enum ds_err
+enum ds_err
 ds_read_stitched(struct ds_store *s, const struct ds_chain *c, uint64_t from,
     uint64_t tail, size_t max, int msg, char **data, size_t *len)
 {

@@ -1,5 +1,10 @@
 /*
- * store_int.h: what the store's files share and nobody else sees.
+ * store_int.h: what the store's files share and nobody else sees, file by
+ * file. store.h is the only way in from outside.
+ *
+ * Error handling: a function that acquires resources (a transaction, a
+ * descriptor, a buffer) leaves through one cleanup label, "out", that
+ * releases whatever was taken.
  */
 #ifndef DS_STORE_INT_H
 #define DS_STORE_INT_H
@@ -12,11 +17,6 @@
 #include <lmdb.h>
 
 #include "store/store.h"
-
-/* Logs where a failure happens: function, message, errno text. */
-#define ds_log(...) ds_logf(__func__, __VA_ARGS__)
-void	ds_logf(const char *fn, const char *fmt, ...)
-	    __attribute__((format(printf, 2, 3)));
 
 struct ds_store {
 	MDB_env		*env;
@@ -61,17 +61,75 @@ struct ds_pstate {
 	int64_t		access_ms;
 };
 
+/*
+ * A fork chain as a read sees it: level 0 is the stream's own range
+ * [base, tail), level 1 its source's range up to the fork point, and so on
+ * down to a plain stream starting at 0. Source data below a fork point
+ * never changes and is never removed while the fork exists, so the chain
+ * read in one transaction stays valid after it.
+ */
+struct ds_level {
+	uint64_t	id;
+	uint64_t	base;		/* first position in this segment */
+	uint64_t	end;		/* positions this level serves end here */
+};
+
+struct ds_chain {
+	struct ds_level	lv[DS_CHAIN_MAX];
+	int		n;
+};
+
+/* env.c */
+/* Logs where a failure happens: function, message, errno text. */
+#define ds_log(...) ds_logf(__func__, __VA_ARGS__)
+void	ds_logf(const char *fn, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
+enum ds_err ds_sys_err(int err);
+enum ds_err ds_mdb_err(const char *fn, const char *what, int rc);
+enum ds_err ds_meta_reserve(struct ds_store *);
+enum ds_err ds_txn_begin(struct ds_store *, unsigned flags, MDB_txn **);
+enum ds_err ds_txn_commit_sync(struct ds_store *, MDB_txn *, int *committed);
+enum ds_err ds_rd_begin(struct ds_store *, MDB_txn **);
+void	ds_rd_end(MDB_txn *);
+
+/* record.c */
+#define DS_REC_BUFSZ 1024
 int	ds_rec_decode(const MDB_val *, struct ds_rec *);
 size_t	ds_rec_encode(const struct ds_rec *, char *buf, size_t bufsz);
-#define DS_REC_BUFSZ 1024
+enum ds_err ds_rec_get(struct ds_store *, MDB_txn *, const char *path,
+	    struct ds_rec *);
+enum ds_err ds_rec_get_id(struct ds_store *, MDB_txn *, uint64_t id,
+	    char *path, struct ds_rec *);
+enum ds_err ds_rec_put(struct ds_store *, MDB_txn *, const char *path,
+	    const struct ds_rec *);
+enum ds_err ds_rec_remove(struct ds_store *, MDB_txn *, const char *path,
+	    uint64_t id);
+size_t	ds_producer_key(uint64_t id, const char *pid, size_t pidlen,
+	    char *buf);
 
 /* segment.c */
 int	ds_seg_path(const struct ds_store *, uint64_t id, char *buf, size_t sz);
 int	ds_seg_create(struct ds_store *, uint64_t id, const void *body,
 	    size_t len);
 int	ds_seg_open(const struct ds_store *, uint64_t id, int flags);
+int	ds_seg_lock(int fd);
 int	ds_seg_write(int fd, uint64_t at, const void *buf, size_t len);
 int	ds_seg_read(int fd, uint64_t at, void *buf, size_t len);
 int	ds_seg_unlink(const struct ds_store *, uint64_t id);
+
+/* lifecycle.c */
+enum ds_err ds_lookup(struct ds_store *, const char *path, int64_t now,
+	    struct ds_rec *);
+
+/* chain.c */
+enum ds_err ds_chain_build(struct ds_store *, const struct ds_rec *,
+	    uint64_t end, struct ds_chain *);
+enum ds_err ds_chain_boundary(struct ds_store *, const struct ds_chain *,
+	    uint64_t p);
+enum ds_err ds_resolve_fork_point(struct ds_store *, const struct ds_chain *,
+	    uint64_t tail, int msg, uint64_t at, uint64_t sub, uint64_t *out);
+enum ds_err ds_read_stitched(struct ds_store *, const struct ds_chain *,
+	    uint64_t from, uint64_t tail, size_t max, int msg, char **data,
+	    size_t *len);
 
 #endif /* DS_STORE_INT_H */
