@@ -33,46 +33,6 @@
 
 #include "store/store_int.h"
 
-enum ds_err
-ds_rec_get(struct ds_store *s, MDB_txn *txn, const char *path, struct ds_rec *r)
-{
-	MDB_val k, v;
-	int rc;
-
-	k.mv_data = (void *)path;
-	k.mv_size = strlen(path);
-	if (k.mv_size == 0 || k.mv_size > DS_PATH_MAX)
-		return DS_ENOTFOUND;
-	rc = mdb_get(txn, s->streams, &k, &v);
-	if (rc == MDB_NOTFOUND)
-		return DS_ENOTFOUND;
-	if (rc != 0)
-		return ds_mdb_err(__func__, "mdb_get", rc);
-	if (ds_rec_decode(&v, r) == -1) {
-		ds_log("%s: undecodable record", path);
-		return DS_ECORRUPT;
-	}
-	return DS_OK;
-}
-
-enum ds_err
-ds_rec_put(struct ds_store *s, MDB_txn *txn, const char *path,
-    const struct ds_rec *r)
-{
-	char buf[DS_REC_BUFSZ];
-	MDB_val k, v;
-	int rc;
-
-	k.mv_data = (void *)path;
-	k.mv_size = strlen(path);
-	v.mv_data = buf;
-	if ((v.mv_size = ds_rec_encode(r, buf, sizeof(buf))) == 0)
-		return DS_ETOOBIG;
-	if ((rc = mdb_put(txn, s->streams, &k, &v, 0)) != 0)
-		return ds_mdb_err(__func__, "mdb_put", rc);
-	return DS_OK;
-}
-
 static int
 expired(const struct ds_stream_info *i, int64_t now)
 {
@@ -82,80 +42,6 @@ expired(const struct ds_stream_info *i, int64_t now)
 	if ((i->flags & DS_F_EXPIRES) && now >= i->expires_ms)
 		return 1;
 	return 0;
-}
-
-/* Key of a producer's state: the stream id, then the producer id. */
-size_t
-ds_producer_key(uint64_t id, const char *pid, size_t pidlen, char *buf)
-{
-	memcpy(buf, &id, 8);
-	memcpy(buf + 8, pid, pidlen);
-	return 8 + pidlen;
-}
-
-/*
- * Removes a stream's record, its id entry and its producer states within
- * txn. The caller commits, then unlinks the segment.
- */
-enum ds_err
-ds_rec_remove(struct ds_store *s, MDB_txn *txn, const char *path, uint64_t id)
-{
-	MDB_cursor *c;
-	MDB_val k, v;
-	int rc;
-
-	k.mv_data = (void *)path;
-	k.mv_size = strlen(path);
-	if ((rc = mdb_del(txn, s->streams, &k, NULL)) != 0)
-		return ds_mdb_err(__func__, "mdb_del stream", rc);
-	k.mv_data = &id;
-	k.mv_size = sizeof(id);
-	if ((rc = mdb_del(txn, s->ids, &k, NULL)) != 0 && rc != MDB_NOTFOUND)
-		return ds_mdb_err(__func__, "mdb_del id", rc);
-	if ((rc = mdb_cursor_open(txn, s->producers, &c)) != 0)
-		return ds_mdb_err(__func__, "mdb_cursor_open", rc);
-	k.mv_data = &id;
-	k.mv_size = sizeof(id);
-	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-	while (rc == 0 && k.mv_size >= 8 && memcmp(k.mv_data, &id, 8) == 0) {
-		if ((rc = mdb_cursor_del(c, 0)) != 0)
-			break;
-		rc = mdb_cursor_get(c, &k, &v, MDB_GET_CURRENT);
-		if (rc == MDB_NOTFOUND || rc == EINVAL)
-			rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-	}
-	mdb_cursor_close(c);
-	if (rc != 0 && rc != MDB_NOTFOUND)
-		return ds_mdb_err(__func__, "producer cleanup", rc);
-	return DS_OK;
-}
-
-/* Finds a stream's record by id (the source of a fork). */
-enum ds_err
-ds_rec_get_id(struct ds_store *s, MDB_txn *txn, uint64_t id, char *path,
-    struct ds_rec *r)
-{
-	MDB_val k, v;
-	enum ds_err e;
-	int rc;
-
-	k.mv_data = &id;
-	k.mv_size = sizeof(id);
-	rc = mdb_get(txn, s->ids, &k, &v);
-	if (rc == MDB_NOTFOUND || (rc == 0 && v.mv_size > DS_PATH_MAX)) {
-		ds_log("stream %016" PRIx64 " has no id entry", id);
-		return DS_ECORRUPT;
-	}
-	if (rc != 0)
-		return ds_mdb_err(__func__, "mdb_get id", rc);
-	memcpy(path, v.mv_data, v.mv_size);
-	path[v.mv_size] = '\0';
-	if ((e = ds_rec_get(s, txn, path, r)) == DS_OK && r->info.id != id) {
-		ds_log("%s: id entry %016" PRIx64 " names another stream",
-		    path, id);
-		e = DS_ECORRUPT;
-	}
-	return e == DS_ENOTFOUND ? DS_ECORRUPT : e;
 }
 
 /* Segments to unlink once the transaction that dropped them commits. */
