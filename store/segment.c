@@ -3,6 +3,7 @@
  * base at file offset 0. Files fan out over 256 directories so that no
  * directory grows without bound: segments/<first id byte>/<id>.seg.
  */
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <fcntl.h>
@@ -185,6 +186,19 @@ ds_seg_unlink(const struct ds_store *s, uint64_t id)
 	if (unlink(path) == -1 && errno != ENOENT) {
 		ds_log("unlink %s: %s", path, strerror(errno));
 		return -1;
+	}
+	return 0;
+}
+
+/* Locks fd exclusively, retrying EINTR. */
+int
+ds_seg_lock(int fd)
+{
+	while (flock(fd, LOCK_EX) == -1) {
+		if (errno != EINTR) {
+			ds_log("flock: %s", strerror(errno));
+			return -1;
+		}
 	}
 	return 0;
 }

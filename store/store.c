@@ -513,19 +513,6 @@ fail:
 	return e;
 }
 
-/* Locks fd exclusively, retrying EINTR. */
-int
-ds_seg_lock(int fd)
-{
-	while (flock(fd, LOCK_EX) == -1) {
-		if (errno != EINTR) {
-			ds_log("flock: %s", strerror(errno));
-			return -1;
-		}
-	}
-	return 0;
-}
-
 /*
  * Validates an append against the committed record and producer state
  * (PROTOCOL 5.2 error precedence, 5.2.1 validation logic). Returns DS_OK
