@@ -1,0 +1,341 @@
+/*
+ * lifecycle.c: a stream's life (PROTOCOL 5.1, 5.4, 4.2): creating streams
+ * and forks, looking a stream up (an expired one is dropped on sight), and
+ * deleting, where a stream that live forks still read is only
+ * soft-deleted and goes with its last fork.
+ */
+#include <sys/random.h>
+
+#include <stdint.h>
+#include <time.h>
+
+#include "store/store_int.h"
+
+static int
+expired(const struct ds_stream_info *i, int64_t now)
+{
+	if ((i->flags & DS_F_TTL) &&
+	    now >= i->access_ms + (int64_t)i->ttl_s * 1000)
+		return 1;
+	if ((i->flags & DS_F_EXPIRES) && now >= i->expires_ms)
+		return 1;
+	return 0;
+}
+
+/* Segments to unlink once the transaction that dropped them commits. */
+struct doomed {
+	uint64_t	ids[DS_CHAIN_MAX + 1];
+	int		n;
+};
+
+/*
+ * Drops the stream r at path within txn (PROTOCOL 4.2 lifecycle): with live
+ * forks it is only marked soft-deleted; otherwise its record goes, and its
+ * source loses a reference, which may drop a soft-deleted source in turn,
+ * up the chain. Refcounts, flags and records change in this one
+ * transaction, so a crash leaves either all of it or none; segment files
+ * are unlinked after the commit (a crash in between leaves orphans that
+ * ds_store_recover() removes).
+ */
+static enum ds_err
+drop_stream(struct ds_store *s, MDB_txn *txn, const char *path,
+    struct ds_rec *r, struct doomed *d)
+{
+	char spath[DS_PATH_MAX + 1];
+	struct ds_rec src;
+	uint64_t src_id;
+	enum ds_err e;
+
+	if (r->refs > 0) {
+		r->info.flags |= DS_F_DELETED;
+		return ds_rec_put(s, txn, path, r);
+	}
+	if ((e = ds_rec_remove(s, txn, path, r->info.id)) != DS_OK)
+		return e;
+	d->ids[d->n++] = r->info.id;
+	for (src_id = r->info.src_id; src_id != 0; src_id = src.info.src_id) {
+		if ((e = ds_rec_get_id(s, txn, src_id, spath, &src)) != DS_OK)
+			return e;
+		if (src.refs > 0)
+			src.refs--;
+		if (src.refs > 0 || !(src.info.flags & DS_F_DELETED))
+			return ds_rec_put(s, txn, spath, &src);
+		if ((e = ds_rec_remove(s, txn, spath, src_id)) != DS_OK)
+			return e;
+		if (d->n <= DS_CHAIN_MAX)
+			d->ids[d->n++] = src_id;
+	}
+	return DS_OK;
+}
+
+static void
+unlink_doomed(struct ds_store *s, const struct doomed *d)
+{
+	int i;
+
+	for (i = 0; i < d->n; i++)
+		ds_seg_unlink(s, d->ids[i]);
+}
+
+/*
+ * Drops the stream at path if it is still the expired stream id. Called
+ * when a lookup finds a stream past its TTL or Expires-At. An expired
+ * stream with live forks is soft-deleted, like a deleted one.
+ */
+static void
+expire(struct ds_store *s, const char *path, uint64_t id, int64_t now)
+{
+	struct ds_rec r;
+	struct doomed d = { .n = 0 };
+	MDB_txn *txn;
+
+	if (ds_txn_begin(s, 0, &txn) != DS_OK)
+		return;
+	if (ds_rec_get(s, txn, path, &r) != DS_OK || r.info.id != id ||
+	    !expired(&r.info, now) || (r.info.flags & DS_F_DELETED) ||
+	    drop_stream(s, txn, path, &r, &d) != DS_OK) {
+		mdb_txn_abort(txn);
+		return;
+	}
+	if (ds_txn_commit_sync(s, txn, NULL) == DS_OK)
+		unlink_doomed(s, &d);
+}
+
+/*
+ * Looks a live stream up in a read transaction of its own. Expired streams
+ * are removed and reported as not found.
+ */
+enum ds_err
+ds_lookup(struct ds_store *s, const char *path, int64_t now, struct ds_rec *r)
+{
+	MDB_txn *txn;
+	enum ds_err e;
+
+	if ((e = ds_rd_begin(s, &txn)) != DS_OK)
+		return e;
+	e = ds_rec_get(s, txn, path, r);
+	ds_rd_end(txn);
+	if (e != DS_OK)
+		return e;
+	if (r->info.flags & DS_F_DELETED)
+		return DS_EGONE;
+	if (expired(&r->info, now)) {
+		expire(s, path, r->info.id, now);
+		return r->refs > 0 ? DS_EGONE : DS_ENOTFOUND;
+	}
+	return DS_OK;
+}
+
+static uint64_t
+new_id(void)
+{
+	uint64_t id = 0;
+
+	while (id == 0) {
+		if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id))
+			id = 0;
+	}
+	return id;
+}
+
+/*
+ * Resolves a fork request against its source (see ds_store_create()) and
+ * completes req with what the fork inherits.
+ */
+static enum ds_err
+prepare_fork(struct ds_store *s, struct ds_create *req, int64_t now,
+    struct ds_rec *r)
+{
+	struct ds_rec src;
+	struct ds_chain c;
+	enum ds_err e;
+
+	if ((e = ds_lookup(s, req->src_path, now, &src)) != DS_OK)
+		return e;
+	if (req->src_want && src.info.id != req->src_want)
+		return DS_EREPLACED;
+	if ((e = ds_chain_build(s, &src, src.info.tail, &c)) != DS_OK)
+		return e;
+	if (c.n >= DS_CHAIN_MAX)
+		return DS_EDEPTH;
+	if ((e = ds_resolve_fork_point(s, &c, src.info.tail,
+	    (src.info.flags & DS_F_MSG) != 0, req->has_fork_at ?
+	    req->fork_at : src.info.tail, req->sub, &req->base)) != DS_OK)
+		return e;
+	req->src_id = src.info.id;
+	/* Copied, never pointed at: src dies with this frame. */
+	memcpy(r->info.ctype, src.info.ctype, sizeof(r->info.ctype));
+	req->flags = (req->flags & ~DS_F_MSG) | (src.info.flags & DS_F_MSG);
+	if (!(req->flags & (DS_F_TTL | DS_F_EXPIRES))) {
+		req->flags |= src.info.flags & (DS_F_TTL | DS_F_EXPIRES);
+		req->ttl_s = src.info.ttl_s;
+		req->expires_ms = src.info.expires_ms;
+	}
+	return DS_OK;
+}
+
+enum ds_err
+ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
+    int64_t now, struct ds_stream_info *out)
+{
+	struct ds_rec r, old, src;
+	struct doomed d = { .n = 0 };
+	MDB_txn *txn;
+	MDB_val k, v;
+	enum ds_err e;
+	uint64_t id;
+	int rc, committed;
+
+	memset(out, 0, sizeof(*out));
+	if (strlen(path) == 0 || strlen(path) > DS_PATH_MAX ||
+	    (req->ctype && strlen(req->ctype) > DS_CTYPE_MAX))
+		return DS_ETOOBIG;
+	memset(&r, 0, sizeof(r));
+	req->src_id = 0;
+	req->base = 0;
+	if (req->src_path && (e = prepare_fork(s, req, now, &r)) != DS_OK)
+		return e;
+	if (req->ctype)
+		snprintf(r.info.ctype, sizeof(r.info.ctype), "%s",
+		    req->ctype);
+	else if (!req->src_path)
+		snprintf(r.info.ctype, sizeof(r.info.ctype), "%s",
+		    "application/octet-stream");
+	e = ds_lookup(s, path, now, &old);
+	if (e == DS_OK || e == DS_EGONE) {
+		*out = old.info;
+		return e == DS_OK ? DS_EEXIST : DS_EGONE;
+	}
+	if (e != DS_ENOTFOUND)
+		return e;
+
+	r.info.flags = req->flags & (DS_F_CLOSED | DS_F_TTL | DS_F_EXPIRES |
+	    DS_F_MSG);
+	r.info.ttl_s = req->ttl_s;
+	r.info.expires_ms = req->expires_ms;
+	r.info.access_ms = now;
+	r.info.src_id = req->src_id;
+	r.info.base = req->base;
+	r.info.tail = req->base + req->len;
+	r.created_ms = now;
+
+	for (;;) {
+		id = new_id();
+		if (ds_seg_create(s, id, req->body, req->len) == -1)
+			return ds_sys_err(errno);
+		if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
+			goto fail;
+		if ((e = ds_meta_reserve(s)) != DS_OK)
+			goto abort;
+		/* Someone may have created the path since our lookup. */
+		e = ds_rec_get(s, txn, path, &old);
+		if (e == DS_OK && ((old.info.flags & DS_F_DELETED) ||
+		    !expired(&old.info, now))) {
+			mdb_txn_abort(txn);
+			ds_seg_unlink(s, id);
+			*out = old.info;
+			return (old.info.flags & DS_F_DELETED) ? DS_EGONE :
+			    DS_EEXIST;
+		}
+		if (e == DS_OK) {
+			/* An expired stream: drop it first (may cascade). */
+			if ((e = drop_stream(s, txn, path, &old, &d)) != DS_OK)
+				goto abort;
+			if (old.refs > 0) {
+				/* Expired but still read by forks. */
+				mdb_txn_abort(txn);
+				ds_seg_unlink(s, id);
+				return DS_EGONE;
+			}
+		} else if (e != DS_ENOTFOUND)
+			goto abort;
+		if (req->src_path) {
+			/*
+			 * Pin the source, unless it went away meanwhile: the
+			 * fork point was resolved in that stream's data.
+			 */
+			if ((e = ds_rec_get(s, txn, req->src_path, &src)) ==
+			    DS_OK && src.info.id != req->src_id)
+				e = DS_EREPLACED;
+			else if (e == DS_OK && (src.info.flags & DS_F_DELETED))
+				e = DS_EGONE;
+			if (e != DS_OK)
+				goto abort;
+			src.refs++;
+			if ((e = ds_rec_put(s, txn, req->src_path, &src)) !=
+			    DS_OK)
+				goto abort;
+		}
+		k.mv_data = &id;
+		k.mv_size = sizeof(id);
+		v.mv_data = (void *)path;
+		v.mv_size = strlen(path);
+		rc = mdb_put(txn, s->ids, &k, &v, MDB_NOOVERWRITE);
+		if (rc == MDB_KEYEXIST) {
+			/* A 64-bit random id collided: draw again. */
+			mdb_txn_abort(txn);
+			ds_seg_unlink(s, id);
+			continue;
+		}
+		if (rc != 0) {
+			e = ds_mdb_err(__func__, "mdb_put id", rc);
+			goto abort;
+		}
+		r.info.id = id;
+		if ((e = ds_rec_put(s, txn, path, &r)) != DS_OK)
+			goto abort;
+		if ((e = ds_txn_commit_sync(s, txn, &committed)) != DS_OK) {
+			if (committed)
+				return e;	/* its record names the file */
+			goto fail;
+		}
+		break;
+	}
+	unlink_doomed(s, &d);
+	*out = r.info;
+	return DS_OK;
+abort:
+	mdb_txn_abort(txn);
+fail:
+	ds_seg_unlink(s, id);
+	if (e == DS_EGONE)
+		memset(out, 0, sizeof(*out));
+	return e;
+}
+
+enum ds_err
+ds_store_delete(struct ds_store *s, const char *path)
+{
+	struct ds_rec r;
+	struct doomed d = { .n = 0 };
+	MDB_txn *txn;
+	enum ds_err e, e2;
+	int64_t now;
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
+		return e;
+	if ((e = ds_rec_get(s, txn, path, &r)) != DS_OK)
+		goto abort;
+	if (r.info.flags & DS_F_DELETED) {
+		e = DS_EGONE;
+		goto abort;
+	}
+	/* An expired stream is dropped all the same, but was not there. */
+	if (expired(&r.info, now))
+		e = DS_ENOTFOUND;
+	if ((e2 = drop_stream(s, txn, path, &r, &d)) != DS_OK) {
+		e = e2;
+		goto abort;
+	}
+	/* No ds_meta_reserve(): a delete may use the reserve (it frees). */
+	if ((e2 = ds_txn_commit_sync(s, txn, NULL)) != DS_OK)
+		return e2;
+	unlink_doomed(s, &d);
+	return e;
+abort:
+	mdb_txn_abort(txn);
+	return e;
+}
