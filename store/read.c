@@ -1,0 +1,78 @@
+/*
+ * read.c: reading a stream: its metadata (HEAD, PROTOCOL 5.5), its bytes
+ * from a position across its fork chain (GET, PROTOCOL 5.6), and the TTL
+ * renewal that a read counts as (PROTOCOL 5.1).
+ */
+#include <stdint.h>
+
+#include "store/store_int.h"
+
+enum ds_err
+ds_store_stat(struct ds_store *s, const char *path, int64_t now,
+    struct ds_stream_info *out)
+{
+	struct ds_rec r;
+	enum ds_err e;
+
+	if ((e = ds_lookup(s, path, now, &r)) != DS_OK)
+		return e;
+	*out = r.info;
+	return DS_OK;
+}
+
+enum ds_err
+ds_store_read(struct ds_store *s, const char *path, uint64_t from,
+    size_t max, int64_t now, struct ds_stream_info *info, char **data,
+    size_t *len)
+{
+	struct ds_rec r;
+	struct ds_chain c;
+	enum ds_err e;
+
+	*data = NULL;
+	*len = 0;
+	if ((e = ds_lookup(s, path, now, &r)) != DS_OK)
+		return e;
+	*info = r.info;
+	if (from == DS_POS_NOW)
+		from = r.info.tail;
+	if (from > r.info.tail)
+		return DS_EOFFSET;
+	if ((e = ds_chain_build(s, &r, r.info.tail, &c)) != DS_OK)
+		return e;
+	if (from < r.info.tail && max > 0)
+		e = ds_read_stitched(s, &c, from, r.info.tail, max,
+		    (r.info.flags & DS_F_MSG) != 0, data, len);
+	else if ((r.info.flags & DS_F_MSG) && from > 0)
+		e = ds_chain_boundary(s, &c, from);
+	if (e == DS_OK && (r.info.flags & DS_F_TTL))
+		ds_store_touch(s, path, now);
+	return e;
+}
+
+enum ds_err
+ds_store_touch(struct ds_store *s, const char *path, int64_t now)
+{
+	struct ds_rec r;
+	MDB_txn *txn;
+	enum ds_err e;
+	int rc;
+
+	if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
+		return e;
+	if ((e = ds_rec_get(s, txn, path, &r)) != DS_OK ||
+	    !(r.info.flags & DS_F_TTL) || r.info.access_ms >= now ||
+	    (e = ds_meta_reserve(s)) != DS_OK) {
+		mdb_txn_abort(txn);
+		return e;
+	}
+	r.info.access_ms = now;
+	if ((e = ds_rec_put(s, txn, path, &r)) != DS_OK) {
+		mdb_txn_abort(txn);
+		return e;
+	}
+	/* An access time lost in a crash costs nothing: no sync. */
+	if ((rc = mdb_txn_commit(txn)) != 0)
+		return ds_mdb_err(__func__, "mdb_txn_commit", rc);
+	return DS_OK;
+}
