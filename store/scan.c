@@ -1,31 +1,12 @@
 /*
- * store.c: stream records in LMDB, bytes in segment files.
- *
- * Concurrency. Appends to one stream are serialised by an exclusive flock()
- * on the stream's segment file (every call opens its own descriptor, so the
- * lock works between threads as well as processes, and the kernel drops it
- * when a process dies). Under that lock an append validates against the
- * committed record, writes its bytes past the committed tail, fdatasync()s
- * the segment, then commits the new tail and producer state in one short
- * LMDB write transaction. The environment runs with MDB_NOSYNC so that
- * LMDB's single writer lock is never held across a sync; each writer calls
- * mdb_env_sync() after its commit instead, and concurrent writers share the
- * flushes (the kernel returns at once when the pages are already clean).
- * That is the group commit: no lock is held across any fsync that another
- * stream has to wait for.
- *
- * Error handling: functions that acquire resources leave through one
- * cleanup label ("out") that releases whatever was taken.
+ * scan.c: walks over every stream of the store: start-up recovery (torn
+ * tails and orphaned segment files), the invariant check, and listing.
  */
-#include <sys/file.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 
 #include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pthread.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
