@@ -324,6 +324,7 @@ ds_respond_store_error(struct ds_req *r, enum ds_err e)
 		status = 410;
 		break;
 	case DS_EEXIST:
+	case DS_ESOURCE_GONE:
 	case DS_ECLOSED:
 	case DS_ECTYPE:
 	case DS_ESEQ:

@@ -334,8 +334,7 @@ handle_put(struct ds_req *r)
 	} else if (e == DS_EEXIST || e == DS_EGONE) {
 		ds_respond_error(r, 409, e == DS_EEXIST ?
 		    "stream exists with a different configuration" :
-		    info.id ? "a deleted stream still holds this path" :
-		    "the source stream is deleted");
+		    "a deleted stream still holds this path");
 	} else if (e == DS_EOFFSET)
 		ds_respond_error(r, 400, "fork point is beyond the source's "
 		    "tail or not on a message boundary");

@@ -41,6 +41,7 @@ static const char *const errtab[] = {
 	[DS_EREPLACED] = "stream was deleted and created again",
 	[DS_EDEPTH] = "fork chain would be too deep",
 	[DS_ENOSPC] = "no space left on the data volume",
+	[DS_ESOURCE_GONE] = "the source stream is deleted",
 };
 
 const char *

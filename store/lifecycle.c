@@ -151,7 +151,7 @@ prepare_fork(struct ds_store *s, struct ds_create *req, int64_t now,
 	enum ds_err e;
 
 	if ((e = ds_lookup(s, req->src_path, now, &src)) != DS_OK)
-		return e;
+		return e == DS_EGONE ? DS_ESOURCE_GONE : e;
 	if (req->src_want && src.info.id != req->src_want)
 		return DS_EREPLACED;
 	if ((e = ds_chain_build(s, &src, src.info.tail, &c)) != DS_OK)
@@ -258,7 +258,7 @@ ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
 			    DS_OK && src.info.id != req->src_id)
 				e = DS_EREPLACED;
 			else if (e == DS_OK && (src.info.flags & DS_F_DELETED))
-				e = DS_EGONE;
+				e = DS_ESOURCE_GONE;
 			if (e != DS_OK)
 				goto abort;
 			src.refs++;
@@ -298,8 +298,6 @@ abort:
 	mdb_txn_abort(txn);
 fail:
 	ds_seg_unlink(s, id);
-	if (e == DS_EGONE)
-		memset(out, 0, sizeof(*out));
 	return e;
 }
 

@@ -50,7 +50,9 @@ enum ds_err {
 				   and the path now names another one */
 	DS_EDEPTH,		/* create: the fork chain would be deeper
 				   than DS_CHAIN_MAX levels */
-	DS_ENOSPC		/* the file system is full: nothing stored */
+	DS_ENOSPC,		/* the file system is full: nothing stored */
+	DS_ESOURCE_GONE		/* create: the fork's source is soft-deleted
+				   (DS_EGONE is for the path itself) */
 };
 
 DS_EXPORT const char *ds_strerror(enum ds_err);
@@ -175,7 +177,7 @@ struct ds_create {
  *
  * With src_path the stream is a fork: it reads as the source's data up to
  * base, then its own. The source must exist (DS_ENOTFOUND) and not be
- * soft-deleted (DS_EGONE with *out zeroed: the caller answers 409); the
+ * soft-deleted or expired while forks read it (DS_ESOURCE_GONE); the
  * fork point must lie within the source and, for message streams, on a
  * record end (DS_EOFFSET). For a fork, req is completed with what the fork
  * inherits (message framing, TTL or Expires-At when it asks for neither,

@@ -329,7 +329,7 @@ test_forks(struct ds_store *s)
 	is_int(ds_store_stat(s, "f1", 1000, &info), DS_EGONE,
 	    "middle stream soft-deleted");
 	ok(seg_exists(f1.id), "its data stays for its forks");
-	is_int(fork_of(s, "fy", "f1", 0, 0, &info), DS_EGONE,
+	is_int(fork_of(s, "fy", "f1", 0, 0, &info), DS_ESOURCE_GONE,
 	    "no forks of a soft-deleted stream");
 	is_int(ds_store_create(s, "f1", &c, 1000, &info), DS_EGONE,
 	    "soft-deleted path cannot be reused");
