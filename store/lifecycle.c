@@ -174,32 +174,31 @@ prepare_fork(struct ds_store *s, struct ds_create *req, int64_t now,
 	return DS_OK;
 }
 
-enum ds_err
-ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
-    int64_t now, struct ds_stream_info *out)
+/*
+ * Checks a create request and builds in *r the record it asks for,
+ * resolving a fork against its source. DS_EEXIST or DS_EGONE, with *out
+ * describing the stream there, when the path is taken already.
+ */
+static enum ds_err
+create_rec(struct ds_store *s, const char *path, struct ds_create *req,
+    int64_t now, struct ds_rec *r, struct ds_stream_info *out)
 {
-	struct ds_rec r, old, src;
-	struct doomed d = { .n = 0 };
-	MDB_txn *txn;
-	MDB_val k, v;
+	struct ds_rec old;
 	enum ds_err e;
-	uint64_t id;
-	int rc, committed;
 
-	memset(out, 0, sizeof(*out));
 	if (strlen(path) == 0 || strlen(path) > DS_PATH_MAX ||
 	    (req->ctype && strlen(req->ctype) > DS_CTYPE_MAX))
 		return DS_ETOOBIG;
-	memset(&r, 0, sizeof(r));
+	memset(r, 0, sizeof(*r));
 	req->src_id = 0;
 	req->base = 0;
-	if (req->src_path && (e = prepare_fork(s, req, now, &r)) != DS_OK)
+	if (req->src_path && (e = prepare_fork(s, req, now, r)) != DS_OK)
 		return e;
 	if (req->ctype)
-		snprintf(r.info.ctype, sizeof(r.info.ctype), "%s",
+		snprintf(r->info.ctype, sizeof(r->info.ctype), "%s",
 		    req->ctype);
 	else if (!req->src_path)
-		snprintf(r.info.ctype, sizeof(r.info.ctype), "%s",
+		snprintf(r->info.ctype, sizeof(r->info.ctype), "%s",
 		    "application/octet-stream");
 	e = ds_lookup(s, path, now, &old);
 	if (e == DS_OK || e == DS_EGONE) {
@@ -209,95 +208,131 @@ ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
 	if (e != DS_ENOTFOUND)
 		return e;
 
-	r.info.flags = req->flags & (DS_F_CLOSED | DS_F_TTL | DS_F_EXPIRES |
+	r->info.flags = req->flags & (DS_F_CLOSED | DS_F_TTL | DS_F_EXPIRES |
 	    DS_F_MSG);
-	r.info.ttl_s = req->ttl_s;
-	r.info.expires_ms = req->expires_ms;
-	r.info.access_ms = now;
-	r.info.src_id = req->src_id;
-	r.info.base = req->base;
-	r.info.tail = req->base + req->len;
-	r.created_ms = now;
-
-	for (;;) {
-		id = new_id();
-		if (ds_seg_create(s, id, req->body, req->len) == -1)
-			return ds_sys_err(errno);
-		if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
-			goto fail;
-		if ((e = ds_meta_reserve(s)) != DS_OK)
-			goto abort;
-		/* Someone may have created the path since our lookup. */
-		e = ds_rec_get(s, txn, path, &old);
-		if (e == DS_OK && ((old.info.flags & DS_F_DELETED) ||
-		    !expired(&old.info, now))) {
-			mdb_txn_abort(txn);
-			ds_seg_unlink(s, id);
-			*out = old.info;
-			return (old.info.flags & DS_F_DELETED) ? DS_EGONE :
-			    DS_EEXIST;
-		}
-		if (e == DS_OK) {
-			/* An expired stream: drop it first (may cascade). */
-			if ((e = drop_stream(s, txn, path, &old, &d)) != DS_OK)
-				goto abort;
-			if (old.refs > 0) {
-				/* Expired but still read by forks. */
-				mdb_txn_abort(txn);
-				ds_seg_unlink(s, id);
-				return DS_EGONE;
-			}
-		} else if (e != DS_ENOTFOUND)
-			goto abort;
-		if (req->src_path) {
-			/*
-			 * Pin the source, unless it went away meanwhile: the
-			 * fork point was resolved in that stream's data.
-			 */
-			if ((e = ds_rec_get(s, txn, req->src_path, &src)) ==
-			    DS_OK && src.info.id != req->src_id)
-				e = DS_EREPLACED;
-			else if (e == DS_OK && (src.info.flags & DS_F_DELETED))
-				e = DS_ESOURCE_GONE;
-			if (e != DS_OK)
-				goto abort;
-			src.refs++;
-			if ((e = ds_rec_put(s, txn, req->src_path, &src)) !=
-			    DS_OK)
-				goto abort;
-		}
-		k.mv_data = &id;
-		k.mv_size = sizeof(id);
-		v.mv_data = (void *)path;
-		v.mv_size = strlen(path);
-		rc = mdb_put(txn, s->ids, &k, &v, MDB_NOOVERWRITE);
-		if (rc == MDB_KEYEXIST) {
-			/* A 64-bit random id collided: draw again. */
-			mdb_txn_abort(txn);
-			ds_seg_unlink(s, id);
-			continue;
-		}
-		if (rc != 0) {
-			e = ds_mdb_err(__func__, "mdb_put id", rc);
-			goto abort;
-		}
-		r.info.id = id;
-		if ((e = ds_rec_put(s, txn, path, &r)) != DS_OK)
-			goto abort;
-		if ((e = ds_txn_commit_sync(s, txn, &committed)) != DS_OK) {
-			if (committed)
-				return e;	/* its record names the file */
-			goto fail;
-		}
-		break;
-	}
-	unlink_doomed(s, &d);
-	*out = r.info;
+	r->info.ttl_s = req->ttl_s;
+	r->info.expires_ms = req->expires_ms;
+	r->info.access_ms = now;
+	r->info.src_id = req->src_id;
+	r->info.base = req->base;
+	r->info.tail = req->base + req->len;
+	r->created_ms = now;
 	return DS_OK;
-abort:
-	mdb_txn_abort(txn);
-fail:
-	ds_seg_unlink(s, id);
+}
+
+/*
+ * Pins a fork's source within txn by one more reference, unless it went
+ * away since prepare_fork(): the fork point was resolved in that stream's
+ * data.
+ */
+static enum ds_err
+pin_source(struct ds_store *s, MDB_txn *txn, const struct ds_create *req)
+{
+	struct ds_rec src;
+	enum ds_err e;
+
+	if ((e = ds_rec_get(s, txn, req->src_path, &src)) != DS_OK)
+		return e;
+	if (src.info.id != req->src_id)
+		return DS_EREPLACED;
+	if (src.info.flags & DS_F_DELETED)
+		return DS_ESOURCE_GONE;
+	src.refs++;
+	return ds_rec_put(s, txn, req->src_path, &src);
+}
+
+/*
+ * One attempt at storing the stream r at path under a new random id: the
+ * segment file with the body, then one write transaction that checks the
+ * path again (someone may have created it since create_rec() looked),
+ * drops an expired stream there, pins a fork's source and adds the id
+ * entry and the record. Sets *again, leaving nothing behind, when the id
+ * is taken already. Until the commit, the segment file is unlinked on the
+ * way out; after it, the record names the file, even when the sync fails.
+ */
+static enum ds_err
+create_once(struct ds_store *s, const char *path, const struct ds_create *req,
+    int64_t now, struct ds_rec *r, struct ds_stream_info *out, int *again)
+{
+	struct ds_rec old;
+	struct doomed d = { .n = 0 };
+	MDB_txn *txn = NULL;
+	MDB_val k, v;
+	enum ds_err e;
+	uint64_t id = new_id();
+	int rc, committed = 0;
+
+	*again = 0;
+	if (ds_seg_create(s, id, req->body, req->len) == -1)
+		return ds_sys_err(errno);
+	if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
+		goto out;
+	if ((e = ds_meta_reserve(s)) != DS_OK)
+		goto out;
+	e = ds_rec_get(s, txn, path, &old);
+	if (e == DS_OK && ((old.info.flags & DS_F_DELETED) ||
+	    !expired(&old.info, now))) {
+		*out = old.info;
+		e = (old.info.flags & DS_F_DELETED) ? DS_EGONE : DS_EEXIST;
+		goto out;
+	}
+	if (e == DS_OK) {
+		/* An expired stream: drop it first (may cascade). */
+		if ((e = drop_stream(s, txn, path, &old, &d)) != DS_OK)
+			goto out;
+		if (old.refs > 0) {
+			/* Expired but still read by forks. */
+			e = DS_EGONE;
+			goto out;
+		}
+	} else if (e != DS_ENOTFOUND)
+		goto out;
+	if (req->src_path && (e = pin_source(s, txn, req)) != DS_OK)
+		goto out;
+	k.mv_data = &id;
+	k.mv_size = sizeof(id);
+	v.mv_data = (void *)path;
+	v.mv_size = strlen(path);
+	rc = mdb_put(txn, s->ids, &k, &v, MDB_NOOVERWRITE);
+	if (rc == MDB_KEYEXIST) {
+		*again = 1;	/* a 64-bit random id collided */
+		goto out;
+	}
+	if (rc != 0) {
+		e = ds_mdb_err(__func__, "mdb_put id", rc);
+		goto out;
+	}
+	r->info.id = id;
+	if ((e = ds_rec_put(s, txn, path, r)) != DS_OK)
+		goto out;
+	e = ds_txn_commit_sync(s, txn, &committed);
+	txn = NULL;	/* committed or not, mdb_txn_commit() freed it */
+	if (e == DS_OK) {
+		unlink_doomed(s, &d);
+		*out = r->info;
+	}
+out:
+	if (txn)
+		mdb_txn_abort(txn);
+	if (!committed)
+		ds_seg_unlink(s, id);
+	return e;
+}
+
+enum ds_err
+ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
+    int64_t now, struct ds_stream_info *out)
+{
+	struct ds_rec r;
+	enum ds_err e;
+	int again;
+
+	memset(out, 0, sizeof(*out));
+	if ((e = create_rec(s, path, req, now, &r, out)) != DS_OK)
+		return e;
+	do
+		e = create_once(s, path, req, now, &r, out, &again);
+	while (again);
 	return e;
 }
 
