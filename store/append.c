@@ -103,8 +103,9 @@ unwrite(int fd, uint64_t own)
 
 /*
  * Writes the append's bytes at the committed tail and syncs them. Bytes a
- * crashed append left past the tail are cut off first (recovery on open).
- * On failure nothing is left past the tail.
+ * crashed append left past the tail are cut off first (as
+ * ds_store_recover() does for every stream at start-up). On failure
+ * nothing is left past the tail.
  */
 static enum ds_err
 write_data(int fd, const struct ds_rec *r, const void *body, size_t len)

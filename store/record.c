@@ -105,6 +105,10 @@ ds_rec_decode(const MDB_val *v, struct ds_rec *r)
 	return 0;
 }
 
+/*
+ * Reads the record at path within txn into r: DS_ENOTFOUND, or
+ * DS_ECORRUPT (logged) when it does not decode.
+ */
 enum ds_err
 ds_rec_get(struct ds_store *s, MDB_txn *txn, const char *path, struct ds_rec *r)
 {
@@ -155,6 +159,7 @@ ds_rec_get_id(struct ds_store *s, MDB_txn *txn, uint64_t id, char *path,
 	return e == DS_ENOTFOUND ? DS_ECORRUPT : e;
 }
 
+/* Stores r at path within txn; DS_ETOOBIG when it does not encode. */
 enum ds_err
 ds_rec_put(struct ds_store *s, MDB_txn *txn, const char *path,
     const struct ds_rec *r)

@@ -7,18 +7,22 @@
  * processes and threads may open the same directory at once.
  *
  * Positions are logical byte positions in a stream's offset space. A stream
- * owns the positions [base, tail); for a plain stream base is 0. Positions
- * below base belong to the stream it was forked from (a later issue).
+ * owns the positions [base, tail); for a plain stream base is 0. A fork's
+ * positions below base are read from the stream it was forked from, and
+ * below that one's base from its source, and so on (PROTOCOL 4.2; see
+ * ds_store_create()).
  *
  * Durability contract: when ds_store_create() or ds_store_append() returns
  * DS_OK, the bytes have been fdatasync'ed and the metadata (tail, closed
  * flag, Stream-Seq, producer state) is committed and synced, in that order.
  * Data and producer state land together: a crash before the metadata commit
  * leaves bytes past the committed tail, which readers never see and the next
- * append or ds_store_recover() truncates.
+ * append to that stream or ds_store_recover() truncates. Opening a store
+ * recovers nothing: run ds_store_recover() once at start-up for that.
  *
  * All functions are thread-safe. Strings passed in are borrowed for the
- * call only. Every function returns an enum ds_err.
+ * call only. Every function but ds_strerror() and ds_store_close() returns
+ * an enum ds_err.
  */
 #ifndef DS_STORE_H
 #define DS_STORE_H
@@ -101,8 +105,11 @@ struct ds_store;
 
 /*
  * Opens (creating if needed) the store in cfg->dir. Clears reader slots
- * left by dead processes. On success *out owns the store until
- * ds_store_close().
+ * left by dead processes and allocates the LMDB lock file's blocks while
+ * there is room (DS_ENOSPC when not even the first ones fit). Checks and
+ * repairs no stream: that is ds_store_recover()'s. On success *out owns
+ * the store until ds_store_close(), which must come after every thread is
+ * done with it.
  */
 DS_EXPORT enum ds_err ds_store_open(const struct ds_store_cfg *cfg,
 	    struct ds_store **out);
@@ -143,7 +150,9 @@ DS_EXPORT enum ds_err ds_store_foreach(struct ds_store *,
 
 /*
  * Reads a stream's metadata. Expired streams (PROTOCOL 5.1 TTL/Expires-At)
- * answer DS_ENOTFOUND and are deleted. Does not renew the TTL (HEAD).
+ * are deleted and answer DS_ENOTFOUND, or DS_EGONE when forks still read
+ * them (they are soft-deleted, as is a deleted stream with forks). Does
+ * not renew the TTL (HEAD).
  */
 DS_EXPORT enum ds_err ds_store_stat(struct ds_store *, const char *path,
 	    int64_t now_ms, struct ds_stream_info *out);
@@ -173,7 +182,8 @@ struct ds_create {
  * Creates the stream at path. DS_OK: created, *out describes it. DS_EEXIST:
  * a live stream is already there, *out describes it so the caller can tell
  * an idempotent re-create from a conflict (PROTOCOL 5.1). DS_EGONE: a
- * soft-deleted stream holds the path.
+ * soft-deleted stream holds the path (or an expired one that forks still
+ * read).
  *
  * With src_path the stream is a fork: it reads as the source's data up to
  * base, then its own. The source must exist (DS_ENOTFOUND) and not be
@@ -265,7 +275,9 @@ DS_EXPORT enum ds_err ds_store_touch(struct ds_store *, const char *path,
  * Deletes the stream (PROTOCOL 5.4, 4.2). A stream that live forks still
  * read from is soft-deleted: its path answers DS_EGONE and cannot be reused,
  * its data stays. Deleting the last fork of a soft-deleted stream removes
- * that stream too, and so on up the chain, in the same transaction.
+ * that stream too, and so on up the chain, in the same transaction. An
+ * expired stream is dropped all the same but answers DS_ENOTFOUND; a
+ * soft-deleted one answers DS_EGONE.
  */
 DS_EXPORT enum ds_err ds_store_delete(struct ds_store *, const char *path);
 

@@ -1,6 +1,8 @@
 /*
- * store_int.h: what the store's files share and nobody else sees, file by
- * file. store.h is the only way in from outside.
+ * store_int.h: what the store's files share and nobody else sees, indexed
+ * file by file: each heading names a file, the store.h functions it
+ * defines, then what it shares with the others. store.h is the only way in
+ * from outside.
  *
  * Error handling: a function that acquires resources (a transaction, a
  * descriptor, a buffer) leaves through one cleanup label, "out", that
@@ -79,7 +81,7 @@ struct ds_chain {
 	int		n;
 };
 
-/* env.c */
+/* env.c: ds_strerror(), ds_store_open(), ds_store_close() */
 /* Logs where a failure happens: function, message, errno text. */
 #define ds_log(...) ds_logf(__func__, __VA_ARGS__)
 void	ds_logf(const char *fn, const char *fmt, ...)
@@ -117,10 +119,6 @@ int	ds_seg_write(int fd, uint64_t at, const void *buf, size_t len);
 int	ds_seg_read(int fd, uint64_t at, void *buf, size_t len);
 int	ds_seg_unlink(const struct ds_store *, uint64_t id);
 
-/* lifecycle.c */
-enum ds_err ds_lookup(struct ds_store *, const char *path, int64_t now,
-	    struct ds_rec *);
-
 /* chain.c */
 enum ds_err ds_chain_build(struct ds_store *, const struct ds_rec *,
 	    uint64_t end, struct ds_chain *);
@@ -131,5 +129,15 @@ enum ds_err ds_resolve_fork_point(struct ds_store *, const struct ds_chain *,
 enum ds_err ds_read_stitched(struct ds_store *, const struct ds_chain *,
 	    uint64_t from, uint64_t tail, size_t max, int msg, char **data,
 	    size_t *len);
+
+/* lifecycle.c: ds_store_create(), ds_store_delete() */
+enum ds_err ds_lookup(struct ds_store *, const char *path, int64_t now,
+	    struct ds_rec *);
+
+/* append.c: ds_store_append() */
+
+/* read.c: ds_store_stat(), ds_store_read(), ds_store_touch() */
+
+/* scan.c: ds_store_recover(), ds_store_verify(), ds_store_foreach() */
 
 #endif /* DS_STORE_INT_H */
