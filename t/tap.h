@@ -6,6 +6,7 @@
  *	is_int(got, want, "fmt", ...);
  *	is_str(got, want, "fmt", ...);
  *	is_mem(got, gotlen, want, wantlen, "fmt", ...);
+ *	must(cond, "fmt", ...);		a setup step: bail out unless cond
  *	diag("fmt", ...);		a '#' line on stderr
  *	note("fmt", ...);		a '#' line on stdout (quiet under prove)
  *	seed = tap_seed();		DS_SEED or the clock, printed for replay
@@ -250,6 +251,35 @@ static TAP_UNUSED size_t	 tap_gn_, tap_wn_;
 	 tap_wm_ = (want), tap_wn_ = (wantlen), \
 	 tap_is_mem(tap_gm_, tap_gn_, tap_wm_, tap_wn_, __FILE__, __LINE__, \
 	    errno, __VA_ARGS__))
+
+/*
+ * A setup step the checks after it depend on (a temporary directory, a
+ * store, the streams a test reads): must(cond, "fmt", ...) counts as no
+ * check; when cond is false it prints file:line, the message and errno's
+ * text as a '#' line and bails out, so that a broken setup stops the run at
+ * once instead of surfacing later as a confusing mismatch. Like the
+ * checks, it clears errno when it passes.
+ */
+static TAP_UNUSED TAP_PRINTF(4, 5) __attribute__((noreturn)) void
+tap_must_fail(const char *file, int line, int err, const char *fmt, ...)
+{
+	va_list	 ap;
+	char	 msg[512];
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (err != 0)
+		diag("  Setup failed at %s:%d: %s (errno: %s)", file, line,
+		    msg, strerror(err));
+	else
+		diag("  Setup failed at %s:%d: %s", file, line, msg);
+	bail_out("setup failed at %s:%d: %s", file, line, msg);
+}
+
+#define must(cond, ...) \
+	((cond) ? (void)(errno = 0) : \
+	 tap_must_fail(__FILE__, __LINE__, errno, __VA_ARGS__))
 
 /*
  * Seeds tap_rand() from DS_SEED, or from the clock and pid when it is

@@ -412,9 +412,8 @@ test_depth(void)
 	char	*in, *want;
 	size_t	 i, n = DS_JSON_MAX_DEPTH;
 
-	if ((in = malloc(6 * n + 16)) == NULL ||
-	    (want = malloc(6 * n + 16)) == NULL)
-		bail_out("malloc");
+	must((in = malloc(6 * n + 16)) != NULL &&
+	    (want = malloc(6 * n + 16)) != NULL, "malloc");
 
 	/* n nested arrays: the outer one is flattened away. */
 	memset(in, '[', n);
@@ -447,8 +446,7 @@ test_depth(void)
 	free(in);
 	free(want);
 
-	if ((in = malloc(6 * n)) == NULL)
-		bail_out("malloc");
+	must((in = malloc(6 * n)) != NULL, "malloc");
 	for (i = 0; i < n + 1; i++)
 		memcpy(in + 4 * i, "{\"\":", 4);
 	in[4 * (n + 1)] = '1';
@@ -458,9 +456,8 @@ test_depth(void)
 	free(in);
 
 	/* Closing pops: many shallow siblings never add up to depth. */
-	if ((in = malloc(10 * n + 2)) == NULL ||
-	    (want = malloc(10 * n + 2)) == NULL)
-		bail_out("malloc");
+	must((in = malloc(10 * n + 2)) != NULL &&
+	    (want = malloc(10 * n + 2)) != NULL, "malloc");
 	in[0] = '[';
 	for (i = 0; i < 2 * n; i++) {
 		memcpy(in + 1 + 5 * i, "[[]],", 5);
@@ -687,9 +684,8 @@ test_random(void)
 	int		 iter, good = 1, top_array;
 
 	g.cap = 1 << 20;
-	if ((g.c = malloc(g.cap)) == NULL || (g.s = malloc(g.cap)) == NULL ||
-	    (expect = malloc(g.cap)) == NULL)
-		bail_out("malloc");
+	must((g.c = malloc(g.cap)) != NULL && (g.s = malloc(g.cap)) != NULL &&
+	    (expect = malloc(g.cap)) != NULL, "malloc");
 
 	for (iter = 0; iter < 5000 && good; iter++) {
 		g.clen = g.slen = elen = 0;
@@ -776,8 +772,7 @@ check_output(const char *out, size_t outlen, size_t nmsg)
 		if (nl == NULL || nl == p)
 			return 0;
 		mlen = (size_t)(nl - p);
-		if ((wrap = malloc(mlen + 2)) == NULL)
-			bail_out("malloc");
+		must((wrap = malloc(mlen + 2)) != NULL, "malloc");
 		wrap[0] = '[';
 		memcpy(wrap + 1, p, mlen);
 		wrap[mlen + 1] = ']';
