@@ -10,6 +10,9 @@
  * its lock file (the commit is on disk, but readers do not see it yet).
  * A SIGKILL that arrives while a worker is inside that pwrite() takes
  * effect on its return, so the second moment is a real one.
+ *
+ * Each case runs in a data directory of its own. The test process keeps
+ * that store open throughout, as a worker does while another worker dies.
  */
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -29,7 +32,6 @@
 enum { ARM_OFF, ARM_BEFORE_META, ARM_AFTER_META };
 
 static int armed;
-static char dir[] = "/tmp/ds-store-crash-XXXXXX";
 
 static int
 is_meta_page(int fd, off_t off)
@@ -76,16 +78,14 @@ append_and_die(int when, const char *path, const char *body, int close,
 
 	fflush(stdout);
 	fflush(stderr);
-	if ((pid = fork()) == -1)
-		bail_out("fork: %s", strerror(errno));
+	must((pid = fork()) != -1, "fork");
 	if (pid == 0) {
-		c = open_store(dir);
+		c = open_store(store_dir);
 		armed = when;
 		append(c, path, body, close, p, NULL, &res);
 		_exit(0);	/* not reached when the hook fired */
 	}
-	if (waitpid(pid, &st, 0) == -1)
-		bail_out("waitpid: %s", strerror(errno));
+	must(waitpid(pid, &st, 0) != -1, "waitpid");
 	return WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL;
 }
 
@@ -112,25 +112,15 @@ create(struct ds_store *s, const char *path, const char *body)
 	    .len = strlen(body) };
 	struct ds_stream_info info;
 
-	is_int(ds_store_create(s, path, &c, 1000, &info), DS_OK, "create %s",
-	    path);
+	must_ds(ds_store_create(s, path, &c, 1000, &info));
 }
 
-int
-main(void)
+/* Killed before the meta page: nothing was committed. */
+static void
+test_before_meta(struct ds_store *s)
 {
-	struct ds_producer p = { .id = "p1", .idlen = 2 };
 	struct ds_append_res res;
-	struct ds_store *s;
-	char cmd[128];
 
-	if (mkdtemp(dir) == NULL)
-		bail_out("mkdtemp: %s", strerror(errno));
-	/* This process keeps its environment open throughout, as a worker
-	 * does while another worker dies. */
-	s = open_store(dir);
-
-	/* Killed before the meta page: nothing was committed. */
 	create(s, "a", "xx");
 	ok(append_and_die(ARM_BEFORE_META, "a", "AAAA", 0, NULL),
 	    "writer killed before its meta page");
@@ -139,12 +129,23 @@ main(void)
 	    "next append succeeds");
 	is_int(res.tail, 4, "and lands on the committed tail");
 	check_content(s, "a", "xxBB", "uncommitted bytes were cut off");
+}
 
-	/* Killed after the meta page: committed, not yet published. */
+/* Killed after the meta page: committed, not yet published. */
+static void
+test_after_meta_read(struct ds_store *s)
+{
 	create(s, "b", "xx");
 	ok(append_and_die(ARM_AFTER_META, "b", "AAAA", 0, NULL),
 	    "writer killed after its meta page");
 	check_content(s, "b", "xxAAAA", "a read sees the dead writer's commit");
+}
+
+static void
+test_after_meta_append(struct ds_store *s)
+{
+	struct ds_append_res res;
+
 	create(s, "c", "xx");
 	ok(append_and_die(ARM_AFTER_META, "c", "AAAA", 0, NULL),
 	    "writer killed after its meta page (append next)");
@@ -152,26 +153,58 @@ main(void)
 	    "next append succeeds");
 	is_int(res.tail, 8, "and lands after the dead writer's append");
 	check_content(s, "c", "xxAAAABB", "both appends, in order");
+}
 
-	/* A close committed that way must not be appended past. */
+/* A close committed that way must not be appended past. */
+static void
+test_after_meta_close(struct ds_store *s)
+{
+	struct ds_append_res res;
+
 	create(s, "d", "xx");
 	ok(append_and_die(ARM_AFTER_META, "d", "", 1, NULL),
 	    "closing writer killed after its meta page");
 	is_int(append(s, "d", "BB", 0, NULL, NULL, &res), DS_ECLOSED,
 	    "next append finds the stream closed");
 	check_content(s, "d", "xx", "nothing appended after the close");
+}
 
-	/* A producer's retry of a committed seq is a duplicate. */
+/* A producer's retry of a committed seq is a duplicate. */
+static void
+test_after_meta_producer(struct ds_store *s)
+{
+	struct ds_producer p = { .id = "p1", .idlen = 2 };
+	struct ds_append_res res;
+
 	create(s, "e", "xx");
 	ok(append_and_die(ARM_AFTER_META, "e", "P0", 0, &p),
 	    "producer killed after its meta page");
 	is_int(append(s, "e", "P0", 0, &p, NULL, &res), DS_OK, "retry answered");
 	ok(res.duplicate, "retry recognised as a duplicate");
 	check_content(s, "e", "xxP0", "retried append stored once");
+}
 
-	ds_store_close(s);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	if (system(cmd) != 0)
-		diag("could not remove %s", dir);
+static const struct {
+	const char	*name;
+	void		(*fn)(struct ds_store *);
+} tests[] = {
+	{ "before-meta", test_before_meta },
+	{ "after-meta-read", test_after_meta_read },
+	{ "after-meta-append", test_after_meta_append },
+	{ "after-meta-close", test_after_meta_close },
+	{ "after-meta-producer", test_after_meta_producer },
+};
+
+int
+main(void)
+{
+	struct ds_store *s;
+	size_t i;
+
+	for (i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
+		s = store_begin("crash", tests[i].name);
+		tests[i].fn(s);
+		store_end(s);
+	}
 	return done_testing();
 }

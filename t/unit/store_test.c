@@ -2,7 +2,8 @@
  * store_test.c: drives store/ directly: create, append with every
  * validation rule, reads with chunk bounds and message framing, expiry,
  * delete, torn-tail recovery and orphan removal, and concurrent appends from
- * threads sharing one store.
+ * threads sharing one store. Each test case runs in a data directory of its
+ * own (store_begin()).
  */
 #include <sys/stat.h>
 
@@ -19,8 +20,6 @@
 #include "store/store_int.h"
 #include "t/tap.h"
 #include "t/unit/store_util.h"
-
-static char dir[] = "/tmp/ds-store-test-XXXXXX";
 
 static char *
 read_all(struct ds_store *s, const char *path, size_t chunk, size_t *total,
@@ -113,7 +112,7 @@ test_producers(struct ds_store *s)
 	size_t len;
 	unsigned reads;
 
-	is_int(ds_store_create(s, "p", &c, 1000, &info), DS_OK, "create p");
+	must_ds(ds_store_create(s, "p", &c, 1000, &info));
 	p.seq = 1;
 	is_int(append(s, "p", "x", 0, &p, NULL, &res), DS_EPRODUCER_GAP,
 	    "new producer must start at seq 0");
@@ -191,9 +190,10 @@ static void
 test_expiry_delete(struct ds_store *s)
 {
 	struct ds_create c = { .ctype = "text/plain", .flags = DS_F_TTL,
-	    .ttl_s = 2 };
+	    .ttl_s = 2 }, plain = { .ctype = "text/plain" };
 	struct ds_stream_info info;
 
+	must_ds(ds_store_create(s, "a", &plain, 1000, &info));
 	is_int(ds_store_create(s, "t", &c, 1000, &info), DS_OK, "ttl stream");
 	is_int(ds_store_stat(s, "t", 2500, &info), DS_OK, "alive at 1.5 s");
 	is_int(ds_store_touch(s, "t", 2500), DS_OK, "touch renews");
@@ -225,12 +225,12 @@ test_recovery(struct ds_store *s)
 	unsigned reads, trunc, removed;
 	int fd;
 
-	is_int(ds_store_create(s, "r", &c, 1000, &info), DS_OK, "create r");
+	must_ds(ds_store_create(s, "r", &c, 1000, &info));
 	/* A crash after the data write, before the commit: stray bytes. */
 	snprintf(path, sizeof(path), "%s/segments/%02x/%016" PRIx64 ".seg",
-	    dir, (unsigned)(info.id >> 56), info.id);
-	fd = open(path, O_WRONLY | O_APPEND);
-	ok(fd != -1 && write(fd, "TORN", 4) == 4, "simulate a torn append");
+	    store_dir, (unsigned)(info.id >> 56), info.id);
+	must((fd = open(path, O_WRONLY | O_APPEND)) != -1, "open %s", path);
+	must(write(fd, "TORN", 4) == 4, "simulate a torn append");
 	close(fd);
 	data = read_all(s, "r", 1024, &len, &reads);
 	is_mem(data, len, "12345", 5, "readers never see stray bytes");
@@ -244,11 +244,12 @@ test_recovery(struct ds_store *s)
 	free(data);
 
 	/* Orphans: segment files that no record names. */
-	snprintf(path, sizeof(path), "%s/segments/00", dir);
-	mkdir(path, 0750);
+	snprintf(path, sizeof(path), "%s/segments/00", store_dir);
+	must(mkdir(path, 0750) == 0 || errno == EEXIST, "mkdir %s", path);
 	snprintf(path, sizeof(path), "%s/segments/00/0000000000000001.seg",
-	    dir);
-	fd = open(path, O_CREAT | O_WRONLY, 0640);
+	    store_dir);
+	must((fd = open(path, O_CREAT | O_WRONLY, 0640)) != -1, "create %s",
+	    path);
 	close(fd);
 	is_int(ds_store_recover(s, 3600, &trunc, &removed), DS_OK,
 	    "recover with a young orphan");
@@ -266,7 +267,7 @@ seg_exists(uint64_t id)
 	char path[512];
 
 	snprintf(path, sizeof(path), "%s/segments/%02x/%016" PRIx64 ".seg",
-	    dir, (unsigned)(id >> 56), id);
+	    store_dir, (unsigned)(id >> 56), id);
 	return access(path, F_OK) == 0;
 }
 
@@ -296,18 +297,18 @@ test_forks(struct ds_store *s)
 	size_t len;
 	unsigned reads;
 
-	is_int(ds_store_create(s, "f0", &c, 1000, &f0), DS_OK, "fork root");
-	append(s, "f0", "BBBB", 0, NULL, NULL, &res);
+	must_ds(ds_store_create(s, "f0", &c, 1000, &f0));
+	must_ds(append(s, "f0", "BBBB", 0, NULL, NULL, &res));
 	is_int(fork_of(s, "f1", "f0", 4, 2, &f1), DS_OK, "fork at 4+2");
 	is_int(f1.base, 6, "sub-offset refines the fork point");
 	is_str(f1.ctype, "text/plain", "fork inherits the content type");
-	append(s, "f1", "cc", 0, NULL, NULL, &res);
-	append(s, "f0", "ZZ", 0, NULL, NULL, &res);
+	must_ds(append(s, "f1", "cc", 0, NULL, NULL, &res));
+	must_ds(append(s, "f0", "ZZ", 0, NULL, NULL, &res));
 	is_int(fork_of(s, "f2", "f1", 3, 0, &f2), DS_OK,
 	    "fork of a fork below its fork point");
-	append(s, "f2", "dd", 0, NULL, NULL, &res);
+	must_ds(append(s, "f2", "dd", 0, NULL, NULL, &res));
 	is_int(fork_of(s, "f3", "f2", 5, 0, &f3), DS_OK, "third level");
-	append(s, "f3", "e", 0, NULL, NULL, &res);
+	must_ds(append(s, "f3", "e", 0, NULL, NULL, &res));
 	data = read_all(s, "f1", 1024, &len, &reads);
 	is_mem(data, len, "AAAABBcc", 8, "fork reads source then own data");
 	free(data);
@@ -449,7 +450,7 @@ test_depth(struct ds_store *s)
 	uint64_t src_id;
 	int i, fails = 0;
 
-	is_int(ds_store_create(s, "d/0", &c, 1000, &info), DS_OK, "depth 0");
+	must_ds(ds_store_create(s, "d/0", &c, 1000, &info));
 	for (i = 1; i < DS_CHAIN_MAX; i++) {
 		snprintf(prev, sizeof(prev), "d/%d", i - 1);
 		snprintf(path, sizeof(path), "d/%d", i);
@@ -475,21 +476,19 @@ test_depth(struct ds_store *s)
 
 	/* A record whose source is itself: a loop no read can follow. */
 	c.src_path = "d/0";
-	is_int(ds_store_create(s, "d/loop", &c, 1000, &info), DS_OK,
-	    "fork for the loop");
-	if (mdb_txn_begin(s->env, NULL, 0, &txn) != 0)
-		bail_out("mdb_txn_begin");
+	must_ds(ds_store_create(s, "d/loop", &c, 1000, &info));
+	must(mdb_txn_begin(s->env, NULL, 0, &txn) == 0, "mdb_txn_begin");
 	k.mv_data = (void *)"d/loop";
 	k.mv_size = 6;
-	if (mdb_get(txn, s->streams, &k, &v) != 0 || ds_rec_decode(&v, &r))
-		bail_out("d/loop record");
+	must(mdb_get(txn, s->streams, &k, &v) == 0 &&
+	    ds_rec_decode(&v, &r) == 0, "d/loop record");
 	src_id = r.info.src_id;
 	r.info.src_id = r.info.id;
 	r.refs = 1;
 	v.mv_data = buf;
 	v.mv_size = ds_rec_encode(&r, buf, sizeof(buf));
-	if (mdb_put(txn, s->streams, &k, &v, 0) != 0 || mdb_txn_commit(txn))
-		bail_out("d/loop put");
+	must(mdb_put(txn, s->streams, &k, &v, 0) == 0 &&
+	    mdb_txn_commit(txn) == 0, "d/loop put");
 	is_int(ds_store_read(s, "d/loop", 0, 1024, 1000, &info, &data, &len),
 	    DS_ECORRUPT, "a looping chain cannot be read");
 	is_int(ds_store_verify(s, NULL, &n, &bad), DS_OK, "verify runs");
@@ -497,43 +496,40 @@ test_depth(struct ds_store *s)
 	r.info.src_id = src_id;
 	r.refs = 0;
 	v.mv_size = ds_rec_encode(&r, buf, sizeof(buf));
-	if (mdb_txn_begin(s->env, NULL, 0, &txn) != 0 ||
-	    mdb_put(txn, s->streams, &k, &v, 0) != 0 || mdb_txn_commit(txn))
-		bail_out("d/loop repair");
+	must(mdb_txn_begin(s->env, NULL, 0, &txn) == 0 &&
+	    mdb_put(txn, s->streams, &k, &v, 0) == 0 &&
+	    mdb_txn_commit(txn) == 0, "d/loop repair");
 	is_int(ds_store_delete(s, "d/loop"), DS_OK, "loop removed");
 	for (i = DS_CHAIN_MAX - 1; i >= 0; i--) {
 		snprintf(path, sizeof(path), "d/%d", i);
-		ds_store_delete(s, path);
+		must_ds(ds_store_delete(s, path));
 	}
 
 	/* Message streams: whole records, each one valid. */
-	is_int(ds_store_create(s, "d/msg", &m, 1000, &info), DS_OK,
-	    "message stream");
-	append(s, "d/msg", "[1]\n", 0, NULL, NULL, &res);
+	must_ds(ds_store_create(s, "d/msg", &m, 1000, &info));
+	must_ds(append(s, "d/msg", "[1]\n", 0, NULL, NULL, &res));
 	is_int(ds_store_verify(s, no_x, &n, &bad), DS_OK, "verify runs");
 	is_int(bad, 0, "valid records pass");
-	append(s, "d/msg", "x\n", 0, NULL, NULL, &res);
+	must_ds(append(s, "d/msg", "x\n", 0, NULL, NULL, &res));
 	is_int(ds_store_verify(s, no_x, &n, &bad), DS_OK, "verify runs");
 	is_int(bad, 1, "a record the validator refuses is reported");
-	ds_store_delete(s, "d/msg");
-	ds_store_create(s, "d/msg", &m, 1000, &info);
-	append(s, "d/msg", "[1]\n[2", 0, NULL, NULL, &res);
+	must_ds(ds_store_delete(s, "d/msg"));
+	must_ds(ds_store_create(s, "d/msg", &m, 1000, &info));
+	must_ds(append(s, "d/msg", "[1]\n[2", 0, NULL, NULL, &res));
 	is_int(ds_store_verify(s, NULL, &n, &bad), DS_OK, "verify runs");
 	is_int(bad, 1, "bytes that end in no record end are reported");
-	ds_store_delete(s, "d/msg");
+	must_ds(ds_store_delete(s, "d/msg"));
 
 	/* A segment that lost committed bytes. */
 	memset(&c, 0, sizeof(c));
-	is_int(ds_store_create(s, "d/short", &c, 1000, &info), DS_OK,
-	    "plain stream");
-	append(s, "d/short", "abcdef", 0, NULL, NULL, &res);
+	must_ds(ds_store_create(s, "d/short", &c, 1000, &info));
+	must_ds(append(s, "d/short", "abcdef", 0, NULL, NULL, &res));
 	snprintf(segpath, sizeof(segpath), "%s/segments/%02x/%016" PRIx64
-	    ".seg", dir, (unsigned)(info.id >> 56), info.id);
-	if (truncate(segpath, 2) != 0)
-		bail_out("truncate %s: %s", segpath, strerror(errno));
+	    ".seg", store_dir, (unsigned)(info.id >> 56), info.id);
+	must(truncate(segpath, 2) == 0, "truncate %s", segpath);
 	is_int(ds_store_verify(s, NULL, &n, &bad), DS_OK, "verify runs");
 	is_int(bad, 1, "a segment shorter than its tail is reported");
-	ds_store_delete(s, "d/short");
+	must_ds(ds_store_delete(s, "d/short"));
 	is_int(ds_store_verify(s, NULL, &n, &bad), DS_OK, "verify runs");
 	is_int(bad, 0, "clean again");
 }
@@ -574,10 +570,11 @@ test_concurrency(struct ds_store *s)
 	int i, bad = 0, missing = 0;
 
 	shared = s;
-	ds_store_create(s, "c1", &c, 1000, &info);
-	ds_store_create(s, "c2", &c, 1000, &info);
+	must_ds(ds_store_create(s, "c1", &c, 1000, &info));
+	must_ds(ds_store_create(s, "c2", &c, 1000, &info));
 	for (t = 0; t < NTHREADS; t++)
-		pthread_create(&th[t], NULL, writer, (void *)t);
+		must(pthread_create(&th[t], NULL, writer, (void *)t) == 0,
+		    "pthread_create");
 	for (t = 0; t < NTHREADS; t++) {
 		pthread_join(th[t], &rv);
 		bad += (int)(long)rv;
@@ -597,36 +594,53 @@ test_concurrency(struct ds_store *s)
 	free(p);
 }
 
+/* Committed state is there after the store is closed and opened again. */
+static void
+test_reopen(void)
+{
+	struct ds_create c = { .ctype = "text/plain", .body = "12345",
+	    .len = 5 };
+	struct ds_stream_info info;
+	struct ds_append_res res;
+	struct ds_store *s;
+
+	s = store_begin("store", "reopen");
+	must_ds(ds_store_create(s, "r", &c, 1000, &info));
+	must_ds(append(s, "r", "67", 0, NULL, NULL, &res));
+	ds_store_close(s);
+	s = open_store(store_dir);
+	is_int(ds_store_stat(s, "r", 1000, &info), DS_OK,
+	    "state survives reopening");
+	is_int(info.tail, 7, "tail survives reopening");
+	store_end(s);
+}
+
+static const struct {
+	const char	*name;
+	void		(*fn)(struct ds_store *);
+} tests[] = {
+	{ "basics", test_basics },
+	{ "producers", test_producers },
+	{ "messages", test_messages },
+	{ "expiry", test_expiry_delete },
+	{ "recovery", test_recovery },
+	{ "forks", test_forks },
+	{ "replaced", test_replaced },
+	{ "depth", test_depth },
+	{ "concurrency", test_concurrency },
+};
+
 int
 main(void)
 {
 	struct ds_store *s;
-	char cmd[128];
+	size_t i;
 
-	if (mkdtemp(dir) == NULL)
-		bail_out("mkdtemp: %s", strerror(errno));
-	s = open_store(dir);
-	test_basics(s);
-	test_producers(s);
-	test_messages(s);
-	test_expiry_delete(s);
-	test_recovery(s);
-	test_forks(s);
-	test_replaced(s);
-	test_depth(s);
-	test_concurrency(s);
-	ds_store_close(s);
-	s = open_store(dir);
-	{
-		struct ds_stream_info info;
-
-		is_int(ds_store_stat(s, "r", 1000, &info), DS_OK,
-		    "state survives reopening");
-		is_int(info.tail, 7, "tail survives reopening");
+	for (i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
+		s = store_begin("store", tests[i].name);
+		tests[i].fn(s);
+		store_end(s);
 	}
-	ds_store_close(s);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	if (system(cmd) != 0)
-		diag("could not remove %s", dir);
+	test_reopen();
 	return done_testing();
 }

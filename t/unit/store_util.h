@@ -1,25 +1,74 @@
 /*
- * store_util.h: what the store unit tests share: opening a store in a
- * directory, and appending a C string with everything else defaulted
- * (content type matching, time 1000 ms).
+ * store_util.h: what the store unit tests share: a data directory of its
+ * own for each test case, opening a store in it, must_ds() for the store
+ * calls a case's checks depend on, and appending a C string with
+ * everything else defaulted (content type matching, time 1000 ms).
  */
 #ifndef DS_STORE_UTIL_H
 #define DS_STORE_UTIL_H
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "store/store.h"
 #include "t/tap.h"
+
+/* The current test case's data directory (made by store_begin()). */
+static TAP_UNUSED char	store_dir[256];
+
+static TAP_UNUSED enum ds_err store_e_;
+
+/*
+ * must() for a store call: a setup step that fails bails out naming the
+ * call and the store's error.
+ */
+#define must_ds(call) \
+	(store_e_ = (call), \
+	 must(store_e_ == DS_OK, "%s: %s", #call, ds_strerror(store_e_)))
 
 static TAP_UNUSED struct ds_store *
 open_store(const char *dir)
 {
 	struct ds_store_cfg cfg = { .dir = dir };
 	struct ds_store *s = NULL;
+	enum ds_err e;
 
-	if (ds_store_open(&cfg, &s) != DS_OK)
-		bail_out("cannot open store in %s", dir);
+	e = ds_store_open(&cfg, &s);
+	must(e == DS_OK, "open the store in %s: %s", dir, ds_strerror(e));
 	return s;
+}
+
+/*
+ * Starts a test case in a data directory of its own,
+ * /tmp/ds-<prog>-<name>-XXXXXX, and opens a store there, so that no case
+ * sees another's leftovers. store_end() closes the store and removes the
+ * directory.
+ */
+static TAP_UNUSED struct ds_store *
+store_begin(const char *prog, const char *name)
+{
+	int n;
+
+	n = snprintf(store_dir, sizeof(store_dir), "/tmp/ds-%s-%s-XXXXXX",
+	    prog, name);
+	must(n > 0 && (size_t)n < sizeof(store_dir), "%s: name too long",
+	    name);
+	must(mkdtemp(store_dir) != NULL, "mkdtemp %s", store_dir);
+	note("%s: %s", name, store_dir);
+	return open_store(store_dir);
+}
+
+static TAP_UNUSED void
+store_end(struct ds_store *s)
+{
+	char cmd[sizeof(store_dir) + 16];
+
+	ds_store_close(s);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", store_dir);
+	if (system(cmd) != 0)
+		diag("could not remove %s", store_dir);
+	errno = 0;
 }
 
 /* body and seq may be NULL (close-only; no Stream-Seq). */
