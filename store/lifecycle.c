@@ -11,6 +11,7 @@
 
 #include "store/store_int.h"
 
+/* Is the stream past its sliding TTL or its Expires-At (PROTOCOL 5.1)? */
 static int
 expired(const struct ds_stream_info *i, int64_t now)
 {
@@ -126,6 +127,7 @@ ds_lookup(struct ds_store *s, const char *path, int64_t now, struct ds_rec *r)
 	return DS_OK;
 }
 
+/* A random stream id, never 0 (0 means "no source" in src_id). */
 static uint64_t
 new_id(void)
 {
