@@ -25,7 +25,7 @@ DSFLAGS = -std=c11 -D_GNU_SOURCE -fvisibility=hidden -pthread -I. $(WARN) $(CFLA
 LDLIBS  = -lfcgi -llmdb -lsodium -ljansson -pthread
 
 STORE_SRC = $(wildcard store/*.c)
-APP_SRC   = $(filter-out fcgi-app/main.c fcgi-app/notify_main.c,$(wildcard fcgi-app/*.c))
+APP_SRC   = $(filter-out fcgi-app/main.c fcgi-app/ds-notify.c,$(wildcard fcgi-app/*.c))
 UNIT_SRC  = $(wildcard t/unit/*_test.c)
 FUZZ_SRC  = $(wildcard t/fuzz/fuzz_*.c)
 
@@ -54,7 +54,7 @@ $(B)/libdsapp.a: $(APP_OBJ)
 $(B)/ds-fcgi: $(B)/fcgi-app/main.o $(B)/libdsapp.a $(B)/libdsstore.a
 	$(CC) $(DSFLAGS) -o $@ $^ $(LDLIBS)
 
-$(B)/ds-notify: $(B)/fcgi-app/notify_main.o
+$(B)/ds-notify: $(B)/fcgi-app/ds-notify.o
 	$(CC) $(DSFLAGS) -o $@ $^
 
 $(B)/t/%: t/unit/%.c $(B)/libdsapp.a $(B)/libdsstore.a t/tap.h $(wildcard t/unit/*.h)

@@ -64,7 +64,7 @@ int		 ds_respond_store_error(struct ds_req *, enum ds_err);
 int64_t		 ds_now_ms(void);
 void		 ds_finish(FCGX_Request *, int input_done);
 
-/* stream.c: the protocol. */
+/* handlers.c: the protocol. */
 void		 ds_handle(struct ds_req *);
 void		 ds_send_read(struct ds_req *, const struct ds_stream_info *,
 		    uint64_t from, const char *data, size_t len, int now_read,

@@ -1269,7 +1269,7 @@ probe(const struct fz_req *w, const struct fz_resp *after)
 
 /*
  * Runs the write q, with a HEAD of its stream before and after. A write
- * refused with 4xx or 5xx must change nothing (stream.c validates before
+ * refused with 4xx or 5xx must change nothing (handlers.c validates before
  * it touches the store); one that succeeded must leave the tail it
  * reported, and the stream is then read back whole (probe()).
  */

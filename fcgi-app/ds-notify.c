@@ -1,5 +1,5 @@
 /*
- * notify_main.c: ds-notify, the wake-up daemon (protocol in notify.h).
+ * ds-notify.c: ds-notify, the wake-up daemon (protocol in notify.h).
  *
  * One epoll loop. It keeps, for every stream id some worker subscribed to,
  * the list of worker connections to wake, and forwards each publish to

@@ -1,5 +1,5 @@
 /*
- * stream.c: the Durable Streams protocol over HTTP (PROTOCOL 5).
+ * handlers.c: the Durable Streams protocol over HTTP (PROTOCOL 5).
  *
  * Each handler validates every header and parameter before it touches the
  * store, so bad input gets a 4xx and changes nothing.
