@@ -22,7 +22,11 @@ WARN    = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
           -Wwrite-strings -Wpointer-arith -Wformat=2 -Werror
 CFLAGS  ?= -O2 -g
 DSFLAGS = -std=c11 -D_GNU_SOURCE -fvisibility=hidden -pthread -I. $(WARN) $(CFLAGS)
-LDLIBS  = -lfcgi -llmdb -lsodium -ljansson -pthread
+# Each program links only what it uses. ds-fcgi: libfcgi, liblmdb (the
+# store) and libsodium (SSE base64, cursor jitter); the unit tests link
+# ds-fcgi's archives and so its libraries; ds-notify needs none. jansson
+# is the fuzzers' reference parser only (scripts/fuzz).
+FCGI_LIBS = -lfcgi -llmdb -lsodium -pthread
 
 STORE_SRC = $(wildcard store/*.c)
 APP_SRC   = $(filter-out fcgi-app/main.c fcgi-app/ds-notify.c,$(wildcard fcgi-app/*.c))
@@ -52,14 +56,14 @@ $(B)/libdsapp.a: $(APP_OBJ)
 	ar rcs $@ $^
 
 $(B)/ds-fcgi: $(B)/fcgi-app/main.o $(B)/libdsapp.a $(B)/libdsstore.a
-	$(CC) $(DSFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(DSFLAGS) -o $@ $^ $(FCGI_LIBS)
 
 $(B)/ds-notify: $(B)/fcgi-app/ds-notify.o
 	$(CC) $(DSFLAGS) -o $@ $^
 
 $(B)/t/%: t/unit/%.c $(B)/libdsapp.a $(B)/libdsstore.a t/tap.h $(wildcard t/unit/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(DSFLAGS) -o $@ $< $(B)/libdsapp.a $(B)/libdsstore.a $(LDLIBS)
+	$(CC) $(DSFLAGS) -o $@ $< $(B)/libdsapp.a $(B)/libdsstore.a $(FCGI_LIBS)
 
 setup:
 	@scripts/setup

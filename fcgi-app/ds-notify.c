@@ -34,7 +34,6 @@ struct sub {
 struct conn {
 	uint64_t	*ids;		/* what this connection subscribed */
 	size_t		 n, cap;
-	int		 open;
 };
 
 static struct sub	*subs[NBUCKETS];
@@ -306,11 +305,8 @@ main(int argc, char *argv[])
 					ev.events = EPOLLIN;
 					ev.data.fd = fd;
 					if (epoll_ctl(ep, EPOLL_CTL_ADD, fd,
-					    &ev) == -1) {
+					    &ev) == -1)
 						close(fd);
-						continue;
-					}
-					conns[fd].open = 1;
 				}
 				continue;
 			}

@@ -40,7 +40,6 @@ static struct notify_watch *buckets[NBUCKETS];
 static int		 sock = -1;	/* daemon connection, or -1 */
 static atomic_int	 connected;	/* sock != -1, read without mu */
 static char		*sockpath;
-static unsigned		 parked;
 
 int64_t
 notify_mono_ms(void)
@@ -223,12 +222,6 @@ notify_start(const char *path)
 }
 
 int
-notify_connected(void)
-{
-	return atomic_load(&connected);
-}
-
-int
 notify_recheck_ms(void)
 {
 	return atomic_load(&connected) ? NOTIFY_SAFETY_MS : NOTIFY_POLL_MS;
@@ -260,7 +253,6 @@ notify_watch_begin(uint64_t id)
 		send_locked(NOTIFY_SUB, id);
 	}
 	w->refs++;
-	parked++;
 	pthread_mutex_unlock(&mu);
 	return w;
 }
@@ -303,7 +295,6 @@ notify_watch_end(struct notify_watch *w)
 	if (w == NULL)
 		return;
 	pthread_mutex_lock(&mu);
-	parked--;
 	if (--w->refs == 0) {
 		pp = slot(w->id);
 		*pp = w->next;
@@ -311,15 +302,4 @@ notify_watch_end(struct notify_watch *w)
 		free(w);
 	}
 	pthread_mutex_unlock(&mu);
-}
-
-unsigned
-notify_parked(void)
-{
-	unsigned n;
-
-	pthread_mutex_lock(&mu);
-	n = parked;
-	pthread_mutex_unlock(&mu);
-	return n;
 }

@@ -44,9 +44,6 @@ int	notify_start(const char *path);
 /* Tells every worker (this one included) that stream id has changed. */
 void	notify_publish(uint64_t id);
 
-/* Nonzero while the daemon connection is up. */
-int	notify_connected(void);
-
 /* How often a waiting request re-checks the store now: NOTIFY_SAFETY_MS
  * while the daemon is connected, NOTIFY_POLL_MS while it is not. */
 int	notify_recheck_ms(void);
@@ -81,8 +78,5 @@ void	notify_on_change(void (*fn)(void));
 
 /* CLOCK_MONOTONIC in milliseconds. */
 int64_t	notify_mono_ms(void);
-
-/* Parked requests right now in this process (for tests and logs). */
-unsigned notify_parked(void);
 
 #endif /* DS_NOTIFY_H */
