@@ -66,14 +66,11 @@ void		 ds_finish(FCGX_Request *, int input_done);
 
 /* handlers.c: the protocol. */
 void		 ds_handle(struct ds_req *);
+
+/* answer.c: the answers to reads, below the handlers and the live path. */
 void		 ds_send_read(struct ds_req *, const struct ds_stream_info *,
 		    uint64_t from, const char *data, size_t len, int now_read,
 		    uint64_t cursor);
-
-/* live.c: long-poll and SSE. from may be DS_POS_NOW. */
-void		 ds_live_longpoll(struct ds_req *, uint64_t from,
-		    const char *cursor);
-void		 ds_live_sse(struct ds_req *, uint64_t from, const char *cursor);
 uint64_t	 ds_cursor_next(int64_t now_ms, const char *client);
 
 /* A read kept for the next long-poll waiting at the same place. */
@@ -90,19 +87,10 @@ int		 ds_longpoll_check(struct ds_req *, uint64_t id,
 		    size_t inline_max, struct ds_lp_memo *);
 void		 ds_lp_memo_clear(struct ds_lp_memo *);
 
-/*
- * lot.c: long-polls that wait without a thread. ds_lot_park() prepares to
- * hand r (with its FCGX_Request) and the watch w, after a check that saw
- * the watch at seen, to the lot, and sets r->parked; it returns -1, taking
- * nothing, when there is no lot. Once the handler has returned, the thread
- * calls ds_lot_handover() and must not touch r or its request again.
- */
-struct notify_watch;
-int		 ds_lot_start(void);
-int		 ds_lot_park(struct ds_req *, struct notify_watch *w,
-		    uint64_t seen, uint64_t id, uint64_t from,
-		    const char *cursor, int64_t deadline);
-void		 ds_lot_handover(struct ds_req *);
-void		 ds_lot_drain(int wait_ms);
+int		 ds_sse_is_text(const char *ctype);
+int		 ds_sse_data(struct ds_req *, const struct ds_stream_info *,
+		    const char *data, size_t len);
+void		 ds_sse_control(struct ds_req *, uint64_t next, int up_to_date,
+		    int closed, const char *cursor);
 
 #endif /* DS_APP_H */

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "fcgi-app/app.h"
+#include "fcgi-app/live.h"
 #include "fcgi-app/json.h"
 #include "fcgi-app/notify.h"
 #include "fcgi-app/parse.h"
@@ -483,103 +484,6 @@ handle_post(struct ds_req *r)
 		break;
 	}
 	ds_respond_store_error(r, e);
-}
-
-/* The Cache-Control of a catch-up read (PROTOCOL 10.1), bounded by expiry. */
-static void
-cache_header(struct ds_req *r, const struct ds_stream_info *i)
-{
-	int64_t left = 60;
-
-	if (i->flags & DS_F_TTL)
-		left = (int64_t)i->ttl_s;
-	if (i->flags & DS_F_EXPIRES)
-		left = (i->expires_ms - r->now) / 1000;
-	if (left > 60)
-		left = 60;
-	if (left <= 0)
-		ds_add_header(r, "Cache-Control", "no-store");
-	else
-		ds_add_header(r, "Cache-Control",
-		    "public, max-age=%" PRId64 ", stale-while-revalidate=300",
-		    left);
-}
-
-/* Does an If-None-Match value name etag (or "*")? */
-static int
-etag_matches(const char *inm, const char *etag)
-{
-	size_t n = strlen(etag);
-	const char *p;
-
-	for (p = inm; *p; ) {
-		while (*p == ' ' || *p == ',' || *p == '\t')
-			p++;
-		if (*p == '*')
-			return 1;
-		if (strncmp(p, "W/", 2) == 0)
-			p += 2;
-		if (strncmp(p, etag, n) == 0 &&
-		    (p[n] == '\0' || p[n] == ',' || p[n] == ' '))
-			return 1;
-		while (*p && *p != ',')
-			p++;
-	}
-	return 0;
-}
-
-/*
- * Answers a read with the bytes [from, from + len) of a stream whose
- * snapshot is info: 200 with the data (a JSON array for JSON streams), or
- * 304 when If-None-Match names the same range (PROTOCOL 5.6, 9.1.5, 10.1).
- * cursor > 0 adds Stream-Cursor (live reads, PROTOCOL 5.7). offset=now
- * answers are never cached and carry no ETag (PROTOCOL 8).
- */
-void
-ds_send_read(struct ds_req *r, const struct ds_stream_info *info,
-    uint64_t from, const char *data, size_t len, int now_read,
-    uint64_t cursor)
-{
-	char off[DS_OFFSET_LEN + 1], etag[128], *arr = NULL;
-	const char *inm, *body = data;
-	size_t blen = len;
-	uint64_t next = from + len;
-	int up_to_date = next == info->tail;
-	int eof = up_to_date && (info->flags & DS_F_CLOSED);
-
-	ds_offset_format(next, off);
-	ds_add_header(r, "Stream-Next-Offset", "%s", off);
-	if (up_to_date)
-		ds_add_header(r, "Stream-Up-To-Date", "true");
-	if (eof)
-		ds_add_header(r, "Stream-Closed", "true");
-	if (cursor > 0)
-		ds_add_header(r, "Stream-Cursor", "%" PRIu64, cursor);
-	if (info->flags & DS_F_MSG) {
-		if ((arr = ds_json_array(data ? data : "", len, &blen)) ==
-		    NULL) {
-			r->hdrlen = 0;
-			ds_respond_error(r, 503, "out of memory");
-			return;
-		}
-		body = arr;
-	}
-	if (now_read) {
-		ds_add_header(r, "Cache-Control", "no-store");
-		ds_respond(r, 200, info->ctype, body, blen);
-		free(arr);
-		return;
-	}
-	snprintf(etag, sizeof(etag), "\"%016" PRIx64 ":%" PRIu64 ":%" PRIu64
-	    "%s\"", info->id, from, next, eof ? ":c" : "");
-	ds_add_header(r, "ETag", "%s", etag);
-	cache_header(r, info);
-	inm = ds_param(r, "HTTP_IF_NONE_MATCH");
-	if (inm && etag_matches(inm, etag))
-		ds_respond(r, 304, NULL, NULL, 0);
-	else
-		ds_respond(r, 200, info->ctype, body, blen);
-	free(arr);
 }
 
 /*

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "fcgi-app/app.h"
+#include "fcgi-app/live.h"
 #include "fcgi-app/notify.h"
 
 #define MEMO_SLOTS	8	/* distinct (stream, offset) reads per pass */

@@ -28,6 +28,7 @@
 #include <fcgiapp.h>
 
 #include "fcgi-app/app.h"
+#include "fcgi-app/live.h"
 #include "fcgi-app/json.h"
 #include "fcgi-app/notify.h"
 #include "fcgi-app/parse.h"
