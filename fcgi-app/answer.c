@@ -37,6 +37,24 @@ ds_cursor_next(int64_t now_ms, const char *client)
 	return cur;
 }
 
+/*
+ * The headers that say where an answer leaves the reader (PROTOCOL 5.2,
+ * 5.5-5.7): the offset to read next, whether that is the tail, and whether
+ * the stream is closed there.
+ */
+void
+ds_add_position(struct ds_req *r, uint64_t next, int up_to_date, int closed)
+{
+	char off[DS_OFFSET_LEN + 1];
+
+	ds_offset_format(next, off);
+	ds_add_header(r, "Stream-Next-Offset", "%s", off);
+	if (up_to_date)
+		ds_add_header(r, "Stream-Up-To-Date", "true");
+	if (closed)
+		ds_add_header(r, "Stream-Closed", "true");
+}
+
 /* The Cache-Control of a catch-up read (PROTOCOL 10.1), bounded by expiry. */
 static void
 cache_header(struct ds_req *r, const struct ds_stream_info *i)
@@ -92,19 +110,14 @@ ds_send_read(struct ds_req *r, const struct ds_stream_info *info,
     uint64_t from, const char *data, size_t len, int now_read,
     uint64_t cursor)
 {
-	char off[DS_OFFSET_LEN + 1], etag[128], *arr = NULL;
+	char etag[128], *arr = NULL;
 	const char *inm, *body = data;
 	size_t blen = len;
 	uint64_t next = from + len;
 	int up_to_date = next == info->tail;
 	int eof = up_to_date && (info->flags & DS_F_CLOSED);
 
-	ds_offset_format(next, off);
-	ds_add_header(r, "Stream-Next-Offset", "%s", off);
-	if (up_to_date)
-		ds_add_header(r, "Stream-Up-To-Date", "true");
-	if (eof)
-		ds_add_header(r, "Stream-Closed", "true");
+	ds_add_position(r, next, up_to_date, eof);
 	if (cursor > 0)
 		ds_add_header(r, "Stream-Cursor", "%" PRIu64, cursor);
 	if (info->flags & DS_F_MSG) {
@@ -148,7 +161,6 @@ ds_longpoll_check(struct ds_req *r, uint64_t id, uint64_t from,
     struct ds_lp_memo *m)
 {
 	struct ds_lp_memo own = { 0 };
-	char off[DS_OFFSET_LEN + 1];
 	int done = 1;
 
 	if (m == NULL)
@@ -177,12 +189,9 @@ ds_longpoll_check(struct ds_req *r, uint64_t id, uint64_t from,
 	else if ((m->info.flags & DS_F_CLOSED) ||
 	    notify_mono_ms() >= deadline) {
 		/* EOF at once, or the timeout (PROTOCOL 5.7). */
-		ds_offset_format(m->info.tail, off);
-		ds_add_header(r, "Stream-Next-Offset", "%s", off);
-		ds_add_header(r, "Stream-Up-To-Date", "true");
-		if (m->info.flags & DS_F_CLOSED)
-			ds_add_header(r, "Stream-Closed", "true");
-		else
+		ds_add_position(r, m->info.tail, 1,
+		    (m->info.flags & DS_F_CLOSED) != 0);
+		if (!(m->info.flags & DS_F_CLOSED))
 			ds_add_header(r, "Stream-Cursor", "%" PRIu64,
 			    ds_cursor_next(ds_now_ms(), cursor));
 		ds_add_header(r, "Cache-Control", "no-store");

@@ -68,6 +68,8 @@ void		 ds_finish(FCGX_Request *, int input_done);
 void		 ds_handle(struct ds_req *);
 
 /* answer.c: the answers to reads, below the handlers and the live path. */
+void		 ds_add_position(struct ds_req *, uint64_t next,
+		    int up_to_date, int closed);
 void		 ds_send_read(struct ds_req *, const struct ds_stream_info *,
 		    uint64_t from, const char *data, size_t len, int now_read,
 		    uint64_t cursor);

@@ -19,6 +19,7 @@
 
 #define ALLOW "GET, HEAD, POST, PUT, DELETE, OPTIONS"
 #define DEFAULT_CTYPE "application/octet-stream"
+#define nitems(a) (sizeof(a) / sizeof((a)[0]))
 
 static int
 is_json(const char *ctype)
@@ -30,18 +31,15 @@ is_json(const char *ctype)
 static void
 stream_headers(struct ds_req *r, const struct ds_stream_info *i)
 {
-	char off[DS_OFFSET_LEN + 1], ts[32];
+	char ts[32];
 
-	ds_offset_format(i->tail, off);
-	ds_add_header(r, "Stream-Next-Offset", "%s", off);
+	ds_add_position(r, i->tail, 0, (i->flags & DS_F_CLOSED) != 0);
 	if (i->flags & DS_F_TTL)
 		ds_add_header(r, "Stream-TTL", "%" PRIu64, i->ttl_s);
 	if (i->flags & DS_F_EXPIRES) {
 		ds_format_rfc3339(i->expires_ms, ts);
 		ds_add_header(r, "Stream-Expires-At", "%s", ts);
 	}
-	if (i->flags & DS_F_CLOSED)
-		ds_add_header(r, "Stream-Closed", "true");
 }
 
 /*
@@ -396,7 +394,7 @@ handle_post(struct ds_req *r)
 	struct ds_stream_info info;
 	const char *ct = ds_content_type(r);
 	const char *seq = ds_param(r, "HTTP_STREAM_SEQ");
-	char norm[DS_CTYPE_MAX + 1], off[DS_OFFSET_LEN + 1];
+	char norm[DS_CTYPE_MAX + 1];
 	char *msgs = NULL;
 	size_t msglen;
 	enum ds_err e;
@@ -452,14 +450,11 @@ handle_post(struct ds_req *r)
 		if (e != DS_EREPLACED || tries == REPLACED_TRIES)
 			break;
 	}
-	ds_offset_format(res.tail, off);
 	switch (e) {
 	case DS_OK:
 		if (!res.duplicate)
 			notify_publish(res.id);
-		ds_add_header(r, "Stream-Next-Offset", "%s", off);
-		if (res.closed)
-			ds_add_header(r, "Stream-Closed", "true");
+		ds_add_position(r, res.tail, 0, res.closed);
 		if (hasp) {
 			ds_add_header(r, "Producer-Epoch", "%" PRIu64,
 			    res.epoch);
@@ -470,8 +465,7 @@ handle_post(struct ds_req *r)
 		    NULL, NULL, 0);
 		return;
 	case DS_ECLOSED:
-		ds_add_header(r, "Stream-Closed", "true");
-		ds_add_header(r, "Stream-Next-Offset", "%s", off);
+		ds_add_position(r, res.tail, 0, 1);
 		break;
 	case DS_EPRODUCER_STALE:
 		ds_add_header(r, "Producer-Epoch", "%" PRIu64, res.epoch);
@@ -499,7 +493,8 @@ handle_get(struct ds_req *r)
 	size_t vlen, len = 0;
 	uint64_t from = 0;
 	enum ds_err e;
-	int n, live = 0;
+	enum ds_live_mode live = DS_LIVE_NONE;
+	int n;
 
 	n = ds_query_get(r->query, r->querylen, "offset", val, sizeof(val),
 	    &vlen);
@@ -522,9 +517,9 @@ handle_get(struct ds_req *r)
 		break;
 	case 1:
 		if (strcmp(val, "long-poll") == 0)
-			live = 1;
+			live = DS_LIVE_LONGPOLL;
 		else if (strcmp(val, "sse") == 0)
-			live = 2;
+			live = DS_LIVE_SSE;
 		else {
 			ds_respond_error(r, 400,
 			    "live must be long-poll or sse");
@@ -535,7 +530,7 @@ handle_get(struct ds_req *r)
 		ds_respond_error(r, 400, "malformed live parameter");
 		return;
 	}
-	if (live) {
+	if (live != DS_LIVE_NONE) {
 		/* PROTOCOL 5.7/5.8: live reads name their offset. */
 		if (n == 0) {
 			ds_respond_error(r, 400, "live reads need an offset");
@@ -547,10 +542,7 @@ handle_get(struct ds_req *r)
 			ds_respond_error(r, 400, "malformed cursor");
 			return;
 		}
-		if (live == 1)
-			ds_live_longpoll(r, from, n >= 1 ? cursor : NULL);
-		else
-			ds_live_sse(r, from, n >= 1 ? cursor : NULL);
+		ds_live_serve(r, live, from, n >= 1 ? cursor : NULL);
 		return;
 	}
 	e = ds_store_read(r->store, r->path, from, from == DS_POS_NOW ? 0 :
@@ -618,13 +610,28 @@ handle_options(struct ds_req *r)
 	ds_respond(r, 204, NULL, NULL, 0);
 }
 
+/* The methods of a stream URL, in the order of ALLOW. */
+static const struct route {
+	const char	*method;
+	void		(*handle)(struct ds_req *);
+	int		 body;		/* reads the request body first */
+} routes[] = {
+	{ "GET",	handle_get,	0 },
+	{ "HEAD",	handle_head,	0 },
+	{ "POST",	handle_post,	1 },
+	{ "PUT",	handle_put,	1 },
+	{ "DELETE",	handle_delete,	0 },
+	{ "OPTIONS",	handle_options,	0 },
+};
+
 /*
- * Routes one request: checks the method and the stream path, reads the
- * body where one is expected, then hands over to the method's handler.
+ * Routes one request: checks the stream path and the method, reads the
+ * body where the method takes one, then hands over to the method's handler.
  */
 void
 ds_handle(struct ds_req *r)
 {
+	const struct route *rt;
 	const char *q, *name;
 	char msg[64];
 	size_t rawlen, plen;
@@ -671,11 +678,15 @@ ds_handle(struct ds_req *r)
 			    "in any letter case, is reserved");
 		return;
 	}
-	if (strcmp(r->method, "OPTIONS") == 0) {
-		handle_options(r);
+	for (rt = routes; rt < routes + nitems(routes); rt++)
+		if (strcmp(r->method, rt->method) == 0)
+			break;
+	if (rt == routes + nitems(routes)) {
+		ds_add_header(r, "Allow", ALLOW);
+		ds_respond_error(r, 405, "method not allowed");
 		return;
 	}
-	if (strcmp(r->method, "PUT") == 0 || strcmp(r->method, "POST") == 0) {
+	if (rt->body) {
 		if ((name = ds_env_conflict(r->fr->envp)) != NULL) {
 			snprintf(msg, sizeof(msg), "conflicting %s headers",
 			    name);
@@ -689,18 +700,6 @@ ds_handle(struct ds_req *r)
 			    "cannot read request body");
 			return;
 		}
-		if (r->method[1] == 'U')
-			handle_put(r);
-		else
-			handle_post(r);
-	} else if (strcmp(r->method, "GET") == 0)
-		handle_get(r);
-	else if (strcmp(r->method, "HEAD") == 0)
-		handle_head(r);
-	else if (strcmp(r->method, "DELETE") == 0)
-		handle_delete(r);
-	else {
-		ds_add_header(r, "Allow", ALLOW);
-		ds_respond_error(r, 405, "method not allowed");
 	}
+	rt->handle(r);
 }

@@ -66,8 +66,8 @@ live_start(struct ds_req *r, uint64_t *from, struct ds_stream_info *info)
  * worker's lot (lot.c) and the thread goes back to accept; only when the
  * lot cannot take it does the thread wait here.
  */
-void
-ds_live_longpoll(struct ds_req *r, uint64_t from, const char *cursor)
+static void
+live_longpoll(struct ds_req *r, uint64_t from, const char *cursor)
 {
 	struct ds_stream_info info;
 	struct notify_watch *w;
@@ -93,8 +93,8 @@ ds_live_longpoll(struct ds_req *r, uint64_t from, const char *cursor)
 	notify_watch_end(w);
 }
 
-void
-ds_live_sse(struct ds_req *r, uint64_t from, const char *cursor)
+static void
+live_sse(struct ds_req *r, uint64_t from, const char *cursor)
 {
 	struct ds_stream_info info;
 	struct notify_watch *w;
@@ -162,4 +162,14 @@ ds_live_sse(struct ds_req *r, uint64_t from, const char *cursor)
 	}
 	free(data);
 	notify_watch_end(w);
+}
+
+void
+ds_live_serve(struct ds_req *r, enum ds_live_mode mode, uint64_t from,
+    const char *cursor)
+{
+	if (mode == DS_LIVE_SSE)
+		live_sse(r, from, cursor);
+	else
+		live_longpoll(r, from, cursor);
 }

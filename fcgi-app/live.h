@@ -32,9 +32,19 @@
 struct ds_req;
 struct notify_watch;
 
-/* live.c: serve a live read. from may be DS_POS_NOW; cursor may be NULL. */
-void	ds_live_longpoll(struct ds_req *, uint64_t from, const char *cursor);
-void	ds_live_sse(struct ds_req *, uint64_t from, const char *cursor);
+/* How a GET reads: ?live= absent, long-poll or sse (PROTOCOL 5.6-5.8). */
+enum ds_live_mode {
+	DS_LIVE_NONE,		/* a catch-up read: not the live path's */
+	DS_LIVE_LONGPOLL,
+	DS_LIVE_SSE
+};
+
+/*
+ * live.c: serves a live read from offset from (DS_POS_NOW: the tail) with
+ * the client's cursor (or NULL), and always answers (or hands r over).
+ */
+void	ds_live_serve(struct ds_req *, enum ds_live_mode, uint64_t from,
+	    const char *cursor);
 
 /*
  * lot.c: long-polls that wait without a thread. ds_lot_start() starts the
