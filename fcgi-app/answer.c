@@ -149,19 +149,20 @@ ds_send_read(struct ds_req *r, const struct ds_stream_info *info,
 
 /*
  * One look at the stream for a waiting long-poll (PROTOCOL 5.7). Answers
- * and returns 1 when there is data past from, the stream is closed at its
- * tail, gone, or the deadline (CLOCK_MONOTONIC ms) has passed; returns 0
- * when the request should go on waiting, and -1, answering nothing, when
- * the data is larger than inline_max (0: no limit). With a memo, a read is
- * shared by the requests of one stream waiting at the same offset.
+ * and returns -1 when there is data past from, the stream is closed at its
+ * tail, gone, or the deadline (CLOCK_MONOTONIC ms) has passed. Returns 0,
+ * answering nothing, when the request should go on waiting, or, setting
+ * *large, when the data is larger than inline_max (0: no limit; large may
+ * then be NULL). With a memo, a read is shared by the requests of one
+ * stream waiting at the same offset.
  */
 int
 ds_longpoll_check(struct ds_req *r, uint64_t id, uint64_t from,
-    const char *cursor, int64_t deadline, size_t inline_max,
+    const char *cursor, int64_t deadline, size_t inline_max, int *large,
     struct ds_lp_memo *m)
 {
 	struct ds_lp_memo own = { 0 };
-	int done = 1;
+	int done = -1;
 
 	if (m == NULL)
 		m = &own;
@@ -181,8 +182,10 @@ ds_longpoll_check(struct ds_req *r, uint64_t id, uint64_t from,
 		ds_respond_store_error(r, DS_ENOTFOUND);
 	else if (m->e != DS_OK)
 		ds_respond_store_error(r, m->e);
-	else if (inline_max > 0 && m->len > inline_max)
-		done = -1;
+	else if (inline_max > 0 && m->len > inline_max) {
+		*large = 1;
+		done = 0;
+	}
 	else if (m->len > 0)
 		ds_send_read(r, &m->info, from, m->data, m->len, 0,
 		    ds_cursor_next(ds_now_ms(), cursor));

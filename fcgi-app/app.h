@@ -47,10 +47,24 @@ struct ds_req {
 	int		 hdr_overflow;
 };
 
+/*
+ * What a function of the HTTP side returns, one rule for all of fcgi-app:
+ *
+ *    0  the request is still the caller's: nothing was answered, go on;
+ *   -1  it is not any more: it was answered (an error or the whole
+ *       answer), the client is gone, or the lot took it (ds_lot_park());
+ *       the caller returns at once and writes nothing more.
+ *
+ * So "if (check(r) == -1) return;" reads the same everywhere, and a check
+ * ends with "return ds_respond_error(...)". Any other result (a flag, a
+ * count) comes back through a pointer. Handlers always answer and return
+ * void, as do functions that only write an answer (ds_send_read()).
+ */
+
 /* http.c: request and response plumbing. */
 const char	*ds_param(const struct ds_req *, const char *name);
 const char	*ds_content_type(const struct ds_req *);
-int		 ds_read_body(struct ds_req *);
+int		 ds_read_body(struct ds_req *);	/* answers its errors */
 void		 ds_drain_body(struct ds_req *);
 int		 ds_header_value_ok(const char *);
 void		 ds_add_header(struct ds_req *, const char *name,
@@ -86,7 +100,7 @@ struct ds_lp_memo {
 };
 int		 ds_longpoll_check(struct ds_req *, uint64_t id,
 		    uint64_t from, const char *cursor, int64_t deadline,
-		    size_t inline_max, struct ds_lp_memo *);
+		    size_t inline_max, int *large, struct ds_lp_memo *);
 void		 ds_lp_memo_clear(struct ds_lp_memo *);
 
 int		 ds_sse_is_text(const char *ctype);

@@ -61,10 +61,8 @@ location_url(struct ds_req *r, char *loc, size_t locsz)
 
 	if (r->querylen > 0 || (pathlen > 0 && r->uri[pathlen - 1] == '?'))
 		pathlen--;
-	if (host && !ds_host_valid(host)) {
-		ds_respond_error(r, 400, "invalid Host header");
-		return -1;
-	}
+	if (host && !ds_host_valid(host))
+		return ds_respond_error(r, 400, "invalid Host header");
 	/*
 	 * Without a Host (HTTP/1.0) the server's name is unknown (nginx's
 	 * SERVER_NAME is a pattern such as "_"): a relative reference is a
@@ -75,10 +73,9 @@ location_url(struct ds_req *r, char *loc, size_t locsz)
 		    (int)pathlen, r->uri);
 	else
 		n = snprintf(loc, locsz, "%.*s", (int)pathlen, r->uri);
-	if (n < 0 || (size_t)n >= locsz) {
-		ds_respond_error(r, 400, "request URL too long to answer");
-		return -1;
-	}
+	if (n < 0 || (size_t)n >= locsz)
+		return ds_respond_error(r, 400,
+		    "request URL too long to answer");
 	return 0;
 }
 
@@ -90,10 +87,9 @@ static int
 closed_header(struct ds_req *r, int *closed)
 {
 	*closed = ds_header_closed(ds_param(r, "HTTP_STREAM_CLOSED"));
-	if (*closed == -1) {
-		ds_respond_error(r, 400, "conflicting Stream-Closed values");
-		return -1;
-	}
+	if (*closed == -1)
+		return ds_respond_error(r, 400,
+		    "conflicting Stream-Closed values");
 	return 0;
 }
 
@@ -130,25 +126,20 @@ expiry_headers(struct ds_req *r, struct ds_create *c)
 	const char *ttl = ds_param(r, "HTTP_STREAM_TTL");
 	const char *exp = ds_param(r, "HTTP_STREAM_EXPIRES_AT");
 
-	if (ttl && exp) {
-		ds_respond_error(r, 400,
+	if (ttl && exp)
+		return ds_respond_error(r, 400,
 		    "Stream-TTL and Stream-Expires-At are mutually exclusive");
-		return -1;
-	}
 	if (ttl) {
 		/* Ten years is plenty and keeps ms arithmetic far from overflow. */
 		if (ds_parse_uint(ttl, strlen(ttl), 315360000, &c->ttl_s) ==
-		    -1) {
-			ds_respond_error(r, 400, "invalid Stream-TTL");
-			return -1;
-		}
+		    -1)
+			return ds_respond_error(r, 400, "invalid Stream-TTL");
 		c->flags |= DS_F_TTL;
 	}
 	if (exp) {
-		if (ds_parse_rfc3339(exp, strlen(exp), &c->expires_ms) == -1) {
-			ds_respond_error(r, 400, "invalid Stream-Expires-At");
-			return -1;
-		}
+		if (ds_parse_rfc3339(exp, strlen(exp), &c->expires_ms) == -1)
+			return ds_respond_error(r, 400,
+			    "invalid Stream-Expires-At");
 		c->flags |= DS_F_EXPIRES;
 	}
 	return 0;
@@ -168,9 +159,8 @@ json_body(struct ds_req *r, int allow_empty, char **msgs, size_t *len)
 	je = ds_json_split(r->body, r->bodylen, allow_empty, msgs, len, &nmsg);
 	if (je == DS_JSON_OK)
 		return 0;
-	ds_respond_error(r, je == DS_JSON_NOMEM ? 503 : 400,
+	return ds_respond_error(r, je == DS_JSON_NOMEM ? 503 : 400,
 	    ds_json_strerror(je));
-	return -1;
 }
 
 /* Does an existing stream have the configuration a PUT asks for? */
@@ -346,8 +336,9 @@ handle_put(struct ds_req *r)
 }
 
 /*
- * Reads the producer headers (PROTOCOL 5.2.1). Returns 1 when all three are
- * present and valid, 0 when none is, or -1 after answering 400.
+ * Reads the producer headers (PROTOCOL 5.2.1) into p: p->id is NULL when
+ * none is sent. Returns 0, or -1 after answering 400 when some are
+ * missing or invalid.
  */
 static int
 producer_headers(struct ds_req *r, struct ds_producer *p)
@@ -356,26 +347,21 @@ producer_headers(struct ds_req *r, struct ds_producer *p)
 	const char *ep = ds_param(r, "HTTP_PRODUCER_EPOCH");
 	const char *sq = ds_param(r, "HTTP_PRODUCER_SEQ");
 
+	p->id = NULL;
 	if (!id && !ep && !sq)
 		return 0;
-	if (!id || !ep || !sq) {
-		ds_respond_error(r, 400, "Producer-Id, Producer-Epoch and "
-		    "Producer-Seq go together");
-		return -1;
-	}
-	if (*id == '\0' || strlen(id) > DS_PRODUCER_MAX) {
-		ds_respond_error(r, 400, "invalid Producer-Id");
-		return -1;
-	}
+	if (!id || !ep || !sq)
+		return ds_respond_error(r, 400, "Producer-Id, "
+		    "Producer-Epoch and Producer-Seq go together");
+	if (*id == '\0' || strlen(id) > DS_PRODUCER_MAX)
+		return ds_respond_error(r, 400, "invalid Producer-Id");
 	if (ds_parse_uint(ep, strlen(ep), DS_MAX_SAFE_INT, &p->epoch) == -1 ||
-	    ds_parse_uint(sq, strlen(sq), DS_MAX_SAFE_INT, &p->seq) == -1) {
-		ds_respond_error(r, 400, "invalid Producer-Epoch or "
+	    ds_parse_uint(sq, strlen(sq), DS_MAX_SAFE_INT, &p->seq) == -1)
+		return ds_respond_error(r, 400, "invalid Producer-Epoch or "
 		    "Producer-Seq");
-		return -1;
-	}
 	p->id = id;
 	p->idlen = strlen(id);
-	return 1;
+	return 0;
 }
 
 /*
@@ -401,8 +387,9 @@ handle_post(struct ds_req *r)
 	int hasp, tries;
 
 	memset(&a, 0, sizeof(a));
-	if ((hasp = producer_headers(r, &p)) == -1)
+	if (producer_headers(r, &p) == -1)
 		return;
+	hasp = p.id != NULL;
 	a.producer = hasp ? &p : NULL;
 	if (closed_header(r, &a.close) == -1)
 		return;
@@ -635,7 +622,7 @@ ds_handle(struct ds_req *r)
 	const char *q, *name;
 	char msg[64];
 	size_t rawlen, plen;
-	int st;
+
 
 	r->method = ds_param(r, "REQUEST_METHOD");
 	r->uri = ds_param(r, "REQUEST_URI");
@@ -693,13 +680,8 @@ ds_handle(struct ds_req *r)
 			ds_respond_error(r, 400, msg);
 			return;
 		}
-		if ((st = ds_read_body(r)) != 0) {
-			ds_respond_error(r, st, st == 413 ?
-			    "request body too large" : st == 400 ?
-			    "malformed or truncated request body" :
-			    "cannot read request body");
+		if (ds_read_body(r) == -1)
 			return;
-		}
 	}
 	rt->handle(r);
 }

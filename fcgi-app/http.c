@@ -56,11 +56,12 @@ ds_content_type(const struct ds_req *r)
  * CONTENT_LENGTH may be absent, "-1" (Caddy passes chunked uploads that
  * way) or "0": then read to the end of the stream, so that a front server
  * that announces no length cannot slip a body past the limit or leave it
- * unread. Returns 0, 413 when the body is over the limit (nothing of it is
- * kept), 400 for a malformed length, or 500.
+ * unread. Returns 0, or the status of the failure: 413 when the body is
+ * over the limit (nothing of it is kept), 400 for a malformed or short
+ * one, 500 when out of memory.
  */
-int
-ds_read_body(struct ds_req *r)
+static int
+read_body(struct ds_req *r)
 {
 	const char *cl = ds_param(r, "CONTENT_LENGTH");
 	size_t want, cap, got = 0;
@@ -126,6 +127,19 @@ ds_read_body(struct ds_req *r)
 		r->body = NULL;
 	}
 	return 0;
+}
+
+/* Reads the request body (read_body()). Returns 0, or -1 after answering. */
+int
+ds_read_body(struct ds_req *r)
+{
+	int st;
+
+	if ((st = read_body(r)) == 0)
+		return 0;
+	return ds_respond_error(r, st, st == 413 ? "request body too large" :
+	    st == 400 ? "malformed or truncated request body" :
+	    "cannot read request body");
 }
 
 /*
@@ -252,7 +266,8 @@ ds_respond_head(struct ds_req *r, int status, const char *ctype,
 
 /*
  * Writes the whole response. A body is not sent for HEAD, 204 and 304.
- * Returns 0, or -1 when a write already failed (the client is gone).
+ * Returns -1: the request is answered (a write that fails, the client
+ * gone, surfaces when the request ends).
  */
 int
 ds_respond(struct ds_req *r, int status, const char *ctype, const void *body,
@@ -281,7 +296,7 @@ ds_respond(struct ds_req *r, int status, const char *ctype, const void *body,
 			int k = len > (1 << 20) ? (1 << 20) : (int)len;
 
 			if (FCGX_PutStr(p, k, out) != k)
-				return -1;
+				return -1;	/* the client is gone */
 			p += k;
 			len -= (size_t)k;
 		}
@@ -292,9 +307,10 @@ ds_respond(struct ds_req *r, int status, const char *ctype, const void *body,
 	 * server per response instead of two (it matters at a thousand
 	 * long-polls answered at once).
 	 */
-	return FCGX_GetError(out) ? -1 : 0;
+	return -1;
 }
 
+/* Answers status with msg as a text body. Returns -1 (answered). */
 int
 ds_respond_error(struct ds_req *r, int status, const char *msg)
 {
@@ -310,7 +326,10 @@ ds_respond_error(struct ds_req *r, int status, const char *msg)
 	    (size_t)n);
 }
 
-/* The one place where store errors become HTTP statuses. */
+/*
+ * The one place where store errors become HTTP statuses. Returns -1
+ * (answered).
+ */
 int
 ds_respond_store_error(struct ds_req *r, enum ds_err e)
 {

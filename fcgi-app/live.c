@@ -81,10 +81,11 @@ live_longpoll(struct ds_req *r, uint64_t from, const char *cursor)
 	deadline = notify_mono_ms() + r->cfg->longpoll_ms;
 	for (;;) {
 		seen = notify_watch_seen(w);
-		if (ds_longpoll_check(r, id, from, cursor, deadline, 0, NULL))
+		if (ds_longpoll_check(r, id, from, cursor, deadline, 0, NULL,
+		    NULL) == -1)
 			break;
 		if (w && ds_lot_park(r, w, seen, id, from, cursor,
-		    deadline) == 0)
+		    deadline) == -1)
 			return;		/* the lot takes r and w */
 		if (client_gone(r))
 			break;

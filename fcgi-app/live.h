@@ -51,7 +51,8 @@ void	ds_live_serve(struct ds_req *, enum ds_live_mode, uint64_t from,
  * lot's thread (-1: none; long-polls then wait in their threads).
  * ds_lot_park() prepares to hand r (with its FCGX_Request) and the watch
  * w, after a check that saw the watch at seen, to the lot, and sets
- * r->parked; it returns -1, taking nothing, when there is no lot. Once the
+ * r->parked; it returns -1 when the lot takes r (app.h: the request
+ * is no longer the caller's), 0, taking nothing, when there is no lot. Once the
  * handler has returned, the thread calls ds_lot_handover() and must not
  * touch r or its request again. ds_lot_drain() answers every waiting
  * long-poll at shutdown (204, as at its timeout), waiting at most wait_ms.

@@ -76,7 +76,7 @@ ds_lot_park(struct ds_req *r, struct notify_watch *w, uint64_t seen,
 
 	if (evfd == -1 || (cursor && strlen(cursor) >= sizeof(sp->cursor)) ||
 	    (sp = calloc(1, sizeof(*sp))) == NULL)
-		return -1;
+		return 0;
 	/* live_start() read the request to its end (ds_drain_body()). */
 	sp->r = r;
 	sp->w = w;
@@ -91,7 +91,7 @@ ds_lot_park(struct ds_req *r, struct notify_watch *w, uint64_t seen,
 	/* The lot closes every connection it ends (no FastCGI keep-conn). */
 	r->fr->keepConnection = 0;
 	r->parked = sp;
-	return 0;
+	return -1;
 }
 
 void
@@ -175,7 +175,7 @@ answer_large(void *arg)
 
 	/* Deadline 0: should the data be gone (deleted), a 204 at least. */
 	ds_longpoll_check(sp->r, sp->id, sp->from,
-	    sp->has_cursor ? sp->cursor : NULL, 0, 0, NULL);
+	    sp->has_cursor ? sp->cursor : NULL, 0, 0, NULL, NULL);
 	end_spot(sp);
 	atomic_fetch_sub(&large, 1);
 	return NULL;
@@ -228,7 +228,7 @@ check(int sweep)
 	uint64_t g;
 	int64_t first = INT64_MAX;
 	unsigned i, victim = 0;
-	int end = atomic_load(&draining);
+	int end = atomic_load(&draining), too_large;
 
 	memset(memo, 0, sizeof(memo));
 	for (sp = spots; sp; sp = next) {
@@ -254,29 +254,23 @@ check(int sweep)
 		 * this spot back on the next pass.
 		 */
 		sp->seen = memo_seen[i];
-		switch (ds_longpoll_check(sp->r, sp->id, sp->from,
+		too_large = 0;
+		if (ds_longpoll_check(sp->r, sp->id, sp->from,
 		    sp->has_cursor ? sp->cursor : NULL, end ? 0 : sp->deadline,
-		    INLINE_MAX, &memo[i])) {
-		case 0:
+		    INLINE_MAX, &too_large, &memo[i]) == -1) {
+			leave(sp);
+			continue;
+		}
+		/* Waits, or too large and over the thread cap: later. */
+		if (!too_large || atomic_load(&large) >= LARGE_MAX) {
 			if (sp->deadline < first)
 				first = sp->deadline;
-			break;
-		case -1:
-			/* Over the thread cap: the next sweep tries again. */
-			if (atomic_load(&large) >= LARGE_MAX) {
-				if (sp->deadline < first)
-					first = sp->deadline;
-				break;
-			}
-			unlink_spot(sp);
-			atomic_fetch_add(&large, 1);
-			if (pthread_create(&t, &detached, answer_large, sp) !=
-			    0)
-				answer_large(sp);
-			break;
-		default:
-			leave(sp);
+			continue;
 		}
+		unlink_spot(sp);
+		atomic_fetch_add(&large, 1);
+		if (pthread_create(&t, &detached, answer_large, sp) != 0)
+			answer_large(sp);
 	}
 	for (i = 0; i < MEMO_SLOTS; i++)
 		ds_lp_memo_clear(&memo[i]);
