@@ -58,7 +58,7 @@ $(B)/libdsapp.a: $(APP_OBJ)
 $(B)/ds-fcgi: $(B)/fcgi-app/main.o $(B)/libdsapp.a $(B)/libdsstore.a
 	$(CC) $(DSFLAGS) -o $@ $^ $(FCGI_LIBS)
 
-$(B)/ds-notify: $(B)/fcgi-app/ds-notify.o
+$(B)/ds-notify: $(B)/fcgi-app/ds-notify.o $(B)/fcgi-app/log.o
 	$(CC) $(DSFLAGS) -o $@ $^
 
 $(B)/t/%: t/unit/%.c $(B)/libdsapp.a $(B)/libdsstore.a t/tap.h $(wildcard t/unit/*.h)

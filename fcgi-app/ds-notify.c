@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fcgi-app/log.h"
 #include "fcgi-app/notify.h"
 
 #define NBUCKETS 4096
@@ -94,7 +95,7 @@ subscribe(int fd, uint64_t id)
 			return;
 	if (push(&s->fds, &s->n, &s->cap, sizeof(int), &fd) == -1 ||
 	    push(&c->ids, &c->n, &c->cap, sizeof(uint64_t), &id) == -1)
-		fprintf(stderr, "ds-notify: out of memory\n");
+		ds_app_log("out of memory");
 }
 
 static void
@@ -175,8 +176,8 @@ listen_on(const char *path)
 	/* A socket file nobody answers on is left over from a crash. */
 	if ((probe = socket(AF_UNIX, SOCK_SEQPACKET, 0)) != -1) {
 		if (connect(probe, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
-			fprintf(stderr, "ds-notify: another ds-notify already "
-			    "serves %s\n", path);
+			ds_app_log("another ds-notify already serves %s",
+			    path);
 			close(probe);
 			return -1;
 		}
@@ -187,8 +188,7 @@ listen_on(const char *path)
 	    SOCK_CLOEXEC, 0)) == -1 ||
 	    bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 ||
 	    chmod(path, 0660) == -1 || listen(fd, 512) == -1) {
-		fprintf(stderr, "ds-notify: listen on %s: %s\n", path,
-		    strerror(errno));
+		ds_app_log("listen on %s: %s", path, strerror(errno));
 		return -1;
 	}
 	return fd;
@@ -235,8 +235,8 @@ main(int argc, char *argv[])
 		usage();
 	/* Check the configuration before acquiring anything. */
 	if (strlen(path) >= sizeof(sun.sun_path)) {
-		fprintf(stderr, "ds-notify: socket path longer than %zu "
-		    "bytes: %s\n", sizeof(sun.sun_path) - 1, path);
+		ds_app_log("socket path longer than %zu bytes: %s",
+		    sizeof(sun.sun_path) - 1, path);
 		return 2;
 	}
 	strcpy(dir, path);
@@ -245,7 +245,7 @@ main(int argc, char *argv[])
 	else
 		strcpy(dir, ".");
 	if (access(dir[0] ? dir : "/", W_OK | X_OK) == -1) {
-		fprintf(stderr, "ds-notify: cannot create a socket in %s: %s\n",
+		ds_app_log("cannot create a socket in %s: %s",
 		    dir, strerror(errno));
 		return 2;
 	}
@@ -262,7 +262,7 @@ main(int argc, char *argv[])
 	    rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (1u << 20) ?
 	    (size_t)rl.rlim_cur : 65536;
 	if ((conns = calloc(nconns, sizeof(*conns))) == NULL) {
-		fprintf(stderr, "ds-notify: out of memory\n");
+		ds_app_log("out of memory");
 		return 1;
 	}
 	memset(&sa, 0, sizeof(sa));
@@ -274,14 +274,13 @@ main(int argc, char *argv[])
 	if ((lfd = listen_on(path)) == -1)
 		return 1;
 	if ((ep = epoll_create1(EPOLL_CLOEXEC)) == -1) {
-		fprintf(stderr, "ds-notify: epoll_create1: %s\n",
-		    strerror(errno));
+		ds_app_log("epoll_create1: %s", strerror(errno));
 		return 1;
 	}
 	ev.events = EPOLLIN;
 	ev.data.fd = lfd;
 	if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev) == -1) {
-		fprintf(stderr, "ds-notify: epoll_ctl: %s\n", strerror(errno));
+		ds_app_log("epoll_ctl: %s", strerror(errno));
 		return 1;
 	}
 	while (!quit) {
@@ -289,8 +288,7 @@ main(int argc, char *argv[])
 		if (n == -1) {
 			if (errno == EINTR)
 				continue;
-			fprintf(stderr, "ds-notify: epoll_wait: %s\n",
-			    strerror(errno));
+			ds_app_log("epoll_wait: %s", strerror(errno));
 			break;
 		}
 		for (i = 0; i < n; i++) {

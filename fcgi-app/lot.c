@@ -30,6 +30,7 @@
 
 #include "fcgi-app/app.h"
 #include "fcgi-app/live.h"
+#include "fcgi-app/log.h"
 #include "fcgi-app/notify.h"
 
 #define MEMO_SLOTS	8	/* distinct (stream, offset) reads per pass */
@@ -205,8 +206,7 @@ take_incoming(void)
 		if (epoll_ctl(epfd, EPOLL_CTL_ADD, sp->r->fr->ipcFd, &ev) ==
 		    -1) {
 			/* Cannot watch for a hang-up: answer now or soon. */
-			fprintf(stderr, "ds-fcgi[%ld]: lot: epoll_ctl: %s\n",
-			    (long)getpid(), strerror(errno));
+			ds_app_log("epoll_ctl: %s", strerror(errno));
 			sp->deadline = notify_mono_ms();
 		}
 	}
@@ -301,8 +301,8 @@ run(void *arg)
 			if (ev[i].data.ptr == NULL) {
 				if (read(evfd, &n, sizeof(n)) == -1 &&
 				    errno != EAGAIN)
-					fprintf(stderr, "ds-fcgi: lot: "
-					    "eventfd: %s\n", strerror(errno));
+					ds_app_log("eventfd: %s",
+					    strerror(errno));
 				changed = 1;
 			} else
 				leave(ev[i].data.ptr);	/* client gone */

@@ -30,6 +30,7 @@
 #include "fcgi-app/app.h"
 #include "fcgi-app/live.h"
 #include "fcgi-app/json.h"
+#include "fcgi-app/log.h"
 #include "fcgi-app/notify.h"
 #include "fcgi-app/parse.h"
 
@@ -67,8 +68,8 @@ parse_size(const char *opt, const char *v, uint64_t min, uint64_t max)
 	uint64_t n;
 
 	if (ds_parse_uint(v, strlen(v), max, &n) == -1 || n < min) {
-		fprintf(stderr, "ds-fcgi: %s must be an integer from %llu to "
-		    "%llu, not \"%s\"\n", opt, (unsigned long long)min,
+		ds_app_log("%s must be an integer from %llu to "
+		    "%llu, not \"%s\"", opt, (unsigned long long)min,
 		    (unsigned long long)max, v);
 		exit(2);
 	}
@@ -109,8 +110,7 @@ serve(void *arg)
 		if (r == NULL)
 			r = malloc(sizeof(*r));
 		if (fr == NULL || r == NULL) {
-			fprintf(stderr, "ds-fcgi[%ld]: cannot set up a "
-			    "request\n", (long)getpid());
+			ds_app_log("cannot set up a request");
 			sleep(1);
 			continue;
 		}
@@ -123,8 +123,7 @@ serve(void *arg)
 			if (atomic_load(&stopping))
 				break;
 			if (backoff == 0)
-				fprintf(stderr, "ds-fcgi[%ld]: accept: %s\n",
-				    (long)getpid(), strerror(-rc));
+				ds_app_log("accept: %s", strerror(-rc));
 			backoff = backoff ? (backoff < 500 ? backoff * 2 :
 			    500) : 10;
 			nanosleep(&(struct timespec){ 0, backoff * 1000000L },
@@ -257,15 +256,14 @@ main(int argc, char *argv[])
 	if (optind != argc || cfg.data_dir == NULL)
 		usage();
 	if (stat(cfg.data_dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
-		fprintf(stderr, "ds-fcgi: --data %s is not a directory\n",
-		    cfg.data_dir);
+		ds_app_log("--data %s is not a directory", cfg.data_dir);
 		return 2;
 	}
 
 	memset(&scfg, 0, sizeof(scfg));
 	scfg.dir = cfg.data_dir;
 	if ((e = ds_store_open(&scfg, &store)) != DS_OK) {
-		fprintf(stderr, "ds-fcgi: cannot open the store in %s: %s\n",
+		ds_app_log("cannot open the store in %s: %s",
 		    cfg.data_dir, ds_strerror(e));
 		return 1;
 	}
@@ -278,8 +276,7 @@ main(int argc, char *argv[])
 	if (list) {
 		if ((e = ds_store_foreach(store, print_stream, NULL)) !=
 		    DS_OK) {
-			fprintf(stderr, "ds-fcgi: list failed: %s\n",
-			    ds_strerror(e));
+			ds_app_log("list failed: %s", ds_strerror(e));
 			return 1;
 		}
 		ds_store_close(store);
@@ -289,8 +286,7 @@ main(int argc, char *argv[])
 		if ((e = ds_store_verify(store, ds_json_record_ok, &nstreams,
 		    &problems)) !=
 		    DS_OK) {
-			fprintf(stderr, "ds-fcgi: verify failed: %s\n",
-			    ds_strerror(e));
+			ds_app_log("verify failed: %s", ds_strerror(e));
 			return 1;
 		}
 		printf("ds-fcgi: verify: %u streams, %u problems\n",
@@ -301,8 +297,7 @@ main(int argc, char *argv[])
 	if (recover) {
 		if ((e = ds_store_recover(store, orphan_age, &truncated, &removed)) !=
 		    DS_OK) {
-			fprintf(stderr, "ds-fcgi: recovery failed: %s\n",
-			    ds_strerror(e));
+			ds_app_log("recovery failed: %s", ds_strerror(e));
 			return 1;
 		}
 		printf("ds-fcgi: recovery: %u torn tails truncated, %u "
@@ -317,13 +312,13 @@ main(int argc, char *argv[])
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
 	if (FCGX_Init() != 0) {
-		fprintf(stderr, "ds-fcgi: FCGX_Init failed\n");
+		ds_app_log("FCGX_Init failed");
 		return 1;
 	}
 	listen_fd = 0;
 	if (cfg.listen &&
 	    (listen_fd = FCGX_OpenSocket(cfg.listen, 1024)) < 0) {
-		fprintf(stderr, "ds-fcgi: cannot listen on %s\n", cfg.listen);
+		ds_app_log("cannot listen on %s", cfg.listen);
 		return 1;
 	}
 
@@ -334,25 +329,24 @@ main(int argc, char *argv[])
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGPIPE);
 	if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) {
-		fprintf(stderr, "ds-fcgi: pthread_sigmask failed\n");
+		ds_app_log("pthread_sigmask failed");
 		return 1;
 	}
 	if (ds_lot_start() == -1)
-		fprintf(stderr, "ds-fcgi: cannot start the long-poll lot: %s; "
-		    "long-polls wait in their threads\n", strerror(errno));
+		ds_app_log("cannot start the long-poll lot: %s; "
+		    "long-polls wait in their threads", strerror(errno));
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, 256 * 1024);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	for (i = 0; i < cfg.threads; i++) {
 		if ((errno = pthread_create(&tid, &attr, serve, NULL)) != 0) {
-			fprintf(stderr, "ds-fcgi: pthread_create: %s\n",
-			    strerror(errno));
+			ds_app_log("pthread_create: %s", strerror(errno));
 			return 1;
 		}
 	}
 	pthread_attr_destroy(&attr);
 	if (notify_start(cfg.notify) == -1) {
-		fprintf(stderr, "ds-fcgi: cannot start the notifier client\n");
+		ds_app_log("cannot start the notifier client");
 		return 1;
 	}
 

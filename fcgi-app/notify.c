@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fcgi-app/log.h"
 #include "fcgi-app/notify.h"
 
 #define NBUCKETS 1024
@@ -165,9 +166,8 @@ run(void *arg)
 	for (;;) {
 		if ((fd = dial(sockpath)) == -1) {
 			if (!down_logged++)
-				fprintf(stderr, "ds-fcgi[%ld]: notifier %s "
-				    "unreachable; parked requests poll\n",
-				    (long)getpid(), sockpath);
+				ds_app_log("notifier %s unreachable; "
+				    "parked requests poll", sockpath);
 			usleep(200000);
 			continue;
 		}
@@ -180,8 +180,7 @@ run(void *arg)
 		wake_all_locked();
 		pthread_mutex_unlock(&mu);
 		if (down_logged)
-			fprintf(stderr, "ds-fcgi[%ld]: notifier %s back\n",
-			    (long)getpid(), sockpath);
+			ds_app_log("notifier %s back", sockpath);
 		down_logged = 0;
 		for (;;) {
 			n = recv(fd, &m, sizeof(m), 0);
