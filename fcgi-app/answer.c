@@ -1,7 +1,8 @@
 /*
  * answer.c: the answers to reads, written for handlers.c (catch-up reads)
  * and for the live path (long-poll answers, SSE events), and nothing
- * else: it calls down only (http.c, the store, parse.c, json.c).
+ * else: it calls down only (http.c, the store, parse.c, json.c, and
+ * notify.c for its clock).
  */
 #include <inttypes.h>
 #include <stdio.h>
