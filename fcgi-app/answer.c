@@ -214,11 +214,28 @@ ds_lp_memo_clear(struct ds_lp_memo *m)
 }
 
 /* Is this content type sent as text in SSE, or base64 (PROTOCOL 5.8)? */
-int
-ds_sse_is_text(const char *ctype)
+static int
+sse_is_text(const char *ctype)
 {
 	return strncasecmp(ctype, "text/", 5) == 0 ||
 	    ds_media_type_eq(ctype, "application/json");
+}
+
+/*
+ * Starts an SSE answer (PROTOCOL 5.8) for a stream whose snapshot is info:
+ * the headers, then a comment, since front servers hold the headers until
+ * the first body byte. Returns 0, or -1 when the client is gone.
+ */
+int
+ds_sse_head(struct ds_req *r, const struct ds_stream_info *info)
+{
+	ds_add_header(r, "Cache-Control", "no-cache");
+	ds_add_header(r, "X-Accel-Buffering", "no");	/* nginx: stream it */
+	if (!sse_is_text(info->ctype))
+		ds_add_header(r, "Stream-SSE-Data-Encoding", "base64");
+	ds_respond_head(r, 200, "text/event-stream", -1);
+	FCGX_PutS(":\n\n", r->fr->out);
+	return FCGX_FFlush(r->fr->out) == -1 ? -1 : 0;
 }
 
 /*
@@ -236,7 +253,7 @@ ds_sse_data(struct ds_req *r, const struct ds_stream_info *info,
 	int rc;
 
 	FCGX_PutS("event: data\n", out);
-	if (!ds_sse_is_text(info->ctype)) {
+	if (!sse_is_text(info->ctype)) {
 		b64len = sodium_base64_encoded_len(len,
 		    sodium_base64_VARIANT_ORIGINAL);
 		if ((b64 = malloc(b64len)) == NULL)

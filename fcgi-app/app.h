@@ -103,7 +103,7 @@ int		 ds_longpoll_check(struct ds_req *, uint64_t id,
 		    size_t inline_max, int *large, struct ds_lp_memo *);
 void		 ds_lp_memo_clear(struct ds_lp_memo *);
 
-int		 ds_sse_is_text(const char *ctype);
+int		 ds_sse_head(struct ds_req *, const struct ds_stream_info *);
 int		 ds_sse_data(struct ds_req *, const struct ds_stream_info *,
 		    const char *data, size_t len);
 void		 ds_sse_control(struct ds_req *, uint64_t next, int up_to_date,

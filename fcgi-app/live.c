@@ -109,14 +109,7 @@ live_sse(struct ds_req *r, uint64_t from, const char *cursor)
 	if (live_start(r, &from, &info) == -1)
 		return;
 	id = info.id;
-	ds_add_header(r, "Cache-Control", "no-cache");
-	ds_add_header(r, "X-Accel-Buffering", "no");	/* nginx: stream it */
-	if (!ds_sse_is_text(info.ctype))
-		ds_add_header(r, "Stream-SSE-Data-Encoding", "base64");
-	ds_respond_head(r, 200, "text/event-stream", -1);
-	/* Front servers hold the headers until the first body byte. */
-	FCGX_PutS(":\n\n", r->fr->out);
-	if (FCGX_FFlush(r->fr->out) == -1)
+	if (ds_sse_head(r, &info) == -1)
 		return;
 
 	w = notify_watch_begin(id);
