@@ -4,7 +4,9 @@ package Stack;
 #
 #   use lib 't/lib';
 #   use Stack;
-#   my $s = Stack->new(workers => 2, threads => 8);   # dies with the stack's stderr on failure
+#   my $s = Stack->start(workers => 2, threads => 8);  # skip_all if a prerequisite is missing,
+#                                                       # BAIL_OUT if the stack does not come up
+#   $s->must(201, PUT => 'a/b', { 'Content-Type' => 'text/plain' }, 'hi');   # setup: stop if not 201
 #   my $r = $s->req(PUT => 'a/b', { 'Content-Type' => 'text/plain' }, 'hi');
 #   $s->kill_worker;                                    # SIGKILL one ds-fcgi worker
 #   $s->stop;                                           # also done by DESTROY and END
@@ -78,22 +80,125 @@ sub new {
 
 # fcgi_bin(): the ds-fcgi binary the stack runs, for tests that run it themselves (--verify, ...):
 # DS_FCGI_BIN as scripts/run resolves it (relative to the top directory), else build/ds-fcgi.
-sub fcgi_bin {
-	my $b = $ENV{DS_FCGI_BIN} // 'build/ds-fcgi';
+sub fcgi_bin { _bin($ENV{DS_FCGI_BIN} // 'build/ds-fcgi') }
+
+# ---- starting a stack from a test file -------------------------------------------------------
+#
+# Every t/*.t starts its stacks with start(): one place decides what "cannot run here" means.
+#
+#   Stack->need(root => 'to mount a tmpfs', commands => ['ss'])
+#       skip_all (the whole file, or the subtest it is called in) with the reason, unless the
+#       test runs as root (when root is given) and every command is on PATH.
+#   Stack->start(%opt)
+#       new(%opt) for a test file.  First the prerequisites (missing()): the front server,
+#       spawn-fcgi, multiwatch, curl and flock on PATH (as scripts/run looks them up) are the
+#       environment's, so without one the file (or the subtest) is skipped with skip_all and the
+#       reason; without ds-fcgi or ds-notify (DS_FCGI_BIN, DS_NOTIFY_BIN, else build/) the
+#       project is not built, and that is a BAIL_OUT.  A stack that does not come up is a
+#       BAIL_OUT too, after its stderr as a diagnostic.  Option root => WHY: skip unless root.
+#   Stack::skip_all($reason)
+#       plan skip_all => $reason (in a subtest, skips that subtest only).
+#   Stack::bail($why, [$details])
+#       $details as a diagnostic, then BAIL_OUT($why) (prefixed with the test file's name).
+#
+# Call start() and need() before the first check of a file, or first thing in a subtest.
+
+# missing(%opt): (reason to skip, reason to bail out): what this machine lacks to run a stack.
+sub missing {
+	my ($class, %opt) = @_;
+	return ("needs root $opt{root} (not root here)", undef) if $opt{root} && $> != 0;
+	for my $b ([ 'ds-fcgi', fcgi_bin() ], [ 'ds-notify', _bin($ENV{DS_NOTIFY_BIN} // 'build/ds-notify') ]) {
+		return (undef, "$b->[1] is missing or not executable (run make)") unless -x $b->[1];
+	}
+	my $run = $ENV{DS_STACK_RUN} // "$ROOT/scripts/run";
+	return (undef, "$run is not executable") unless -x $run;
+	my $front = $opt{front} // 'nginx';
+	for my $tool ($front, qw(spawn-fcgi multiwatch curl flock)) {
+		next if _which($tool);
+		my $setup = $tool eq $front && $front ne 'nginx' ? "scripts/setup --front $front" : 'scripts/setup';
+		return ("$tool is not installed (run $setup)", undef);
+	}
+	return (undef, undef);
+}
+
+sub need {
+	my ($class, %opt) = @_;
+	skip_all("needs root $opt{root} (not root here)") if $opt{root} && $> != 0;
+	for my $c (@{ $opt{commands} // [] }) {
+		skip_all("needs $c on PATH") unless _which($c);
+	}
+	return 1;
+}
+
+sub start {
+	my ($class, %opt) = @_;
+	my $root = delete $opt{root};
+	my ($skip, $bail) = $class->missing(%opt, root => $root);
+	skip_all($skip) if $skip;
+	bail($bail) if $bail;
+	my $s = eval { $class->new(%opt) };
+	return $s if $s;
+	bail('the stack did not start' . (defined $opt{front} ? " (front $opt{front})" : ''), $@);
+}
+
+sub skip_all {
+	my ($reason) = @_;
+	require Test::More;
+	Test::More::plan(skip_all => $reason);
+	exit 0;    # not reached: plan skip_all exits (or leaves the subtest)
+}
+
+sub bail {
+	my ($why, $details) = @_;
+	require Test::More;
+	Test::More::diag($details) if defined $details && length $details;
+	Test::More::BAIL_OUT("$SAN_TEST: $why");
+}
+
+# must($want, $method, $path, [\%headers], [$body], [$name]): a setup request that later checks
+# rely on (the PUT of a stream they append to, ...).  $want is a status (201), a list of them
+# ([200, 204]) or undef for any 2xx.  The expected answer passes a check named $name (default
+# "setup: METHOD path answers WANT") and the response is returned; any other answer fails that
+# check and stops the test file at once (die) with the request, the status and the body, rather
+# than letting it surface later as a confusing mismatch.
+sub must {
+	my ($self, $want, $method, $path, $headers, $body, $name) = @_;
+	my @want = ref $want ? @$want : defined $want ? ($want) : ();
+	my $wanted = @want ? join(' or ', @want) : '2xx';
+	$name //= "setup: $method $path answers $wanted";
+	my $r = $self->req($method, $path, $headers, $body);
+	my $st = $r->{status};
+	my $ok = @want ? !!grep({ $st == $_ } @want) : $st >= 200 && $st < 300;
+	require Test::More;
+	my $tb = Test::More->builder;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	return $r if $tb->ok($ok, $name);
+	my $c = $r->{content} // '';
+	$c = substr($c, 0, 500) . '...(' . length($c) . ' bytes)' if length $c > 500;
+	my $msg = sprintf("setup failed: %s %s%s: got %s %s (wanted %s)\n  body: %s",
+		$method, $self->url($path),
+		defined $body ? ' (' . length($body) . '-byte body)' : '',
+		$st, $r->{reason} // '', $wanted, $c);
+	$tb->diag($msg);
+	if ($st >= 500) {
+		my @l = split /\n/, $self->stderr;
+		$tb->diag(join "\n", '--- stack stderr (tail) ---', @l > 20 ? @l[-20 .. -1] : @l);
+	}
+	die "$msg\n";
+}
+
+sub _bin {
+	my ($b) = @_;
 	return $b =~ m{^/} ? $b : "$ROOT/$b";
 }
 
-# start(%opt): new(%opt) for a test script: on failure it fails a check with the stack's stderr
-# and ends the script (done_testing, exit), so the script can go on as if the stack were there.
-sub start {
-	my ($class, %opt) = @_;
-	my $s = eval { $class->new(%opt) };
-	return $s if $s;
-	require Test::More;
-	Test::More::fail('stack started');
-	Test::More::diag($@);
-	Test::More::done_testing();
-	exit;
+# _which($cmd): $cmd on PATH as scripts/run searches it (PATH plus the sbin directories).
+sub _which {
+	my ($cmd) = @_;
+	for my $d (split(/:/, $ENV{PATH} // ''), qw(/usr/local/sbin /usr/sbin /sbin)) {
+		return "$d/$cmd" if length $d && -f "$d/$cmd" && -x _;
+	}
+	return undef;
 }
 
 sub base      { $_[0]{base} }        # http://127.0.0.1:PORT
