@@ -40,12 +40,12 @@ alarm 58;
 
 my $s = Stack->start(workers => 2, threads => 8);
 note($s->{ready_line});
-my $r = $s->req(PUT => $TEXT, { 'Content-Type' => 'text/plain' });
-is($r->{status}, 201, 'create text stream') or diag("$r->{status} $r->{content}");
-$r = $s->req(PUT => $JSONS, { 'Content-Type' => 'application/json' });
-is($r->{status}, 201, 'create JSON stream') or diag("$r->{status} $r->{content}");
-my @w0 = $s->worker_pids;
-is(scalar @w0, 2, 'two workers') or diag("workers: @w0; pool pid " . ($s->pool_pid // 'none'));
+$s->must(201, PUT => $TEXT, { 'Content-Type' => 'text/plain' }, undef, 'create text stream');
+$s->must(201, PUT => $JSONS, { 'Content-Type' => 'application/json' }, undef, 'create JSON stream');
+subtest 'the pool starts with two workers' => sub {
+	my @w0 = $s->worker_pids;
+	is(scalar @w0, 2, 'two workers') or diag("workers: @w0; pool pid " . ($s->pool_pid // 'none'));
+};
 
 # ---- clients ----------------------------------------------------------------------------------
 # [id, stream, kind]: kind 'i' = plain POST (payload index i), 's' = producer (seq)
@@ -53,54 +53,56 @@ my @clients = ((map { [ $_, $TEXT, $_ % 2 ? 's' : 'i' ] } 0 .. 7),
 	[ 8, $JSONS, 'i' ], [ 9, $JSONS, 's' ]);
 my $logdir = tempdir('ds-crash-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{DS_KEEP});
 my $t_end = time + $BURST;
-for my $c (@clients) {
-	my $pid = fork // die "fork: $!";
-	if ($pid == 0) {
-		$SIG{$_} = sub { POSIX::_exit(0) } for qw(TERM INT HUP);
-		$SIG{ALRM} = 'DEFAULT';
-		alarm 0;
-		srand($seed + $c->[0]);
-		client(@$c);
-		POSIX::_exit(0);
-	}
-	push @kids, $pid;
-}
-
-# ---- kill schedule ----------------------------------------------------------------------------
 my ($kills, @killed) = (0);
-sleep 1;
-while (time < $t_end - 1.5) {
-	my @w = $s->worker_pids;
-	if (@w) {
-		if (rand() < 0.3 && @w >= 2) {         # both, one after another
-			for my $w (@w[0, 1]) {
-				push @killed, $w if eval { $s->kill_worker('KILL', $w) };
-				sleep 0.05 + rand(0.3);
-			}
-		} else {
-			my $w = eval { $s->kill_worker('KILL') };
-			push @killed, $w if $w;
+subtest 'clients append while workers are SIGKILLed; killed workers are replaced' => sub {
+	for my $c (@clients) {
+		my $pid = fork // die "fork: $!";
+		if ($pid == 0) {
+			$SIG{$_} = sub { POSIX::_exit(0) } for qw(TERM INT HUP);
+			$SIG{ALRM} = 'DEFAULT';
+			alarm 0;
+			srand($seed + $c->[0]);
+			client(@$c);
+			POSIX::_exit(0);
 		}
-		$kills = @killed;
+		push @kids, $pid;
 	}
-	sleep 0.7 + rand(1.3);
-}
-my %done;
-while (keys %done < @kids) {
-	my $p = waitpid(-1, 0);
-	last if $p == -1;
-	$done{$p} = $?;
-}
-@kids = ();
-my @bad_exit = grep { $done{$_} } keys %done;
-ok(!@bad_exit, 'clients exited cleanly') or diag("exit statuses: @done{@bad_exit}");
-note(sprintf('burst over after %.1f s; %d workers killed: %s', time - $t_start, $kills, "@killed"));
 
-ok($s->wait_pool(15), 'pool is back (2 workers, requests answered)')
-	or diag('workers now: ' . join(' ', $s->worker_pids) . "\n" . $s->stderr);
-my @w1 = $s->worker_pids;
-my %killed = map { $_ => 1 } @killed;
-ok(!grep({ $killed{$_} } @w1), 'killed workers were replaced') or diag("workers now: @w1");
+	# kill schedule
+	sleep 1;
+	while (time < $t_end - 1.5) {
+		my @w = $s->worker_pids;
+		if (@w) {
+			if (rand() < 0.3 && @w >= 2) {         # both, one after another
+				for my $w (@w[0, 1]) {
+					push @killed, $w if eval { $s->kill_worker('KILL', $w) };
+					sleep 0.05 + rand(0.3);
+				}
+			} else {
+				my $w = eval { $s->kill_worker('KILL') };
+				push @killed, $w if $w;
+			}
+			$kills = @killed;
+		}
+		sleep 0.7 + rand(1.3);
+	}
+	my %done;
+	while (keys %done < @kids) {
+		my $p = waitpid(-1, 0);
+		last if $p == -1;
+		$done{$p} = $?;
+	}
+	@kids = ();
+	my @bad_exit = grep { $done{$_} } keys %done;
+	ok(!@bad_exit, 'clients exited cleanly') or diag("exit statuses: @done{@bad_exit}");
+	note(sprintf('burst over after %.1f s; %d workers killed: %s', time - $t_start, $kills, "@killed"));
+
+	ok($s->wait_pool(15), 'pool is back (2 workers, requests answered)')
+		or diag('workers now: ' . join(' ', $s->worker_pids) . "\n" . $s->stderr);
+	my @w1 = $s->worker_pids;
+	my %killed = map { $_ => 1 } @killed;
+	ok(!grep({ $killed{$_} } @w1), 'killed workers were replaced') or diag("workers now: @w1");
+};
 
 # ---- verify -----------------------------------------------------------------------------------
 my (%log, %summary);
@@ -114,8 +116,12 @@ for my $c (@clients) {
 	}
 }
 
-verify_stream($TEXT, 0, [ grep { $_->[1] eq $TEXT } @clients ]);
-verify_stream($JSONS, 1, [ grep { $_->[1] eq $JSONS } @clients ]);
+subtest "$TEXT: every acknowledged append is stored once, in order, nothing else" => sub {
+	verify_stream($TEXT, 0, [ grep { $_->[1] eq $TEXT } @clients ]);
+};
+subtest "$JSONS: every acknowledged message is stored once, in order, nothing else" => sub {
+	verify_stream($JSONS, 1, [ grep { $_->[1] eq $JSONS } @clients ]);
+};
 
 diag(sprintf('seed %d: %d workers killed; %s; %.1f s', $seed, $kills,
 	join('; ', map { "$_: $summary{$_}" } sort keys %summary), time - $t_start));
