@@ -76,57 +76,65 @@ sub round {
 
 sub max_of { my $m = 0; for (@_) { return undef unless defined; $m = $_ if $_ > $m } $m }
 
-my $s = Stack->new(workers => 2, threads => 16, env => { DS_NOTIFY_RESTART_S => 4 });
-is($s->req(PUT => 'live/a', $T)->{status}, 201, 'stream created');
-
-my @lat = round($s, 'live/a', 6, 'push-one');
-my $max = max_of(@lat);
-ok(defined $max && $max < 0.5, sprintf('push: all 6 readers woke (slowest %.0f ms)', 1000 * ($max // 99)));
-
-# --- kill the notifier while readers are parked ---------------------------------------------
+my $s = Stack->start(workers => 2, threads => 16, env => { DS_NOTIFY_RESTART_S => 4 });
+$s->must(201, PUT => 'live/a', $T, undef, 'stream created');
 my $pidfile = $s->data_dir . '/run/ds-notify.pid';
-chomp(my $npid = do { local (@ARGV, $/) = $pidfile; <> } // '');
-ok($npid =~ /^\d+$/ && kill(0, $npid), "ds-notify runs (pid $npid)");
-my $tail = tail_of($s, 'live/a');
-my @socks = map { park($s, 'live/a', $tail, 'long-poll') } 1 .. 6;
-sleep 0.5;
-kill 'KILL', $npid;
-sleep 0.3;
-my $t0 = time;
-is($s->req(POST => 'live/a', $T, 'while-down')->{status}, 204, 'append while ds-notify is down');
-@lat = arrivals(\@socks, 'while-down', $t0, 3);
-$max = max_of(@lat);
-ok(defined $max && $max < 1.0,
-	sprintf('notifier down: all 6 parked readers got the append within a second (slowest %.0f ms)',
-		1000 * ($max // 99)));
-like($s->stderr, qr/notifier .* unreachable; parked requests poll/, 'workers noticed and fell back to polling');
+my $npid;
 
-# --- it comes back: push resumes -------------------------------------------------------------
-my $deadline = time + 15;
-my $back = 0;
-while (time < $deadline) {
-	my @backs = $s->stderr =~ /notifier \S+ back/g;
-	if (@backs >= 2) { $back = 1; last }    # both workers reconnected
-	sleep 0.1;
-}
-ok($back, 'scripts/run restarted ds-notify and both workers reconnected');
-# The workers can reconnect before scripts/run has written the new pid: wait for it too.
-my $npid2 = $npid;
-while (time < $deadline) {
-	chomp($npid2 = do { local (@ARGV, $/) = $pidfile; <> } // '');
-	last if $npid2 ne $npid && $npid2 =~ /^\d+$/;
-	sleep 0.05;
-}
-isnt($npid2, $npid, "new ds-notify pid $npid2");
-@lat = round($s, 'live/a', 6, 'push-two');
-$max = max_of(@lat);
-ok(defined $max && $max < 0.5, sprintf('push after restart: all 6 woke (slowest %.0f ms)', 1000 * ($max // 99)));
-is(($s->read_all('live/a'))[0], 'push-onewhile-downpush-two', 'every append stored once, in order');
+subtest 'push: readers parked in long-poll wake at once on an append' => sub {
+	my @lat = round($s, 'live/a', 6, 'push-one');
+	my $max = max_of(@lat);
+	ok(defined $max && $max < 0.5, sprintf('push: all 6 readers woke (slowest %.0f ms)', 1000 * ($max // 99)));
+};
+
+subtest 'with ds-notify SIGKILLed, parked readers still get an append within a second' => sub {
+	chomp($npid = do { local (@ARGV, $/) = $pidfile; <> } // '');
+	ok($npid =~ /^\d+$/ && kill(0, $npid), "ds-notify runs (pid $npid)");
+	my $tail = tail_of($s, 'live/a');
+	my @socks = map { park($s, 'live/a', $tail, 'long-poll') } 1 .. 6;
+	sleep 0.5;
+	kill 'KILL', $npid;
+	sleep 0.3;
+	my $t0 = time;
+	is($s->req(POST => 'live/a', $T, 'while-down')->{status}, 204, 'append while ds-notify is down');
+	my @lat = arrivals(\@socks, 'while-down', $t0, 3);
+	my $max = max_of(@lat);
+	ok(defined $max && $max < 1.0,
+		sprintf('notifier down: all 6 parked readers got the append within a second (slowest %.0f ms)',
+			1000 * ($max // 99)));
+	like($s->stderr, qr/notifier .* unreachable; parked requests poll/, 'workers noticed and fell back to polling');
+};
+
+subtest 'scripts/run restarts ds-notify, the workers reconnect and push resumes' => sub {
+	my $deadline = time + 15;
+	my $back = 0;
+	while (time < $deadline) {
+		my @backs = $s->stderr =~ /notifier \S+ back/g;
+		if (@backs >= 2) { $back = 1; last }    # both workers reconnected
+		sleep 0.1;
+	}
+	ok($back, 'scripts/run restarted ds-notify and both workers reconnected');
+	# The workers can reconnect before scripts/run has written the new pid: wait for it too.
+	my $npid2 = $npid;
+	while (time < $deadline) {
+		chomp($npid2 = do { local (@ARGV, $/) = $pidfile; <> } // '');
+		last if $npid2 ne $npid && $npid2 =~ /^\d+$/;
+		sleep 0.05;
+	}
+	isnt($npid2, $npid, "new ds-notify pid $npid2");
+	my @lat = round($s, 'live/a', 6, 'push-two');
+	my $max = max_of(@lat);
+	ok(defined $max && $max < 0.5, sprintf('push after restart: all 6 woke (slowest %.0f ms)', 1000 * ($max // 99)));
+};
+
+subtest 'losing ds-notify costs no data: every append stored once, in order' => sub {
+	is(($s->read_all('live/a'))[0], 'push-onewhile-downpush-two', 'every append stored once, in order');
+};
 $s->stop;
 
 # --- parked long-polls hold no thread; hung-up readers free what they held ------------------
-my $w = Stack->new(workers => 1, threads => 4);
-is($w->req(PUT => 'live/b', $T)->{status}, 201, 'stream for the saturation test');
+my $w = Stack->start(workers => 1, threads => 4);
+$w->must(201, PUT => 'live/b', $T, undef, 'stream for the saturation test');
 my ($wpid) = $w->worker_pids;
 sub fds { my @f = glob("/proc/$wpid/fd/*"); scalar @f }
 # Wait until the worker holds at most $max descriptors; returns seconds taken or undef.
@@ -136,7 +144,7 @@ sub fds_down_to {
 	while (time < $t + $limit) { return time - $t if fds() <= $max; sleep 0.05 }
 	return undef;
 }
-{
+subtest 'long-poll: parked readers hold no thread, and hung-up ones are released' => sub {
 	my $base = fds();
 	my $tl = tail_of($w, 'live/b');
 	my @p = map { park($w, 'live/b', $tl, 'long-poll') } 1 .. 20;
@@ -149,34 +157,39 @@ sub fds_down_to {
 	my $took = fds_down_to($base + 2, 5);
 	ok(defined $took, sprintf('long-poll: hung-up readers released %.1f s after they left (%d descriptors now, %d before)',
 		$took // 5, fds(), $base));
-	$tl = tail_of($w, 'live/b');
-	@p = map { park($w, 'live/b', $tl, 'long-poll') } 1 .. 20;
+};
+subtest 'long-poll: 20 readers parked on one worker all get the append' => sub {
+	my $tl = tail_of($w, 'live/b');
+	my @p = map { park($w, 'live/b', $tl, 'long-poll') } 1 .. 20;
 	sleep 0.5;
 	my $t1 = time;
-	$w->req(POST => 'live/b', $T, 'after-long-poll');
+	$w->must(204, POST => 'live/b', $T, 'after-long-poll');
 	my @got = grep { defined } arrivals(\@p, 'after-long-poll', $t1, 3);
 	is(scalar @got, 20, 'long-poll: 20 new readers parked and got the append');
+};
+subtest 'long-poll: an append over 64 KiB reaches parked readers whole' => sub {
 	# An append too large for the lot to write itself (> 64 KiB) is answered from a thread.
-	$tl = tail_of($w, 'live/b');
-	@p = map { park($w, 'live/b', $tl, 'long-poll') } 1 .. 3;
+	my $tl = tail_of($w, 'live/b');
+	my @p = map { park($w, 'live/b', $tl, 'long-poll') } 1 .. 3;
 	sleep 0.5;
 	my $big = 'B' x 200_000 . 'end-of-big';
-	$t1 = time;
-	$w->req(POST => 'live/b', $T, $big);
-	@got = grep { defined } arrivals(\@p, 'end-of-big', $t1, 3);
+	my $t1 = time;
+	$w->must(204, POST => 'live/b', $T, $big);
+	my @got = grep { defined } arrivals(\@p, 'end-of-big', $t1, 3);
 	is(scalar @got, 3, 'long-poll: 3 readers got a 200 KB append whole');
+};
+subtest 'long-poll: a stopping worker answers its waiting readers with 204' => sub {
 	# A worker told to stop answers its waiting long-polls (204: poll again) before it exits.
-	$tl = tail_of($w, 'live/b');
-	@p = map { park($w, 'live/b', $tl, 'long-poll') } 1 .. 3;
+	my $tl = tail_of($w, 'live/b');
+	my @p = map { park($w, 'live/b', $tl, 'long-poll') } 1 .. 3;
 	sleep 0.5;
-	$t1 = time;
+	my $t1 = time;
 	$w->kill_worker('TERM');
-	@got = grep { defined } arrivals(\@p, 'HTTP/1.1 204', $t1, 3);
+	my @got = grep { defined } arrivals(\@p, 'HTTP/1.1 204', $t1, 3);
 	is(scalar @got, 3, 'long-poll: a stopping worker answers its 3 waiting readers with 204');
 	ok($w->wait_pool(10), 'the worker was replaced');
-}
-# SSE keeps its thread for the whole stream; hung-up readers give it back.
-{
+};
+subtest 'SSE: readers keep a thread each for the stream and give it back when they hang up' => sub {
 	my $mode = 'sse';
 	my $tl = tail_of($w, 'live/b');
 	my @p = map { park($w, 'live/b', $tl, $mode) } 1 .. 4;
@@ -198,10 +211,10 @@ sub fds_down_to {
 	sleep 0.5;
 	my $t1 = time;
 	my $word = "after-$mode";
-	$w->req(POST => 'live/b', $T, $word);
+	$w->must(204, POST => 'live/b', $T, $word);
 	my $m = max_of(arrivals(\@p, $word, $t1, 3));
 	ok(defined $m, "$mode: 3 new readers parked on the freed threads and got the append");
-}
+};
 $w->stop;
 
 done_testing();
