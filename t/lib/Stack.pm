@@ -7,6 +7,7 @@ package Stack;
 #   my $s = Stack->start(workers => 2, threads => 8);  # skip_all if a prerequisite is missing,
 #                                                       # BAIL_OUT if the stack does not come up
 #   $s->must(201, PUT => 'a/b', { 'Content-Type' => 'text/plain' }, 'hi');   # setup: stop if not 201
+#   $s->must_status($r, 201, 'created');                # the same for a request already made
 #   my $r = $s->req(PUT => 'a/b', { 'Content-Type' => 'text/plain' }, 'hi');
 #   $s->kill_worker;                                    # SIGKILL one ds-fcgi worker
 #   $s->stop;                                           # also done by DESTROY and END
@@ -158,33 +159,42 @@ sub bail {
 # must($want, $method, $path, [\%headers], [$body], [$name]): a setup request that later checks
 # rely on (the PUT of a stream they append to, ...).  $want is a status (201), a list of them
 # ([200, 204]) or undef for any 2xx.  The expected answer passes a check named $name (default
-# "setup: METHOD path answers WANT") and the response is returned; any other answer fails that
+# "setup: METHOD path") and the response is returned; any other answer fails that
 # check and stops the test file at once (die) with the request, the status and the body, rather
 # than letting it surface later as a confusing mismatch.
 sub must {
 	my ($self, $want, $method, $path, $headers, $body, $name) = @_;
+	my $r = $self->req($method, $path, $headers, $body);
+	my $req = "$method " . $self->url($path) . (defined $body ? ' (' . length($body) . '-byte body)' : '');
+	$name //= "setup: $method $path";
+	local $Test::Builder::Level = ($Test::Builder::Level // 1) + 1;
+	return $self->must_status($r, $want, $name, $req);
+}
+
+# must_status($response, $want, [$name], [$request]): must() for a request already made (by a
+# test's own helper): the same check, the same stop with $request (default: the response's URL),
+# the status and the body.
+sub must_status {
+	my ($self, $r, $want, $name, $req) = @_;
 	my @want = ref $want ? @$want : defined $want ? ($want) : ();
 	my $wanted = @want ? join(' or ', @want) : '2xx';
-	$name //= "setup: $method $path answers $wanted";
-	my $r = $self->req($method, $path, $headers, $body);
+	$req //= $r->{url} // '(request)';
+	$name //= "setup: $req answers $wanted";
 	my $st = $r->{status};
 	my $ok = @want ? !!grep({ $st == $_ } @want) : $st >= 200 && $st < 300;
 	require Test::More;
 	my $tb = Test::More->builder;
-	local $Test::Builder::Level = $Test::Builder::Level + 1;
 	return $r if $tb->ok($ok, $name);
 	my $c = $r->{content} // '';
 	$c = substr($c, 0, 500) . '...(' . length($c) . ' bytes)' if length $c > 500;
-	my $msg = sprintf("setup failed: %s %s%s: got %s %s (wanted %s)\n  body: %s",
-		$method, $self->url($path),
-		defined $body ? ' (' . length($body) . '-byte body)' : '',
-		$st, $r->{reason} // '', $wanted, $c);
+	my $msg = sprintf("setup failed, stopping: %s: got %s %s (wanted %s)\n  body: %s",
+		$req, $st, $r->{reason} // '', $wanted, $c);
 	$tb->diag($msg);
 	if ($st >= 500) {
 		my @l = split /\n/, $self->stderr;
 		$tb->diag(join "\n", '--- stack stderr (tail) ---', @l > 20 ? @l[-20 .. -1] : @l);
 	}
-	die "$msg\n";
+	die "$SAN_TEST: stopped after a failed setup request: $req\n";
 }
 
 sub _bin {
