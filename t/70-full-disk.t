@@ -32,11 +32,11 @@ my $SIZE = $ENV{DS_FULL_SIZE} // '24m';
 my $seed = $ENV{DS_SEED} // (time() ^ ($$ << 8)) & 0x7fffffff;
 my $t0   = time;
 
-plan skip_all => 'needs root to mount a tmpfs (not root here)' if $> != 0;
+Stack->need(root => 'to mount a tmpfs');
 my $mnt = tempdir('ds-full-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 my $mount_out = `mount -t tmpfs -o size=$SIZE,mode=0755 tmpfs $mnt 2>&1`;
-plan skip_all => "cannot mount a tmpfs here (no CAP_SYS_ADMIN? e.g. an unprivileged "
-	. "container): " . ($mount_out =~ s/\s+/ /gr =~ s/\s+$//r) if $?;
+Stack::skip_all("cannot mount a tmpfs here (no CAP_SYS_ADMIN? e.g. an unprivileged "
+	. "container): " . ($mount_out =~ s/\s+/ /gr =~ s/\s+$//r)) if $?;
 
 my $owner = $$;
 my ($mounted, $s) = (1);
@@ -62,7 +62,9 @@ my $data = "$mnt/data";
 $s = Stack->start(workers => 4, data => $data);
 note($s->{ready_line});
 my @w0 = $s->worker_pids;
-is(scalar @w0, 4, 'four workers');
+subtest 'the stack starts with four workers' => sub {
+	is(scalar @w0, 4, 'four workers');
+};
 
 # ---- the model ----------------------------------------------------------------------------
 # Per stream: json, producer id (or undef), next producer seq, the acknowledged next offsets, and
@@ -252,133 +254,145 @@ sub fmt { my ($h) = @_; join(', ', map { "$_: $h->{$_}" } sort keys %$h) || 'non
 
 # ---- fill ---------------------------------------------------------------------------------
 my $r = new_stream($SMALL, 0, undef, 'small stream: read by every burst of GETs');
-is($r->{status}, 201, "create $SMALL") or diag("$r->{status} $r->{content}");
+$s->must_status($r, 201, "create $SMALL", "PUT $SMALL");
 for my $p (@order) {
 	$r = new_stream($p, @{ $spec{$p} });
-	is($r->{status}, 201, "create $p") or diag("$r->{status} $r->{content}");
+	$s->must_status($r, 201, "create $p", "PUT $p");
 }
-my $total = df_avail();
-my ($i, $fails, $bursting) = (0, 0, 0);
-my $burst_file = tempdir('ds-full-burst-XXXXXX', TMPDIR => 1, CLEANUP => 1) . '/counts';
-my $fill_end = time + 40;
-while ($fails < 2 * @order && time < $fill_end) {
-	my $p = $order[ $i++ % @order ];
-	next unless $st{$p};
-	$r = append($p, 24576 + int rand 40960);
-	$fill_status{ $r->{status} }++;
-	if ($r->{status} >= 200 && $r->{status} < 300) { $fails = 0; $fill_ok++ } else { $fails++ }
-	# Once about half full, 100 GETs at once from a child while the appends go on.
-	if (!$bursting && df_avail() < $total / 2) {
-		$bursting = fork // die "fork: $!";
-		if ($bursting == 0) {
-			my $c = burst(100, burst_targets());
-			open my $fh, '>', $burst_file;
-			print $fh "$_ $c->{$_}\n" for keys %$c;
-			close $fh;
-			POSIX::_exit(0);
+subtest 'appends fill the disk; what does not fit answers 507; concurrent GETs meanwhile all answer 200' => sub {
+	my $total = df_avail();
+	my ($i, $fails, $bursting) = (0, 0, 0);
+	my $burst_file = tempdir('ds-full-burst-XXXXXX', TMPDIR => 1, CLEANUP => 1) . '/counts';
+	my $fill_end = time + 40;
+	while ($fails < 2 * @order && time < $fill_end) {
+		my $p = $order[ $i++ % @order ];
+		next unless $st{$p};
+		$r = append($p, 24576 + int rand 40960);
+		$fill_status{ $r->{status} }++;
+		if ($r->{status} >= 200 && $r->{status} < 300) { $fails = 0; $fill_ok++ } else { $fails++ }
+		# Once about half full, 100 GETs at once from a child while the appends go on.
+		if (!$bursting && df_avail() < $total / 2) {
+			$bursting = fork // die "fork: $!";
+			if ($bursting == 0) {
+				my $c = burst(100, burst_targets());
+				open my $fh, '>', $burst_file;
+				print $fh "$_ $c->{$_}\n" for keys %$c;
+				close $fh;
+				POSIX::_exit(0);
+			}
 		}
 	}
-}
-my $mid = {};
-if ($bursting) {
-	waitpid($bursting, 0);
-	if (open my $fh, '<', $burst_file) { while (<$fh>) { my ($k, $v) = split; $mid->{$k} = $v } }
-}
-note(sprintf('fill: %d appends acknowledged, answers %s, %.1f s; %d bytes free', $fill_ok // 0,
-	fmt(\%fill_status), time - $t0, df_avail()));
-ok($fails >= 2 * @order, 'the appends filled the disk') or diag('free: ' . df_avail());
-is_deeply([ grep { $_ < 200 || $_ >= 300 } sort keys %fill_status ], [507],
-	'every append that did not fit answered 507') or diag('fill answers: ' . fmt(\%fill_status));
-is_deeply($mid, { 200 => 100 }, '100 concurrent GETs during the fill: all 200')
-	or diag('answers: ' . fmt($mid));
+	my $mid = {};
+	if ($bursting) {
+		waitpid($bursting, 0);
+		if (open my $fh, '<', $burst_file) { while (<$fh>) { my ($k, $v) = split; $mid->{$k} = $v } }
+	}
+	note(sprintf('fill: %d appends acknowledged, answers %s, %.1f s; %d bytes free', $fill_ok // 0,
+		fmt(\%fill_status), time - $t0, df_avail()));
+	ok($fails >= 2 * @order, 'the appends filled the disk') or diag('free: ' . df_avail());
+	is_deeply([ grep { $_ < 200 || $_ >= 300 } sort keys %fill_status ], [507],
+		'every append that did not fit answered 507') or diag('fill answers: ' . fmt(\%fill_status));
+	is_deeply($mid, { 200 => 100 }, '100 concurrent GETs during the fill: all 200')
+		or diag('answers: ' . fmt($mid));
+};
 
 # ---- the full disk refuses writes cleanly --------------------------------------------------
-my %tail = map { $_ => tail_of($_) } @order;
-my %content = map { $_ => digest(read_stream($_)) } @order;
-my $segs0 = segments();
-for my $p (@order) {
-	next unless $st{$p};
-	$r = append($p, 49152);
-	is($r->{status}, 507, "append to $p on the full disk: 507") or diag("$r->{status} $r->{content}");
-	is(tail_of($p), $tail{$p}, "$p: tail unchanged");
-}
-$r = new_stream('full/new', 0, undef, 'z' x 65536);
-is($r->{status}, 507, 'create with a body on the full disk: 507') or diag("$r->{status} $r->{content}");
-is($s->req(HEAD => 'full/new')->{status}, 404, '... and the stream is not there');
-$r = new_stream('full/newjson', 1, undef, $js->encode([ map { { s => 'full/newjson', n => $_, k => 1, p => 'q' x 8000 } } 1 .. 8 ]));
-is($r->{status}, 507, 'create of a JSON stream with a body on the full disk: 507')
-	or diag("$r->{status} $r->{content}");
-$r = $s->req(PUT => 'full/empty', { 'Content-Type' => 'text/plain' });
-ok($r->{status} == 201 || $r->{status} == 507, 'create of an empty stream: 201 or 507, no other error')
-	or diag("$r->{status} $r->{content}");
-my $empty_made = $r->{status} == 201;
-is($s->req(HEAD => 'full/empty')->{status}, $empty_made ? 200 : 404, '... and HEAD agrees');
-my %content2 = map { $_ => digest(read_stream($_)) } @order;
-is_deeply(\%content2, \%content, 'reads unchanged by the refused writes');
-my $segs1 = segments();
-is(scalar(keys %$segs1), scalar(keys %$segs0) + ($empty_made ? 1 : 0), 'no orphan segment file')
-	or diag(join ' ', sort keys %$segs1);
-my %tails_now = map { $_ => tail_of($_) } $SMALL, @order;
-my ($sum_tails, $sum_files) = (0, 0);
-$sum_tails += $_ // 0 for values %tails_now;
-$sum_files += $_ for values %$segs1;
-is($sum_files, $sum_tails, 'no byte stored past a committed tail (segment bytes == sum of tails)');
+subtest 'on the full disk, appends and creates answer 507 and store nothing' => sub {
+	my %tail = map { $_ => tail_of($_) } @order;
+	my %content = map { $_ => digest(read_stream($_)) } @order;
+	my $segs0 = segments();
+	for my $p (@order) {
+		next unless $st{$p};
+		$r = append($p, 49152);
+		is($r->{status}, 507, "append to $p on the full disk: 507") or diag("$r->{status} $r->{content}");
+		is(tail_of($p), $tail{$p}, "$p: tail unchanged");
+	}
+	$r = new_stream('full/new', 0, undef, 'z' x 65536);
+	is($r->{status}, 507, 'create with a body on the full disk: 507') or diag("$r->{status} $r->{content}");
+	is($s->req(HEAD => 'full/new')->{status}, 404, '... and the stream is not there');
+	$r = new_stream('full/newjson', 1, undef, $js->encode([ map { { s => 'full/newjson', n => $_, k => 1, p => 'q' x 8000 } } 1 .. 8 ]));
+	is($r->{status}, 507, 'create of a JSON stream with a body on the full disk: 507')
+		or diag("$r->{status} $r->{content}");
+	$r = $s->req(PUT => 'full/empty', { 'Content-Type' => 'text/plain' });
+	ok($r->{status} == 201 || $r->{status} == 507, 'create of an empty stream: 201 or 507, no other error')
+		or diag("$r->{status} $r->{content}");
+	my $empty_made = $r->{status} == 201;
+	is($s->req(HEAD => 'full/empty')->{status}, $empty_made ? 200 : 404, '... and HEAD agrees');
+	my %content2 = map { $_ => digest(read_stream($_)) } @order;
+	is_deeply(\%content2, \%content, 'reads unchanged by the refused writes');
+	my $segs1 = segments();
+	is(scalar(keys %$segs1), scalar(keys %$segs0) + ($empty_made ? 1 : 0), 'no orphan segment file')
+		or diag(join ' ', sort keys %$segs1);
+	my %tails_now = map { $_ => tail_of($_) } $SMALL, @order;
+	my ($sum_tails, $sum_files) = (0, 0);
+	$sum_tails += $_ // 0 for values %tails_now;
+	$sum_files += $_ for values %$segs1;
+	is($sum_files, $sum_tails, 'no byte stored past a committed tail (segment bytes == sum of tails)');
+};
 
 # ---- GETs on the full disk ------------------------------------------------------------------
-my %after;
-for (1 .. 3) {
-	my $c = burst(100, burst_targets());
-	$after{$_} += $c->{$_} for keys %$c;
-}
-is_deeply(\%after, { 200 => 300 }, '3 x 100 concurrent GETs on the full disk: all 200')
-	or diag('answers: ' . fmt(\%after));
-my @w1 = $s->worker_pids;
-is("@w1", "@w0", 'no worker died (same worker pids)') or diag("before: @w0; after: @w1");
-my @deaths = grep { /died|signal|SIGBUS|Bus error/i } split /\n/, $s->stderr;
-ok(!@deaths, 'no worker death in the stack stderr') or diag(join "\n", @deaths[0 .. ($#deaths < 5 ? $#deaths : 5)]);
+subtest 'on the full disk, 300 concurrent GETs answer 200 and no worker dies' => sub {
+	my %after;
+	for (1 .. 3) {
+		my $c = burst(100, burst_targets());
+		$after{$_} += $c->{$_} for keys %$c;
+	}
+	is_deeply(\%after, { 200 => 300 }, '3 x 100 concurrent GETs on the full disk: all 200')
+		or diag('answers: ' . fmt(\%after));
+	my @w1 = $s->worker_pids;
+	is("@w1", "@w0", 'no worker died (same worker pids)') or diag("before: @w0; after: @w1");
+	my @deaths = grep { /died|signal|SIGBUS|Bus error/i } split /\n/, $s->stderr;
+	ok(!@deaths, 'no worker death in the stack stderr') or diag(join "\n", @deaths[0 .. ($#deaths < 5 ? $#deaths : 5)]);
+};
 
 # ---- DELETE on the full disk frees space ---------------------------------------------------
-my $free0 = df_avail();
-$r = $s->req(DELETE => $VICTIM);
-is($r->{status}, 204, "DELETE $VICTIM on the full disk: 204") or diag("$r->{status} $r->{content}");
-if ($r->{status} == 204) { delete $st{$VICTIM}; @order = grep { $_ ne $VICTIM } @order }
-is($s->req(HEAD => $VICTIM)->{status}, 404, '... and it is gone');
-cmp_ok(df_avail(), '>', $free0 + 1_000_000, '... and its space is free again');
-$r = new_stream('full/after', 0, 'pa', 'after the delete: ' . ('w' x 30000));
-is($r->{status}, 201, 'create with a body after the delete: 201') or diag("$r->{status} $r->{content}");
-if ($st{'full/after'}) {
-	push @{ $st{'full/after'}{ents} }, [ 'after the delete: ' . ('w' x 30000), 'acked' ];
-	push @order, 'full/after';
-	$r = append('full/after', 40000);
-	ok($r->{status} >= 200 && $r->{status} < 300, 'append after the delete: 2xx')
+subtest 'DELETE on the full disk answers 204 and frees the space for new writes' => sub {
+	my $free0 = df_avail();
+	$r = $s->req(DELETE => $VICTIM);
+	is($r->{status}, 204, "DELETE $VICTIM on the full disk: 204") or diag("$r->{status} $r->{content}");
+	if ($r->{status} == 204) { delete $st{$VICTIM}; @order = grep { $_ ne $VICTIM } @order }
+	is($s->req(HEAD => $VICTIM)->{status}, 404, '... and it is gone');
+	cmp_ok(df_avail(), '>', $free0 + 1_000_000, '... and its space is free again');
+	$r = new_stream('full/after', 0, 'pa', 'after the delete: ' . ('w' x 30000));
+	is($r->{status}, 201, 'create with a body after the delete: 201') or diag("$r->{status} $r->{content}");
+	if ($st{'full/after'}) {
+		push @{ $st{'full/after'}{ents} }, [ 'after the delete: ' . ('w' x 30000), 'acked' ];
+		push @order, 'full/after';
+		$r = append('full/after', 40000);
+		ok($r->{status} >= 200 && $r->{status} < 300, 'append after the delete: 2xx')
+			or diag("$r->{status} $r->{content}");
+	}
+	$r = append('full/b0', 20000);
+	ok($r->{status} >= 200 && $r->{status} < 300, 'append to an old stream after the delete: 2xx')
 		or diag("$r->{status} $r->{content}");
-}
-$r = append('full/b0', 20000);
-ok($r->{status} >= 200 && $r->{status} < 300, 'append to an old stream after the delete: 2xx')
-	or diag("$r->{status} $r->{content}");
+};
 
 # ---- every acknowledged append is there ----------------------------------------------------
-ok(!@unexpected, 'no append answered anything but 2xx or 507')
-	or diag(join "\n", @unexpected[0 .. ($#unexpected < 9 ? $#unexpected : 9)]);
-for my $p ($SMALL, @order) {
-	next unless $st{$p};
-	my $got = read_stream($p);
-	unless (defined $got) { fail("$p: read back"); next }
-	if ($p eq $SMALL) {
-		is($got, 'small stream: read by every burst of GETs', "$p: intact");
-		next;
+subtest 'every acknowledged append reads back intact, nothing else' => sub {
+	ok(!@unexpected, 'no append answered anything but 2xx or 507')
+		or diag(join "\n", @unexpected[0 .. ($#unexpected < 9 ? $#unexpected : 9)]);
+	for my $p ($SMALL, @order) {
+		next unless $st{$p};
+		my $got = read_stream($p);
+		unless (defined $got) { fail("$p: read back"); next }
+		if ($p eq $SMALL) {
+			is($got, 'small stream: read by every burst of GETs', "$p: intact");
+			next;
+		}
+		my @bad = check_content($p, $got);
+		my $acked = grep { $_->[1] eq 'acked' } @{ $st{$p}{ents} };
+		ok(!@bad, "$p: all $acked acknowledged appends read back intact, nothing else")
+			or diag(join "\n", @bad[0 .. ($#bad < 5 ? $#bad : 5)]);
+		is(tail_of($p), length $got, "$p: HEAD tail is the byte length") unless $st{$p}{json};
 	}
-	my @bad = check_content($p, $got);
-	my $acked = grep { $_->[1] eq 'acked' } @{ $st{$p}{ents} };
-	ok(!@bad, "$p: all $acked acknowledged appends read back intact, nothing else")
-		or diag(join "\n", @bad[0 .. ($#bad < 5 ? $#bad : 5)]);
-	is(tail_of($p), length $got, "$p: HEAD tail is the byte length") unless $st{$p}{json};
-}
+};
 
 # ---- the store verifies --------------------------------------------------------------------
-$s->stop;
-my $verify = `${\ Stack::fcgi_bin()} --data $data --verify 2>&1`;
-is($?, 0, 'ds-fcgi --verify passes') or diag($verify);
+subtest 'ds-fcgi --verify passes on the stopped store' => sub {
+	$s->stop;
+	my $verify = `${\ Stack::fcgi_bin()} --data $data --verify 2>&1`;
+	is($?, 0, 'ds-fcgi --verify passes') or diag($verify);
+};
 diag(sprintf('seed %d: %.1f s', $seed, time - $t0));
 alarm 0;
 cleanup();
