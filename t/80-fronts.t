@@ -72,19 +72,21 @@ sub procs_using {
 }
 
 for my $front (@fronts) {
-	note("---- $front ----");
-	my $s = eval { Stack->new(front => $front, workers => 2, threads => 8, max_body => $MAX,
-		args => [ '--', '--long-poll-timeout', 2000 ]) };
-	unless ($s) {
-		fail("$front: stack started");
-		diag($@);
-		next;
-	}
+	subtest "behind $front" => sub { front_checks($front) };
+}
+done_testing;
+
+# front_checks($front): every check against one stack behind $front (skipped when $front is not
+# installed).
+sub front_checks {
+	my ($front) = @_;
+	my $s = Stack->start(front => $front, workers => 2, threads => 8, max_body => $MAX,
+		args => [ '--', '--long-poll-timeout', 2000 ]);
 	my $p = "front/$front";
-	is($s->req(PUT => $p, $T)->{status}, 201, "$front: stream created");
+	$s->must(201, PUT => $p, $T, undef, "$front: stream created");
 
 	# SSE, incremental.
-	{
+	subtest "$front: SSE events arrive as they are written" => sub {
 		my $c = connect_raw($s, "GET /v1/stream/$p?offset=-1&live=sse HTTP/1.1\r\nHost: x\r\n\r\n");
 		my $buf = '';
 		ok(read_until($c, qr/\r\n\r\n/, 5, \$buf), "$front: SSE headers arrive before any event");
@@ -95,10 +97,10 @@ for my $front (@fronts) {
 		ok(read_until($c, qr/second-event/, 5, \$buf), "$front: the second event follows");
 		unlike($buf, qr/^Status:/mi, "$front: no Status header in the SSE answer");
 		close $c;
-	}
+	};
 
 	# A 3 MiB chunked upload.
-	{
+	subtest "$front: a 3 MiB chunked upload is appended whole" => sub {
 		my $chunk = join '', map { chr(65 + $_ % 26) x 1024 } 0 .. 63;    # 64 KiB
 		my $req = "POST /v1/stream/$p HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
 			. "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
@@ -109,10 +111,10 @@ for my $front (@fronts) {
 		my ($body) = eval { $s->read_all($p) };
 		is(length($body // ''), 23 + 48 * 65536, "$front:   whole");
 		ok(defined $body && substr($body, 23) eq $chunk x 48, "$front:   byte for byte");
-	}
+	};
 
 	# No body where there must be none; no Status header anywhere.
-	{
+	subtest "$front: HEAD, 204 and 304 carry no body, and no Status header reaches the client" => sub {
 		my $h = $s->raw("HEAD /v1/stream/$p HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
 		is($h->{status}, 200, "$front: HEAD 200");
 		is($h->{content}, '', "$front:   without a body");
@@ -128,19 +130,20 @@ for my $front (@fronts) {
 		is($n->{content}, '', "$front:   without a body");
 		my @status = grep { /^status:/mi } map { $_->{raw} } $h, $a, $n;
 		is(scalar @status, 0, "$front: no Status header reaches the client");
-	}
+	};
 
 	# Just over the limit: ds-fcgi's 413, nothing stored.
-	{
+	subtest "$front: a body one byte over the limit gets the 413 of ds-fcgi and stores nothing" => sub {
 		my $before = $s->req(HEAD => $p)->{headers}{'stream-next-offset'};
 		my $r = $s->req(POST => $p, $T, 'x' x ($MAX + 1));
 		is($r->{status}, 413, "$front: a body one byte over the limit gets 413");
 		like($r->{content}, qr/request body too large/, "$front:   from ds-fcgi");
 		is($s->req(HEAD => $p)->{headers}{'stream-next-offset'}, $before, "$front:   nothing stored");
-	}
+	};
 
 	# A waiting long-poll whose client hangs up.
-	{
+	subtest "$front: a long-poll whose client hangs up gives its FastCGI connection back" => sub {
+		Stack->need(commands => ['ss']);
 		my $base = fcgi_conns($s);
 		my $off = $s->req(HEAD => $p)->{headers}{'stream-next-offset'};
 		my @c = map { connect_raw($s, "GET /v1/stream/$p?offset=$off&live=long-poll HTTP/1.1\r\n"
@@ -161,12 +164,13 @@ for my $front (@fronts) {
 		}
 		ok($left <= $base, sprintf("%s: given back after the clients hung up (%d left, %.1f s)",
 			$front, $left - $base, time - $t0));
-	}
+	};
 
-	my $dir = $s->data_dir;
-	$s->stop;
-	is($s->{exit_status}, 0, "$front: scripts/run stops on SIGTERM with status 0");
-	my @left = procs_using($dir);
-	is(scalar @left, 0, "$front: no process of the stack left") or diag("left: @left");
+	subtest "$front: scripts/run stops on SIGTERM with status 0 and leaves no process" => sub {
+		my $dir = $s->data_dir;
+		$s->stop;
+		is($s->{exit_status}, 0, "$front: scripts/run stops on SIGTERM with status 0");
+		my @left = procs_using($dir);
+		is(scalar @left, 0, "$front: no process of the stack left") or diag("left: @left");
+	};
 }
-done_testing;
