@@ -7,7 +7,7 @@
 #                   integration tests against ASan+UBSan ds-fcgi and ds-notify
 #                   (scripts/sanitize); fails on any sanitizer report from any
 #                   process of the stack, even one that a test survived
-#   make valgrind   C unit tests under valgrind
+#   make valgrind   install valgrind if missing, then the C unit tests under it
 #   make fuzz       build the fuzzers (clang/libFuzzer) and run each briefly
 #   make bench      run the benchmarks (prints numbers; not a test)
 #   make install    PREFIX=/usr/local DESTDIR=
@@ -39,7 +39,7 @@ UNIT_BIN  = $(UNIT_SRC:t/unit/%.c=$(B)/t/%)
 
 PROGS = $(B)/ds-fcgi $(B)/ds-notify
 
-.PHONY: all setup setup-fronts run test unit sanitize valgrind fuzz bench install clean
+.PHONY: all setup setup-fronts setup-valgrind run test unit sanitize valgrind fuzz bench install clean
 
 all: $(PROGS) $(UNIT_BIN)
 
@@ -95,7 +95,11 @@ sanitize: setup
 	  DS_UNIT_DIR=build-asan/t prove t/0*-unit-*.t
 	SAN_BUILD=build-asan scripts/sanitize
 
-valgrind: all
+# make valgrind installs valgrind (and whatever else the build needs) first.
+setup-valgrind:
+	@scripts/setup --valgrind
+
+valgrind: setup-valgrind all
 	DS_UNIT_WRAP="valgrind -q --error-exitcode=99 --leak-check=full" prove t/0*-unit-*.t
 
 fuzz:
