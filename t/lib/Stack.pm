@@ -7,8 +7,8 @@ package Stack;
 #   my $s = Stack->start(workers => 2, threads => 8);  # skip_all if a prerequisite is missing,
 #                                                       # BAIL_OUT if the stack does not come up
 #   $s->must(201, PUT => 'a/b', { 'Content-Type' => 'text/plain' }, 'hi');   # setup: stop if not 201
-#   $s->must_status($r, 201, 'created');                # the same for a request already made
-#   my $r = $s->req(PUT => 'a/b', { 'Content-Type' => 'text/plain' }, 'hi');
+#   my $r = $s->req(POST => 'a/b', { 'Content-Type' => 'text/plain' }, 'more');
+#   $s->must_status($r, 204, 'appended');               # must() for a request already made
 #   $s->kill_worker;                                    # SIGKILL one ds-fcgi worker
 #   $s->stop;                                           # also done by DESTROY and END
 #
