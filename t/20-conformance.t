@@ -31,12 +31,8 @@ my $vitest = "$root/node_modules/.bin/vitest";
 my $todo_file = "$FindBin::Bin/conformance-todo.txt";
 my $tb = Test::More->builder;
 
-unless (-d "$pkg/dist" && -x $vitest) {
-	fail('conformance suite installed');
-	diag("missing $pkg or $vitest: run scripts/setup (npm ci)");
-	done_testing;
-	exit;
-}
+Stack::skip_all("the conformance suite is not installed ($pkg, $vitest): run scripts/setup (npm ci)")
+	unless -d "$pkg/dist" && -x $vitest;
 
 # ---- TODO list --------------------------------------------------------------------------------
 my @todo;    # [pattern, reason, regex or undef, hits]
@@ -71,15 +67,9 @@ if ($ENV{DS_CONFORMANCE_URL}) {
 	# Two long-poll tests have vitest's default 5 s limit and wait for the server's long-poll
 	# timeout (offset=now on a quiet stream), so the stack gets a shorter one than its default.
 	my $lp = $ENV{DS_CONFORMANCE_LONG_POLL_MS} // 3000;
-	$stack = eval { Stack->new(workers => 4, threads => 32,
+	$stack = Stack->start(workers => 4, threads => 32,
 		front => $ENV{DS_CONFORMANCE_FRONT} // 'nginx',
-		args => [ length $lp ? ('--', '--long-poll-timeout', $lp) : () ]) };
-	unless ($stack) {
-		fail('stack started');
-		diag($@);
-		done_testing;
-		exit;
-	}
+		args => [ length $lp ? ('--', '--long-poll-timeout', $lp) : () ]);
 	$base = $stack->base;
 }
 note("server: $base" . ($stack ? " ($stack->{ready_line})" : ''));
@@ -155,35 +145,53 @@ if (!$res || !$res->{numTotalTests}) {
 # ---- report -----------------------------------------------------------------------------------
 my %n = map { $_ => 0 } qw(pass fail todo todo_pass skip);
 my @fail_names;
+# One subtest per upstream group (the first describe() below the titles every test shares), in
+# the suite's order; inside it one check per upstream test, named by its whole title path.
+my (@results, %group_of, @groups);
 for my $file (@{ $res->{testResults} }) {
 	if (($file->{message} // '') ne '') {
 		diag("suite file error: " . first_lines($file->{message}, 5));
 	}
-	for my $r (@{ $file->{assertionResults} }) {
-		my $name = join ' > ', @{ $r->{ancestorTitles} }, $r->{title};
-		my $status = $r->{status};
-		my $reason = todo_reason($name);
-		my $msg = join "\n", @{ $r->{failureMessages} // [] };
-		if ($status eq 'skipped' || $status eq 'pending' || $status eq 'todo') {
-			$n{skip}++;
-			$tb->skip("not run by the suite ($status)", tap_name($name));
-			next;
-		}
-		my $ok = $status eq 'passed';
-		if (defined $reason) {
-			$n{todo}++;
-			$n{todo_pass}++ if $ok;
-			$tb->todo_start($reason);
-			$tb->ok($ok, tap_name($name));
-			$tb->todo_end;
-			note('    ' . fail_msg($msg, 2)) if !$ok && $msg ne '';
-		} else {
-			$ok ? $n{pass}++ : $n{fail}++;
-			$tb->ok($ok, tap_name($name));
-			unless ($ok) {
-				push @fail_names, $name;
-				diag('    ' . fail_msg($msg, 4)) if $msg ne '';
-			}
+	push @results, @{ $file->{assertionResults} };
+}
+my $shared = common_prefix(map { $_->{ancestorTitles} } @results);
+for my $r (@results) {
+	my $g = $r->{ancestorTitles}[$shared] // $r->{title};
+	push @groups, $g unless $group_of{$g};
+	push @{ $group_of{$g} }, $r;
+}
+for my $g (@groups) {
+	subtest tap_name($g) => sub {
+		report($_) for @{ $group_of{$g} };
+	};
+}
+
+# report($result): the TAP check for one upstream test.
+sub report {
+	my ($r) = @_;
+	my $name = join ' > ', @{ $r->{ancestorTitles} }, $r->{title};
+	my $status = $r->{status};
+	my $reason = todo_reason($name);
+	my $msg = join "\n", @{ $r->{failureMessages} // [] };
+	if ($status eq 'skipped' || $status eq 'pending' || $status eq 'todo') {
+		$n{skip}++;
+		$tb->skip("not run by the suite ($status)", tap_name($name));
+		return;
+	}
+	my $ok = $status eq 'passed';
+	if (defined $reason) {
+		$n{todo}++;
+		$n{todo_pass}++ if $ok;
+		$tb->todo_start($reason);
+		$tb->ok($ok, tap_name($name));
+		$tb->todo_end;
+		note('    ' . fail_msg($msg, 2)) if !$ok && $msg ne '';
+	} else {
+		$ok ? $n{pass}++ : $n{fail}++;
+		$tb->ok($ok, tap_name($name));
+		unless ($ok) {
+			push @fail_names, $name;
+			diag('    ' . fail_msg($msg, 4)) if $msg ne '';
 		}
 	}
 }
@@ -202,6 +210,21 @@ fail("vitest finished within $limit s") if $timed_out;
 done_testing;
 
 # ---- helpers ----------------------------------------------------------------------------------
+# common_prefix(\@titles, ...): how many leading titles every list shares (one fewer than the
+# shortest list, so that every test keeps a group of its own below them).
+sub common_prefix {
+	my @lists = @_;
+	return 0 unless @lists;
+	my $min = (sort { $a <=> $b } map { scalar @$_ } @lists)[0];
+	my $n = 0;
+	while ($n < $min - 1) {
+		my $t = $lists[0][$n];
+		last if grep { ($_->[$n] // '') ne $t } @lists;
+		$n++;
+	}
+	return $n;
+}
+
 sub js_str {
 	my ($s) = @_;
 	return JSON::PP->new->allow_nonref->encode($s);
