@@ -15,7 +15,9 @@
 
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "store/store_int.h"
@@ -102,15 +104,14 @@ unwrite(int fd, uint64_t own)
 }
 
 /*
- * Writes the append's bytes at the committed tail and syncs them. Bytes a
+ * Writes bytes at own, the segment's committed length, and syncs them. Bytes a
  * crashed append left past the tail are cut off first (as
  * ds_store_recover() does for every stream at start-up). On failure
  * nothing is left past the tail.
  */
 static enum ds_err
-write_data(int fd, const struct ds_rec *r, const void *body, size_t len)
+write_data(int fd, uint64_t own, const void *body, size_t len)
 {
-	uint64_t own = r->info.tail - r->info.base;
 	struct stat st;
 	int err;
 
@@ -138,33 +139,139 @@ write_data(int fd, const struct ds_rec *r, const void *body, size_t len)
 	return DS_OK;
 }
 
-enum ds_err
-ds_store_append(struct ds_store *s, const char *path,
-    const struct ds_append *req, int64_t now, struct ds_append_res *res)
+/*
+ * Group commit of one stream's appends. The threads of this process that
+ * append to one stream queue here; one of them, the leader, takes every
+ * append waiting (up to BATCH_MAX appends or BATCH_BYTES bytes) and runs
+ * them as one batch under the segment lock: each is validated in arrival
+ * order against the state the ones before it leave, the accepted bytes
+ * are written with one pwrite() and one fdatasync(), and the new tail and
+ * producer states are committed in one LMDB transaction and sync. Then
+ * the leader wakes the others with their own results and returns; a
+ * waiter whose append is still queued becomes the next leader. Processes
+ * batch their own threads' appends; the segment flock() serialises the
+ * batches of different processes, and appends pile up in each process's
+ * queue while another's batch syncs, so the batches grow with the load.
+ */
+#define BATCH_MAX	64
+#define BATCH_BYTES	(16u << 20)
+
+struct pending {
+	const struct ds_append	*req;
+	int64_t			 now;
+	struct ds_append_res	*res;
+	enum ds_err		 e;
+	int			 done;
+	int			 validated;
+	int			 accepted;	/* validated, to be written */
+	int			 provisional;	/* validated against state of
+						   this batch not yet
+						   committed */
+	struct pending		*next;
+};
+
+struct ds_aq {
+	uint64_t		 id;
+	struct pending		*head, **tailp;
+	int			 busy;		/* a leader is at work */
+	unsigned		 users;		/* threads referring to it */
+	pthread_cond_t		 cv;
+	struct ds_aq		*next;
+};
+
+/* One producer's state as the batch leaves it. */
+struct pslot {
+	char			 key[8 + DS_PRODUCER_MAX];
+	size_t			 keylen;
+	struct ds_pstate	 ps;
+	int			 have;		/* there is a state */
+	int			 dirty;		/* changed by the batch */
+};
+
+/*
+ * Finds the batch's slot for the producer of req, reading its committed
+ * state in txn the first time. Returns NULL with *e set on failure.
+ */
+static struct pslot *
+pslot_get(struct ds_store *s, MDB_txn *txn, uint64_t id,
+    const struct ds_producer *p, struct pslot *slots, int *nslots,
+    enum ds_err *e)
 {
-	const struct ds_producer *p = req->producer;
-	struct ds_rec r;
-	struct ds_pstate ps;
-	char pkey[8 + DS_PRODUCER_MAX];
+	struct pslot *sl;
+	char key[8 + DS_PRODUCER_MAX];
+	size_t keylen;
+	MDB_val k, v;
+	int i, rc;
+
+	keylen = ds_producer_key(id, p->id, p->idlen, key);
+	for (i = 0; i < *nslots; i++)
+		if (slots[i].keylen == keylen &&
+		    memcmp(slots[i].key, key, keylen) == 0)
+			return &slots[i];
+	sl = &slots[(*nslots)++];
+	memset(sl, 0, sizeof(*sl));
+	memcpy(sl->key, key, keylen);
+	sl->keylen = keylen;
+	k.mv_data = sl->key;
+	k.mv_size = keylen;
+	rc = mdb_get(txn, s->producers, &k, &v);
+	if (rc == 0 && v.mv_size == sizeof(sl->ps)) {
+		memcpy(&sl->ps, v.mv_data, sizeof(sl->ps));
+		sl->have = 1;
+	} else if (rc != 0 && rc != MDB_NOTFOUND) {
+		*e = ds_mdb_err(__func__, "mdb_get producer", rc);
+		return NULL;
+	}
+	return sl;
+}
+
+/*
+ * The batch failed with e and nothing of it is stored: every append gets
+ * e, but for those validated against the committed state alone (a refusal
+ * or a duplicate of a committed append is true whatever became of the
+ * batch).
+ */
+static void
+fail_batch(struct pending *b, enum ds_err e)
+{
+	for (; b; b = b->next)
+		if (!b->validated || b->accepted || b->provisional) {
+			b->e = e;
+			b->accepted = 0;
+			b->res->duplicate = 0;
+		}
+}
+
+/*
+ * Runs one batch of appends to stream id at path (see above). Every
+ * pending gets its result in ->e and ->res. An append validated against
+ * what an earlier one of the batch left (a producer retry answered as a
+ * duplicate of it, say) shares the batch's fate when the write or the
+ * commit fails.
+ */
+static void
+run_batch(struct ds_store *s, const char *path, uint64_t id,
+    struct pending *batch)
+{
+	struct pslot slots[BATCH_MAX];
+	struct pending *b;
+	struct ds_rec r, c;
+	const struct ds_producer *p;
 	MDB_txn *txn = NULL;
 	MDB_val k, v;
-	enum ds_err e;
-	uint64_t id, tail, own = 0;
-	uint32_t closed;
-	int fd = -1, rc, have_ps = 0, written = 0, committed = 0;
+	struct pslot *sl = NULL;
+	struct ds_pstate none;
+	enum ds_err e = DS_OK;
+	uint64_t tail0, own, len = 0;
+	uint32_t closed0;
+	char *buf = NULL;
+	const void *data = NULL;
+	int fd, rc, nslots = 0, naccepted = 0, written = 0, committed = 0;
 
-	memset(res, 0, sizeof(*res));
-	if ((req->seq && req->seqlen > DS_SEQ_MAX) ||
-	    (p && (p->idlen == 0 || p->idlen > DS_PRODUCER_MAX)))
-		return DS_ETOOBIG;
-	if ((e = ds_lookup(s, path, now, &r)) != DS_OK)
-		return e;
-	if (req->id && r.info.id != req->id)
-		return DS_EREPLACED;
-	id = r.info.id;
-	res->id = id;
-	if ((fd = ds_seg_open(s, id, O_RDWR)) == -1)
-		return errno == ENOENT ? DS_EREPLACED : DS_EIO;
+	if ((fd = ds_seg_open(s, id, O_RDWR)) == -1) {
+		fail_batch(batch, errno == ENOENT ? DS_EREPLACED : DS_EIO);
+		return;
+	}
 	if (ds_seg_lock(fd) == -1) {
 		e = DS_EIO;
 		goto out;
@@ -179,31 +286,79 @@ ds_store_append(struct ds_store *s, const char *path,
 		goto out;
 	if ((e = ds_rec_get(s, txn, path, &r)) == DS_OK && r.info.id != id)
 		e = DS_EREPLACED;
-	if (e == DS_OK && p) {
-		k.mv_data = pkey;
-		k.mv_size = ds_producer_key(id, p->id, p->idlen, pkey);
-		rc = mdb_get(txn, s->producers, &k, &v);
-		if (rc == 0 && v.mv_size == sizeof(ps)) {
-			memcpy(&ps, v.mv_data, sizeof(ps));
-			have_ps = 1;
-		} else if (rc != 0 && rc != MDB_NOTFOUND)
-			e = ds_mdb_err(__func__, "mdb_get producer", rc);
+	if (e == DS_OK && (r.info.flags & DS_F_DELETED))
+		e = DS_EGONE;
+	if (e != DS_OK)
+		goto out;
+	tail0 = r.info.tail;
+	closed0 = r.info.flags & DS_F_CLOSED;
+	memset(&none, 0, sizeof(none));
+	for (b = batch; b; b = b->next) {
+		p = b->req->producer;
+		sl = NULL;
+		if (p && (sl = pslot_get(s, txn, id, p, slots, &nslots,
+		    &e)) == NULL)
+			goto out;
+		b->provisional = naccepted > 0;
+		b->e = validate(&r, sl ? &sl->ps : &none, sl && sl->have,
+		    b->req, b->res);
+		b->validated = 1;
+		if (b->e != DS_OK || b->res->duplicate)
+			continue;
+		b->accepted = 1;
+		naccepted++;
+		len += b->req->len;
+		r.info.tail += b->req->len;
+		r.info.access_ms = b->now;
+		if (b->req->seq) {
+			memcpy(r.seq, b->req->seq, b->req->seqlen);
+			r.seqlen = b->req->seqlen;
+		}
+		if (b->req->close) {
+			r.info.flags |= DS_F_CLOSED;
+			if (p) {
+				memcpy(r.closer, p->id, p->idlen);
+				r.closerlen = p->idlen;
+				r.closer_epoch = p->epoch;
+				r.closer_seq = p->seq;
+			}
+		}
+		if (sl) {
+			sl->ps.epoch = p->epoch;
+			sl->ps.seq = p->seq;
+			sl->ps.access_ms = b->now;
+			sl->have = sl->dirty = 1;
+		}
+		b->res->tail = r.info.tail;
+		b->res->closed = (r.info.flags & DS_F_CLOSED) != 0;
 	}
 	ds_rd_end(txn);
 	txn = NULL;
-	if (e != DS_OK)
-		goto out;
-	if (r.info.flags & DS_F_DELETED) {
-		e = DS_EGONE;
-		goto out;
-	}
-	if ((e = validate(&r, &ps, have_ps, req, res)) != DS_OK ||
-	    res->duplicate)
+	if (naccepted == 0)
 		goto out;
 
-	own = r.info.tail - r.info.base;
-	if (req->len > 0) {
-		if ((e = write_data(fd, &r, req->body, req->len)) != DS_OK)
+	/* One write and one sync for all the accepted bytes. */
+	own = tail0 - r.info.base;
+	if (len > 0) {
+		if (naccepted == 1) {
+			for (b = batch; !b->accepted; b = b->next)
+				;
+			data = b->req->body;
+		} else {
+			if ((buf = malloc(len)) == NULL) {
+				e = DS_ENOMEM;
+				goto out;
+			}
+			len = 0;
+			for (b = batch; b; b = b->next)
+				if (b->accepted && b->req->len > 0) {
+					memcpy(buf + len, b->req->body,
+					    b->req->len);
+					len += b->req->len;
+				}
+			data = buf;
+		}
+		if ((e = write_data(fd, own, data, len)) != DS_OK)
 			goto out;
 		written = 1;	/* from here, undone unless committed */
 	}
@@ -213,46 +368,38 @@ ds_store_append(struct ds_store *s, const char *path,
 	if ((e = ds_meta_reserve(s)) != DS_OK)
 		goto out;
 	/* A DELETE does not take the segment lock: check the id again. */
-	tail = r.info.tail;
-	closed = r.info.flags & DS_F_CLOSED;
-	if ((e = ds_rec_get(s, txn, path, &r)) == DS_OK && r.info.id != id)
+	if ((e = ds_rec_get(s, txn, path, &c)) == DS_OK && c.info.id != id)
 		e = DS_EREPLACED;
-	else if (e == DS_OK && (r.info.tail != tail ||
-	    (r.info.flags & DS_F_CLOSED) != closed)) {
+	else if (e == DS_OK && (c.info.tail != tail0 ||
+	    (c.info.flags & DS_F_CLOSED) != closed0)) {
 		/* Only appends move these, and we hold the lock. */
 		ds_log("append to %s: committed tail moved under the segment "
-		    "lock (%" PRIu64 " -> %" PRIu64 ")", path, tail,
-		    r.info.tail);
+		    "lock (%" PRIu64 " -> %" PRIu64 ")", path, tail0,
+		    c.info.tail);
 		e = DS_EIO;
 		written = 0;	/* not ours to cut */
 	}
 	if (e != DS_OK)
 		goto out;
-	r.info.tail += req->len;
-	r.info.access_ms = now;
-	if (req->seq) {
-		memcpy(r.seq, req->seq, req->seqlen);
-		r.seqlen = req->seqlen;
-	}
-	if (req->close) {
-		r.info.flags |= DS_F_CLOSED;
-		if (p) {
-			memcpy(r.closer, p->id, p->idlen);
-			r.closerlen = p->idlen;
-			r.closer_epoch = p->epoch;
-			r.closer_seq = p->seq;
-		}
-	}
-	if ((e = ds_rec_put(s, txn, path, &r)) != DS_OK)
+	/* Whatever else changed in the record (TTL access) is kept. */
+	c.info.tail = r.info.tail;
+	c.info.flags = r.info.flags;
+	c.info.access_ms = r.info.access_ms;
+	memcpy(c.seq, r.seq, r.seqlen);
+	c.seqlen = r.seqlen;
+	memcpy(c.closer, r.closer, r.closerlen);
+	c.closerlen = r.closerlen;
+	c.closer_epoch = r.closer_epoch;
+	c.closer_seq = r.closer_seq;
+	if ((e = ds_rec_put(s, txn, path, &c)) != DS_OK)
 		goto out;
-	if (p) {
-		ps.epoch = p->epoch;
-		ps.seq = p->seq;
-		ps.access_ms = now;
-		k.mv_data = pkey;
-		k.mv_size = ds_producer_key(id, p->id, p->idlen, pkey);
-		v.mv_data = &ps;
-		v.mv_size = sizeof(ps);
+	for (sl = slots; sl < slots + nslots; sl++) {
+		if (!sl->dirty)
+			continue;
+		k.mv_data = sl->key;
+		k.mv_size = sl->keylen;
+		v.mv_data = &sl->ps;
+		v.mv_size = sizeof(sl->ps);
 		if ((rc = mdb_put(txn, s->producers, &k, &v, 0)) != 0) {
 			e = ds_mdb_err(__func__, "mdb_put producer", rc);
 			goto out;
@@ -260,17 +407,117 @@ ds_store_append(struct ds_store *s, const char *path,
 	}
 	e = ds_txn_commit_sync(s, txn, &committed);
 	txn = NULL;
-	if (e == DS_OK) {
-		res->tail = r.info.tail;
-		res->closed = (r.info.flags & DS_F_CLOSED) != 0;
-	}
 out:
 	if (txn)
 		mdb_txn_abort(txn);
 	if (written && !committed)
 		unwrite(fd, own);
-	if (e == DS_ECLOSED || e == DS_ECTYPE || e == DS_ESEQ)
-		res->tail = r.info.tail;
+	if (e != DS_OK)
+		fail_batch(batch, e);
+	free(buf);
 	close(fd);	/* releases the lock */
-	return e;
+}
+
+/* The queue of stream id in this process, created if missing. */
+static struct ds_aq *
+aq_get(struct ds_store *s, uint64_t id)
+{
+	struct ds_aq *q;
+
+	for (q = s->aq; q; q = q->next)
+		if (q->id == id)
+			return q;
+	if ((q = calloc(1, sizeof(*q))) == NULL)
+		return NULL;
+	q->id = id;
+	q->tailp = &q->head;
+	pthread_cond_init(&q->cv, NULL);
+	q->next = s->aq;
+	s->aq = q;
+	return q;
+}
+
+static void
+aq_put(struct ds_store *s, struct ds_aq *q)
+{
+	struct ds_aq **pp;
+
+	if (--q->users > 0)
+		return;
+	for (pp = &s->aq; *pp != q; pp = &(*pp)->next)
+		;
+	*pp = q->next;
+	pthread_cond_destroy(&q->cv);
+	free(q);
+}
+
+enum ds_err
+ds_store_append(struct ds_store *s, const char *path,
+    const struct ds_append *req, int64_t now, struct ds_append_res *res)
+{
+	const struct ds_producer *p = req->producer;
+	struct pending me, *batch, **bp;
+	struct ds_aq *q;
+	struct ds_rec r;
+	enum ds_err e;
+	size_t n, bytes;
+
+	memset(res, 0, sizeof(*res));
+	if ((req->seq && req->seqlen > DS_SEQ_MAX) ||
+	    (p && (p->idlen == 0 || p->idlen > DS_PRODUCER_MAX)))
+		return DS_ETOOBIG;
+	if ((e = ds_lookup(s, path, now, &r)) != DS_OK)
+		return e;
+	if (req->id && r.info.id != req->id)
+		return DS_EREPLACED;
+	res->id = r.info.id;
+
+	memset(&me, 0, sizeof(me));
+	me.req = req;
+	me.now = now;
+	me.res = res;
+	pthread_mutex_lock(&s->aq_mu);
+	if ((q = aq_get(s, r.info.id)) == NULL) {
+		pthread_mutex_unlock(&s->aq_mu);
+		return DS_ENOMEM;
+	}
+	q->users++;
+	*q->tailp = &me;
+	q->tailp = &me.next;
+	while (!me.done) {
+		if (q->busy) {
+			pthread_cond_wait(&q->cv, &s->aq_mu);
+			continue;
+		}
+		/* Lead: take what waits, oldest first, up to the caps. */
+		q->busy = 1;
+		batch = q->head;
+		n = 0;
+		bytes = 0;
+		for (bp = &q->head; *bp && n < BATCH_MAX &&
+		    (n == 0 || bytes + (*bp)->req->len <= BATCH_BYTES);
+		    bp = &(*bp)->next) {
+			n++;
+			bytes += (*bp)->req->len;
+		}
+		q->head = *bp;
+		*bp = NULL;
+		if (q->head == NULL)
+			q->tailp = &q->head;
+		pthread_mutex_unlock(&s->aq_mu);
+		run_batch(s, path, q->id, batch);
+		pthread_mutex_lock(&s->aq_mu);
+		while (batch) {
+			struct pending *next = batch->next;
+
+			batch->res->id = q->id;
+			batch->done = 1;
+			batch = next;
+		}
+		q->busy = 0;
+		pthread_cond_broadcast(&q->cv);
+	}
+	aq_put(s, q);
+	pthread_mutex_unlock(&s->aq_mu);
+	return me.e;
 }

@@ -379,6 +379,7 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return DS_ENOMEM;
 	s->segdirfd = -1;
+	pthread_mutex_init(&s->aq_mu, NULL);
 	if (snprintf(meta, sizeof(meta), "%s/meta", cfg->dir) >=
 	    (int)sizeof(meta) ||
 	    asprintf(&s->segdir, "%s/segments", cfg->dir) == -1) {
@@ -455,6 +456,7 @@ ds_store_close(struct ds_store *s)
 	}
 	if (s->segdirfd != -1)
 		close(s->segdirfd);
+	pthread_mutex_destroy(&s->aq_mu);
 	free(s->segdir);
 	free(s);
 }

@@ -17,6 +17,7 @@
 #include <errno.h>
 
 #include <lmdb.h>
+#include <pthread.h>
 
 #include "store/store.h"
 
@@ -30,6 +31,8 @@ struct ds_store {
 	unsigned	 psize;		/* LMDB page size */
 	uint64_t	 reserved;	/* data.mdb pages known allocated */
 	int		 no_reserve;	/* fallocate() unsupported here */
+	pthread_mutex_t	 aq_mu;		/* guards aq */
+	struct ds_aq	*aq;		/* appends queued by stream (append.c) */
 };
 
 /*
