@@ -380,6 +380,8 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 		return DS_ENOMEM;
 	s->segdirfd = -1;
 	pthread_mutex_init(&s->aq_mu, NULL);
+	pthread_cond_init(&s->cq_cv, NULL);
+	s->cq_tailp = &s->cq;
 	if (snprintf(meta, sizeof(meta), "%s/meta", cfg->dir) >=
 	    (int)sizeof(meta) ||
 	    asprintf(&s->segdir, "%s/segments", cfg->dir) == -1) {
@@ -457,6 +459,7 @@ ds_store_close(struct ds_store *s)
 	if (s->segdirfd != -1)
 		close(s->segdirfd);
 	pthread_mutex_destroy(&s->aq_mu);
+	pthread_cond_destroy(&s->cq_cv);
 	free(s->segdir);
 	free(s);
 }

@@ -31,8 +31,11 @@ struct ds_store {
 	unsigned	 psize;		/* LMDB page size */
 	uint64_t	 reserved;	/* data.mdb pages known allocated */
 	int		 no_reserve;	/* fallocate() unsupported here */
-	pthread_mutex_t	 aq_mu;		/* guards aq */
+	pthread_mutex_t	 aq_mu;		/* guards aq and cq* */
 	struct ds_aq	*aq;		/* appends queued by stream (append.c) */
+	struct commit	*cq, **cq_tailp; /* batches waiting to commit */
+	int		 cq_busy;	/* one of them is committing */
+	pthread_cond_t	 cq_cv;
 };
 
 /*

@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,25 +30,34 @@
 #include "t/tap.h"
 #include "t/unit/store_util.h"
 
-enum { ARM_OFF, ARM_BEFORE_META, ARM_AFTER_META };
+enum { ARM_OFF, ARM_BEFORE_META, ARM_AFTER_META, ARM_BATCH_BEFORE_META,
+    ARM_BATCH_AFTER_META };
 
-static int armed;
+static volatile int armed;
+static volatile int batch_written;	/* a segment write of >1 append */
 
+#define BATCH_THREADS	8
+#define BATCH_SEQS	20
+#define BATCH_BODY	9	/* "[t3-s07]" and a newline */
+
+/* fd is open on a path with this part in it. */
 static int
-is_meta_page(int fd, off_t off)
+fd_is(int fd, const char *part)
 {
 	char link[64], path[4096];
-	const char *tail = "/meta/data.mdb";
 	ssize_t n;
 
-	if (off >= 2 * sysconf(_SC_PAGESIZE))
-		return 0;
 	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
 	if ((n = readlink(link, path, sizeof(path) - 1)) <= 0)
 		return 0;
 	path[n] = '\0';
-	return (size_t)n > strlen(tail) &&
-	    strcmp(path + n - strlen(tail), tail) == 0;
+	return strstr(path, part) != NULL;
+}
+
+static int
+is_meta_page(int fd, off_t off)
+{
+	return off < 2 * sysconf(_SC_PAGESIZE) && fd_is(fd, "/meta/data.mdb");
 }
 
 __attribute__((visibility("default"))) ssize_t
@@ -55,10 +65,15 @@ pwrite(int fd, const void *buf, size_t len, off_t off)
 {
 	ssize_t n;
 
-	if (armed == ARM_BEFORE_META && is_meta_page(fd, off))
+	if (armed >= ARM_BATCH_BEFORE_META && len > BATCH_BODY &&
+	    fd_is(fd, "/segments/"))
+		batch_written = 1;
+	if ((armed == ARM_BEFORE_META || (armed == ARM_BATCH_BEFORE_META &&
+	    batch_written)) && is_meta_page(fd, off))
 		raise(SIGKILL);
 	n = syscall(SYS_pwrite64, fd, buf, len, off);
-	if (armed == ARM_AFTER_META && n > 0 && is_meta_page(fd, off))
+	if ((armed == ARM_AFTER_META || (armed == ARM_BATCH_AFTER_META &&
+	    batch_written)) && n > 0 && is_meta_page(fd, off))
 		raise(SIGKILL);
 	return n;
 }
@@ -184,6 +199,133 @@ test_after_meta_producer(struct ds_store *s)
 	check_content(s, "e", "xxP0", "retried append stored once");
 }
 
+/*
+ * Group commit: BATCH_THREADS producers append to one stream at once in a
+ * child process, so that appends are written and committed in batches;
+ * the child dies at the meta page of the first batch of more than one
+ * append, before or after writing it. No part of a batch may survive
+ * without the rest, and each producer's state must say exactly what of
+ * it is there: its retries of every seq leave each append once.
+ */
+static void *
+batch_writer(void *arg)
+{
+	struct ds_store *c = arg;
+	static int next_thread;
+	struct ds_producer p;
+	struct ds_append_res res;
+	char id[16], body[32];
+	int t = __atomic_fetch_add(&next_thread, 1, __ATOMIC_RELAXED), i;
+
+	snprintf(id, sizeof(id), "p%d", t);
+	for (i = 0; i < BATCH_SEQS; i++) {
+		memset(&p, 0, sizeof(p));
+		p.id = id;
+		p.idlen = strlen(id);
+		p.seq = (uint64_t)i;
+		snprintf(body, sizeof(body), "[t%d-s%02d]\n", t, i);
+		append(c, "batch", body, 0, &p, NULL, &res);
+	}
+	return NULL;
+}
+
+static void
+batch_and_die(struct ds_store *s, int when, const char *what)
+{
+	pthread_t th[BATCH_THREADS];
+	struct ds_producer p;
+	struct ds_append_res res;
+	struct ds_stream_info info;
+	struct ds_store *c;
+	char id[16], body[32], *data = NULL, *q;
+	size_t len = 0;
+	int t, i, st, seen[BATCH_THREADS], torn = 0, order = 1, dup_ok = 1;
+	int once = 1, n;
+	pid_t pid;
+
+	create(s, "batch", "");
+	fflush(stdout);
+	fflush(stderr);
+	must((pid = fork()) != -1, "fork");
+	if (pid == 0) {
+		c = open_store(store_dir);
+		armed = when;
+		for (t = 0; t < BATCH_THREADS; t++)
+			pthread_create(&th[t], NULL, batch_writer, c);
+		for (t = 0; t < BATCH_THREADS; t++)
+			pthread_join(th[t], NULL);
+		_exit(0);	/* no batch of two: not what the case is for */
+	}
+	must(waitpid(pid, &st, 0) != -1, "waitpid");
+	ok(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+	    "%s: writer killed in a batch of more than one append", what);
+
+	/* Whole appends only, each producer's in order from seq 0. */
+	is_int(ds_store_read(s, "batch", 0, 1 << 20, 1000, &info, &data,
+	    &len), DS_OK, "%s: read", what);
+	is_int(info.tail, len, "%s: tail matches the bytes", what);
+	memset(seen, 0, sizeof(seen));
+	for (q = data; q < data + len; q += BATCH_BODY) {
+		if (data + len - q < BATCH_BODY ||
+		    sscanf(q, "[t%d-s%d]\n", &t, &i) != 2 ||
+		    t < 0 || t >= BATCH_THREADS || q[BATCH_BODY - 1] != '\n') {
+			torn = 1;
+			break;
+		}
+		if (i != seen[t])
+			order = 0;
+		seen[t]++;
+	}
+	ok(!torn, "%s: nothing torn", what);
+	ok(order, "%s: each producer's appends in order, none twice", what);
+	free(data);
+
+	/* The retries: what is there is a duplicate, the rest lands once. */
+	for (t = 0; t < BATCH_THREADS; t++) {
+		snprintf(id, sizeof(id), "p%d", t);
+		for (i = 0; i < BATCH_SEQS; i++) {
+			memset(&p, 0, sizeof(p));
+			p.id = id;
+			p.idlen = strlen(id);
+			p.seq = (uint64_t)i;
+			snprintf(body, sizeof(body), "[t%d-s%02d]\n", t, i);
+			if (append(s, "batch", body, 0, &p, NULL, &res) !=
+			    DS_OK || res.duplicate != (i < seen[t]))
+				dup_ok = 0;
+		}
+	}
+	ok(dup_ok, "%s: producer state agrees with the data after the crash",
+	    what);
+	data = NULL;
+	must_ds(ds_store_read(s, "batch", 0, 1 << 20, 1000, &info, &data,
+	    &len));
+	n = 0;
+	for (t = 0; t < BATCH_THREADS; t++)
+		for (i = 0; i < BATCH_SEQS; i++) {
+			snprintf(body, sizeof(body), "[t%d-s%02d]\n", t, i);
+			q = memmem(data, len, body, BATCH_BODY);
+			if (q == NULL || memmem(q + 1, len - (size_t)(q + 1 -
+			    data), body, BATCH_BODY) != NULL)
+				once = 0;
+			n++;
+		}
+	ok(once && len == (size_t)n * BATCH_BODY,
+	    "%s: after the retries every append is there once", what);
+	free(data);
+}
+
+static void
+test_batch_before_meta(struct ds_store *s)
+{
+	batch_and_die(s, ARM_BATCH_BEFORE_META, "batch killed before commit");
+}
+
+static void
+test_batch_after_meta(struct ds_store *s)
+{
+	batch_and_die(s, ARM_BATCH_AFTER_META, "batch killed after commit");
+}
+
 static const struct {
 	const char	*name;
 	void		(*fn)(struct ds_store *);
@@ -193,6 +335,8 @@ static const struct {
 	{ "after-meta-append", test_after_meta_append },
 	{ "after-meta-close", test_after_meta_close },
 	{ "after-meta-producer", test_after_meta_producer },
+	{ "batch-before-meta", test_batch_before_meta },
+	{ "batch-after-meta", test_batch_after_meta },
 };
 
 int
