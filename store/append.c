@@ -242,14 +242,8 @@ fail_batch(struct pending *b, enum ds_err e)
 		}
 }
 
-/*
- * The shared commit. A stream's batch, its bytes written and synced,
- * commits its new record and producer states here: the first to come
- * takes every commit of this process that waits and makes them one LMDB
- * transaction and one sync; the others wait for it. The segment locks
- * stay held meanwhile, so each stream's state is as its batch saw it.
- */
-struct commit {
+/* A stream's batch, written and synced, as it goes to the shared commit. */
+struct batch_commit {
 	const char		*path;
 	uint64_t		 id;
 	uint64_t		 tail0;		/* the batch's committed state */
@@ -257,22 +251,18 @@ struct commit {
 	const struct ds_rec	*rec;		/* as the batch leaves it */
 	const struct pslot	*slots;
 	int			 nslots;
-	enum ds_err		 e;
-	int			 committed;	/* in LMDB, whatever e says */
 	int			 moved;		/* the tail moved under the lock */
-	int			 done;
-	struct commit		*next;
 };
 
 /*
- * Puts one stream's batch into txn. Returns DS_OK, or its own error with
- * nothing of it put; *fatal is set when txn cannot go on.
+ * Puts a stream's batch into txn (ds_commit()): its record and the
+ * producer states it changed. Returns DS_OK or an error.
  */
 static enum ds_err
-apply_commit(struct ds_store *s, MDB_txn *txn, struct commit *cm,
-    int *fatal)
+apply_batch(struct ds_store *s, MDB_txn *txn, void *arg)
 {
-	const struct ds_rec *r = cm->rec;
+	struct batch_commit *bc = arg;
+	const struct ds_rec *r = bc->rec;
 	const struct pslot *sl;
 	struct ds_rec c;
 	MDB_val k, v;
@@ -280,18 +270,18 @@ apply_commit(struct ds_store *s, MDB_txn *txn, struct commit *cm,
 	int rc;
 
 	/* A DELETE does not take the segment lock: check the id again. */
-	if ((e = ds_rec_get(s, txn, cm->path, &c)) == DS_OK &&
-	    c.info.id != cm->id)
+	if ((e = ds_rec_get(s, txn, bc->path, &c)) == DS_OK &&
+	    c.info.id != bc->id)
 		return DS_EREPLACED;
 	if (e != DS_OK)
 		return e;
-	if (c.info.tail != cm->tail0 ||
-	    (c.info.flags & DS_F_CLOSED) != cm->closed0) {
+	if (c.info.tail != bc->tail0 ||
+	    (c.info.flags & DS_F_CLOSED) != bc->closed0) {
 		/* Only appends move these, and the batch holds the lock. */
 		ds_log("append to %s: committed tail moved under the segment "
-		    "lock (%" PRIu64 " -> %" PRIu64 ")", cm->path, cm->tail0,
+		    "lock (%" PRIu64 " -> %" PRIu64 ")", bc->path, bc->tail0,
 		    c.info.tail);
-		cm->moved = 1;
+		bc->moved = 1;
 		return DS_EIO;
 	}
 	/* Whatever else changed in the record (TTL access, forks) stays. */
@@ -304,93 +294,19 @@ apply_commit(struct ds_store *s, MDB_txn *txn, struct commit *cm,
 	c.closerlen = r->closerlen;
 	c.closer_epoch = r->closer_epoch;
 	c.closer_seq = r->closer_seq;
-	if ((e = ds_rec_put(s, txn, cm->path, &c)) != DS_OK) {
-		*fatal = 1;
+	if ((e = ds_rec_put(s, txn, bc->path, &c)) != DS_OK)
 		return e;
-	}
-	for (sl = cm->slots; sl < cm->slots + cm->nslots; sl++) {
+	for (sl = bc->slots; sl < bc->slots + bc->nslots; sl++) {
 		if (!sl->dirty)
 			continue;
 		k.mv_data = (void *)sl->key;
 		k.mv_size = sl->keylen;
 		v.mv_data = (void *)&sl->ps;
 		v.mv_size = sizeof(sl->ps);
-		if ((rc = mdb_put(txn, s->producers, &k, &v, 0)) != 0) {
-			*fatal = 1;
+		if ((rc = mdb_put(txn, s->producers, &k, &v, 0)) != 0)
 			return ds_mdb_err(__func__, "mdb_put producer", rc);
-		}
 	}
 	return DS_OK;
-}
-
-/* Commits the list in one transaction (see above); each gets its ->e. */
-static void
-commit_run(struct ds_store *s, struct commit *list)
-{
-	struct commit *cm;
-	MDB_txn *txn = NULL;
-	enum ds_err e;
-	int fatal = 0, any = 0, committed = 0;
-
-	for (cm = list; cm; cm = cm->next)
-		cm->e = DS_OK;
-	if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
-		goto fail;
-	if ((e = ds_meta_reserve(s)) != DS_OK)
-		goto fail;
-	for (cm = list; cm; cm = cm->next) {
-		cm->e = apply_commit(s, txn, cm, &fatal);
-		if (fatal) {
-			e = cm->e;
-			goto fail;
-		}
-		any |= cm->e == DS_OK;
-	}
-	if (!any) {
-		mdb_txn_abort(txn);
-		return;
-	}
-	e = ds_txn_commit_sync(s, txn, &committed);
-	for (cm = list; cm; cm = cm->next)
-		if (cm->e == DS_OK) {
-			cm->e = e;
-			cm->committed = committed;
-		}
-	return;
-fail:
-	if (txn)
-		mdb_txn_abort(txn);
-	for (cm = list; cm; cm = cm->next)
-		if (cm->e == DS_OK)
-			cm->e = e;
-}
-
-static void
-commit_shared(struct ds_store *s, struct commit *me)
-{
-	struct commit *list;
-
-	pthread_mutex_lock(&s->aq_mu);
-	*s->cq_tailp = me;
-	s->cq_tailp = &me->next;
-	while (!me->done) {
-		if (s->cq_busy) {
-			pthread_cond_wait(&s->cq_cv, &s->aq_mu);
-			continue;
-		}
-		s->cq_busy = 1;
-		list = s->cq;
-		s->cq = NULL;
-		s->cq_tailp = &s->cq;
-		pthread_mutex_unlock(&s->aq_mu);
-		commit_run(s, list);
-		pthread_mutex_lock(&s->aq_mu);
-		for (; list; list = list->next)
-			list->done = 1;
-		s->cq_busy = 0;
-		pthread_cond_broadcast(&s->cq_cv);
-	}
-	pthread_mutex_unlock(&s->aq_mu);
 }
 
 /*
@@ -406,7 +322,8 @@ run_batch(struct ds_store *s, const char *path, uint64_t id,
 {
 	struct pslot slots[BATCH_MAX];
 	struct pending *b;
-	struct commit cm;
+	struct batch_commit bc;
+	struct ds_commit cm;
 	struct ds_rec r;
 	const struct ds_producer *p;
 	MDB_txn *txn = NULL;
@@ -514,18 +431,20 @@ run_batch(struct ds_store *s, const char *path, uint64_t id,
 		written = 1;	/* from here, undone unless committed */
 	}
 
-	memset(&cm, 0, sizeof(cm));
-	cm.path = path;
-	cm.id = id;
-	cm.tail0 = tail0;
-	cm.closed0 = closed0;
-	cm.rec = &r;
-	cm.slots = slots;
-	cm.nslots = nslots;
-	commit_shared(s, &cm);
+	memset(&bc, 0, sizeof(bc));
+	bc.path = path;
+	bc.id = id;
+	bc.tail0 = tail0;
+	bc.closed0 = closed0;
+	bc.rec = &r;
+	bc.slots = slots;
+	bc.nslots = nslots;
+	cm.apply = apply_batch;
+	cm.arg = &bc;
+	ds_commit(s, &cm);
 	e = cm.e;
 	committed = cm.committed;
-	if (cm.moved)
+	if (bc.moved)
 		written = 0;	/* not ours to cut */
 out:
 	if (txn)

@@ -243,82 +243,103 @@ pin_source(struct ds_store *s, MDB_txn *txn, const struct ds_create *req)
 	return ds_rec_put(s, txn, req->src_path, &src);
 }
 
+/* A create as it goes to the shared commit (ds_commit()). */
+struct create_commit {
+	const char		*path;
+	const struct ds_create	*req;
+	int64_t			 now;
+	struct ds_rec		*r;		/* the new record, id set */
+	struct ds_stream_info	*out;		/* the stream in the way */
+	struct doomed		 d;		/* expired streams dropped */
+	int			 again;		/* the random id collided */
+};
+
+/*
+ * Puts a create into txn: drops an expired stream in the way, pins the
+ * fork source, claims the id and writes the record. Returns DS_OK or an
+ * error (DS_EEXIST, DS_EGONE: *out is the stream in the way).
+ */
+static enum ds_err
+apply_create(struct ds_store *s, MDB_txn *txn, void *arg)
+{
+	struct create_commit *cc = arg;
+	struct ds_rec old;
+	MDB_val k, v;
+	enum ds_err e;
+	uint64_t id = cc->r->info.id;
+	int rc;
+
+	cc->d.n = 0;
+	e = ds_rec_get(s, txn, cc->path, &old);
+	if (e == DS_OK && ((old.info.flags & DS_F_DELETED) ||
+	    !expired(&old.info, cc->now))) {
+		*cc->out = old.info;
+		return (old.info.flags & DS_F_DELETED) ? DS_EGONE : DS_EEXIST;
+	}
+	if (e == DS_OK) {
+		/* An expired stream: drop it first (may cascade). */
+		if ((e = drop_stream(s, txn, cc->path, &old, &cc->d)) != DS_OK)
+			return e;
+		if (old.refs > 0)
+			return DS_EGONE;	/* expired, still read by forks */
+	} else if (e != DS_ENOTFOUND)
+		return e;
+	if (cc->req->src_path && (e = pin_source(s, txn, cc->req)) != DS_OK)
+		return e;
+	k.mv_data = &id;
+	k.mv_size = sizeof(id);
+	v.mv_data = (void *)cc->path;
+	v.mv_size = strlen(cc->path);
+	rc = mdb_put(txn, s->ids, &k, &v, MDB_NOOVERWRITE);
+	if (rc == MDB_KEYEXIST) {
+		cc->again = 1;
+		return DS_EEXIST;
+	}
+	if (rc != 0)
+		return ds_mdb_err(__func__, "mdb_put id", rc);
+	return ds_rec_put(s, txn, cc->path, cc->r);
+}
+
 /*
  * One attempt at storing the stream r at path under a new random id: the
- * segment file with the body, then one write transaction that checks the
- * path again (someone may have created it since create_rec() looked),
- * drops an expired stream there, pins a fork's source and adds the id
- * entry and the record. Sets *again, leaving nothing behind, when the id
- * is taken already. Until the commit, the segment file is unlinked on the
- * way out; after it, the record names the file, even when the sync fails.
+ * segment file with the body, then, in the shared commit, a transaction
+ * that checks the path again (someone may have created it since
+ * create_rec() looked), drops an expired stream there, pins a fork's
+ * source and adds the id entry and the record (apply_create()). Sets
+ * *again, leaving nothing behind, when the id is taken already. Until the
+ * commit, the segment file is unlinked on the way out; after it, the
+ * record names the file, even when the sync fails.
  */
 static enum ds_err
 create_once(struct ds_store *s, const char *path, const struct ds_create *req,
     int64_t now, struct ds_rec *r, struct ds_stream_info *out, int *again)
 {
-	struct ds_rec old;
-	struct doomed d = { .n = 0 };
-	MDB_txn *txn = NULL;
-	MDB_val k, v;
-	enum ds_err e;
+	struct create_commit cc;
+	struct ds_commit cm;
 	uint64_t id = new_id();
-	int rc, committed = 0;
 
 	*again = 0;
 	if (ds_seg_create(s, id, req->body, req->len) == -1)
 		return ds_sys_err(errno);
-	if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
-		goto out;
-	if ((e = ds_meta_reserve(s)) != DS_OK)
-		goto out;
-	e = ds_rec_get(s, txn, path, &old);
-	if (e == DS_OK && ((old.info.flags & DS_F_DELETED) ||
-	    !expired(&old.info, now))) {
-		*out = old.info;
-		e = (old.info.flags & DS_F_DELETED) ? DS_EGONE : DS_EEXIST;
-		goto out;
-	}
-	if (e == DS_OK) {
-		/* An expired stream: drop it first (may cascade). */
-		if ((e = drop_stream(s, txn, path, &old, &d)) != DS_OK)
-			goto out;
-		if (old.refs > 0) {
-			/* Expired but still read by forks. */
-			e = DS_EGONE;
-			goto out;
-		}
-	} else if (e != DS_ENOTFOUND)
-		goto out;
-	if (req->src_path && (e = pin_source(s, txn, req)) != DS_OK)
-		goto out;
-	k.mv_data = &id;
-	k.mv_size = sizeof(id);
-	v.mv_data = (void *)path;
-	v.mv_size = strlen(path);
-	rc = mdb_put(txn, s->ids, &k, &v, MDB_NOOVERWRITE);
-	if (rc == MDB_KEYEXIST) {
-		*again = 1;	/* a 64-bit random id collided */
-		goto out;
-	}
-	if (rc != 0) {
-		e = ds_mdb_err(__func__, "mdb_put id", rc);
-		goto out;
-	}
 	r->info.id = id;
-	if ((e = ds_rec_put(s, txn, path, r)) != DS_OK)
-		goto out;
-	e = ds_txn_commit_sync(s, txn, &committed);
-	txn = NULL;	/* committed or not, mdb_txn_commit() freed it */
-	if (e == DS_OK) {
-		unlink_doomed(s, &d);
+	memset(&cc, 0, sizeof(cc));
+	cc.path = path;
+	cc.req = req;
+	cc.now = now;
+	cc.r = r;
+	cc.out = out;
+	memset(&cm, 0, sizeof(cm));
+	cm.apply = apply_create;
+	cm.arg = &cc;
+	ds_commit(s, &cm);
+	*again = cc.again;
+	if (cm.e == DS_OK) {
+		unlink_doomed(s, &cc.d);
 		*out = r->info;
 	}
-out:
-	if (txn)
-		mdb_txn_abort(txn);
-	if (!committed)
+	if (!cm.committed)
 		ds_seg_unlink(s, id);
-	return e;
+	return cm.e;
 }
 
 enum ds_err

@@ -33,7 +33,7 @@ struct ds_store {
 	int		 no_reserve;	/* fallocate() unsupported here */
 	pthread_mutex_t	 aq_mu;		/* guards aq and cq* */
 	struct ds_aq	*aq;		/* appends queued by stream (append.c) */
-	struct commit	*cq, **cq_tailp; /* batches waiting to commit */
+	struct ds_commit *cq, **cq_tailp; /* changes waiting (commit.c) */
 	int		 cq_busy;	/* one of them is committing */
 	pthread_cond_t	 cq_cv;
 };
@@ -99,6 +99,24 @@ enum ds_err ds_txn_begin(struct ds_store *, unsigned flags, MDB_txn **);
 enum ds_err ds_txn_commit_sync(struct ds_store *, MDB_txn *, int *committed);
 enum ds_err ds_rd_begin(struct ds_store *, MDB_txn **);
 void	ds_rd_end(MDB_txn *);
+
+/* commit.c */
+/*
+ * A change for the shared commit: apply() puts it into txn (a nested
+ * transaction of its own) and returns DS_OK, or an error with the change
+ * undone. ds_commit() returns when it is committed and synced, or not:
+ * e is the result, committed says whether it is in LMDB whatever e says
+ * (a commit whose sync failed).
+ */
+struct ds_commit {
+	enum ds_err	(*apply)(struct ds_store *, MDB_txn *, void *arg);
+	void		*arg;
+	enum ds_err	 e;
+	int		 committed;
+	int		 done;
+	struct ds_commit *next;
+};
+void	ds_commit(struct ds_store *, struct ds_commit *);
 
 /* record.c */
 #define DS_REC_BUFSZ 1024

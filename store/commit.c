@@ -1,0 +1,98 @@
+/*
+ * commit.c: the shared commit. Writers of this process that have a change
+ * to commit (a stream's batch of appends, a create) queue it here; the
+ * first to come takes every change waiting and makes them one LMDB
+ * transaction and one sync, and the others wait for it. Each change is
+ * applied in a nested transaction of its own, so one that fails (a stream
+ * replaced meanwhile, a path taken) is undone alone and the rest commit.
+ *
+ * LMDB's writer lock orders the shared commits of different processes;
+ * while one process commits, the others' changes pile up in their queues,
+ * so the transactions grow with the load.
+ */
+#include <pthread.h>
+
+#include "store/store_int.h"
+
+/* Commits the list in one transaction (see above); each gets its ->e. */
+static void
+commit_run(struct ds_store *s, struct ds_commit *list)
+{
+	struct ds_commit *c;
+	MDB_txn *txn = NULL, *child;
+	enum ds_err e;
+	int rc, any = 0, committed = 0;
+
+	for (c = list; c; c = c->next)
+		c->e = DS_OK;
+	if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
+		goto fail;
+	if ((e = ds_meta_reserve(s)) != DS_OK)
+		goto fail;
+	for (c = list; c; c = c->next) {
+		if ((rc = mdb_txn_begin(s->env, txn, 0, &child)) != 0) {
+			e = ds_mdb_err(__func__, "mdb_txn_begin nested", rc);
+			goto fail;
+		}
+		if ((c->e = c->apply(s, child, c->arg)) != DS_OK) {
+			mdb_txn_abort(child);
+			continue;
+		}
+		if ((rc = mdb_txn_commit(child)) != 0) {
+			/* The parent is unusable now. */
+			e = ds_mdb_err(__func__, "mdb_txn_commit nested", rc);
+			c->e = DS_OK;
+			goto fail;
+		}
+		any = 1;
+	}
+	if (!any) {
+		mdb_txn_abort(txn);
+		return;
+	}
+	e = ds_txn_commit_sync(s, txn, &committed);
+	for (c = list; c; c = c->next)
+		if (c->e == DS_OK) {
+			c->e = e;
+			c->committed = committed;
+		}
+	return;
+fail:
+	if (txn)
+		mdb_txn_abort(txn);
+	for (c = list; c; c = c->next)
+		if (c->e == DS_OK)
+			c->e = e;
+}
+
+void
+ds_commit(struct ds_store *s, struct ds_commit *me)
+{
+	struct ds_commit *list;
+
+	me->e = DS_OK;
+	me->committed = 0;
+	me->done = 0;
+	me->next = NULL;
+	pthread_mutex_lock(&s->aq_mu);
+	*s->cq_tailp = me;
+	s->cq_tailp = &me->next;
+	while (!me->done) {
+		if (s->cq_busy) {
+			pthread_cond_wait(&s->cq_cv, &s->aq_mu);
+			continue;
+		}
+		s->cq_busy = 1;
+		list = s->cq;
+		s->cq = NULL;
+		s->cq_tailp = &s->cq;
+		pthread_mutex_unlock(&s->aq_mu);
+		commit_run(s, list);
+		pthread_mutex_lock(&s->aq_mu);
+		for (; list; list = list->next)
+			list->done = 1;
+		s->cq_busy = 0;
+		pthread_cond_broadcast(&s->cq_cv);
+	}
+	pthread_mutex_unlock(&s->aq_mu);
+}
