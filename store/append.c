@@ -252,7 +252,21 @@ struct batch_commit {
 	const struct pslot	*slots;
 	int			 nslots;
 	int			 moved;		/* the tail moved under the lock */
+	int			 fd;		/* the segment, locked */
 };
+
+/*
+ * The batch is committed: the next batch of the stream, in any process,
+ * may validate against it now. Releases the segment lock.
+ */
+static void
+batch_visible(void *arg)
+{
+	struct batch_commit *bc = arg;
+
+	close(bc->fd);
+	bc->fd = -1;
+}
 
 /*
  * Puts a stream's batch into txn (ds_commit()): its record and the
@@ -439,13 +453,17 @@ run_batch(struct ds_store *s, const char *path, uint64_t id,
 	bc.rec = &r;
 	bc.slots = slots;
 	bc.nslots = nslots;
+	bc.fd = fd;
+	memset(&cm, 0, sizeof(cm));
 	cm.apply = apply_batch;
+	cm.visible = batch_visible;
 	cm.arg = &bc;
 	ds_commit(s, &cm);
 	e = cm.e;
 	committed = cm.committed;
 	if (bc.moved)
 		written = 0;	/* not ours to cut */
+	fd = bc.fd;	/* -1: committed, and the lock released */
 out:
 	if (txn)
 		mdb_txn_abort(txn);
@@ -454,7 +472,8 @@ out:
 	if (e != DS_OK)
 		fail_batch(batch, e);
 	free(buf);
-	close(fd);	/* releases the lock */
+	if (fd != -1)
+		close(fd);	/* releases the lock */
 }
 
 /* The queue of stream id in this process, created if missing. */

@@ -21,7 +21,7 @@ commit_run(struct ds_store *s, struct ds_commit *list)
 	struct ds_commit *c;
 	MDB_txn *txn = NULL, *child;
 	enum ds_err e;
-	int rc, any = 0, committed = 0;
+	int rc, any = 0, committed;
 
 	for (c = list; c; c = c->next)
 		c->e = DS_OK;
@@ -50,7 +50,25 @@ commit_run(struct ds_store *s, struct ds_commit *list)
 		mdb_txn_abort(txn);
 		return;
 	}
-	e = ds_txn_commit_sync(s, txn, &committed);
+	/*
+	 * Committed, the changes are what every process reads: their
+	 * owners may let go of their locks before the sync (see
+	 * ds_commit), which another process's sync would cover as well.
+	 */
+	if ((rc = mdb_txn_commit(txn)) != 0) {
+		txn = NULL;
+		e = ds_mdb_err(__func__, "mdb_txn_commit", rc);
+		goto fail;
+	}
+	committed = 1;
+	for (c = list; c; c = c->next)
+		if (c->e == DS_OK && c->visible)
+			c->visible(c->arg);
+	e = DS_OK;
+	if ((rc = mdb_env_sync(s->env, 1)) != 0) {
+		ds_mdb_err(__func__, "mdb_env_sync", rc);
+		e = DS_EIO;
+	}
 	for (c = list; c; c = c->next)
 		if (c->e == DS_OK) {
 			c->e = e;

@@ -106,10 +106,14 @@ void	ds_rd_end(MDB_txn *);
  * transaction of its own) and returns DS_OK, or an error with the change
  * undone. ds_commit() returns when it is committed and synced, or not:
  * e is the result, committed says whether it is in LMDB whatever e says
- * (a commit whose sync failed).
+ * (a commit whose sync failed). visible(), if set, is called once the
+ * change is committed, before the sync: a writer may release a lock there
+ * that orders its changes, since whatever follows commits (and syncs)
+ * after it.
  */
 struct ds_commit {
 	enum ds_err	(*apply)(struct ds_store *, MDB_txn *, void *arg);
+	void		(*visible)(void *arg);
 	void		*arg;
 	enum ds_err	 e;
 	int		 committed;
