@@ -351,7 +351,12 @@ run_batch(struct ds_store *s, const char *path, uint64_t id,
 	int fd, nslots = 0, naccepted = 0, written = 0, committed = 0;
 
 	if ((fd = ds_seg_open(s, id, O_RDWR)) == -1) {
-		fail_batch(batch, errno == ENOENT ? DS_EREPLACED : DS_EIO);
+		/* Deleted: is another stream at the path now, or none? */
+		e = DS_EIO;
+		if (errno == ENOENT)
+			e = ds_lookup(s, path, batch->now, &r) == DS_ENOTFOUND ?
+			    DS_ENOTFOUND : DS_EREPLACED;
+		fail_batch(batch, e);
 		return;
 	}
 	if (ds_seg_lock(fd) == -1) {
@@ -517,6 +522,7 @@ ds_store_append(struct ds_store *s, const char *path,
 	struct pending me, *batch, **bp;
 	struct ds_aq *q;
 	struct ds_rec r;
+	uint64_t id;
 	enum ds_err e;
 	size_t n, bytes;
 
@@ -524,18 +530,25 @@ ds_store_append(struct ds_store *s, const char *path,
 	if ((req->seq && req->seqlen > DS_SEQ_MAX) ||
 	    (p && (p->idlen == 0 || p->idlen > DS_PRODUCER_MAX)))
 		return DS_ETOOBIG;
-	if ((e = ds_lookup(s, path, now, &r)) != DS_OK)
+	/*
+	 * A caller that looked the stream up (and framed the body by it)
+	 * names its id: the batch checks it under the segment lock, so a
+	 * second lookup here would buy nothing.
+	 */
+	if (req->id)
+		id = req->id;
+	else if ((e = ds_lookup(s, path, now, &r)) != DS_OK)
 		return e;
-	if (req->id && r.info.id != req->id)
-		return DS_EREPLACED;
-	res->id = r.info.id;
+	else
+		id = r.info.id;
+	res->id = id;
 
 	memset(&me, 0, sizeof(me));
 	me.req = req;
 	me.now = now;
 	me.res = res;
 	pthread_mutex_lock(&s->aq_mu);
-	if ((q = aq_get(s, r.info.id)) == NULL) {
+	if ((q = aq_get(s, id)) == NULL) {
 		pthread_mutex_unlock(&s->aq_mu);
 		return DS_ENOMEM;
 	}
