@@ -340,7 +340,7 @@ run_batch(struct ds_store *s, const char *path, uint64_t id,
 	struct ds_commit cm;
 	struct ds_rec r;
 	const struct ds_producer *p;
-	MDB_txn *txn = NULL;
+	MDB_txn *txn;
 	struct pslot *sl = NULL;
 	struct ds_pstate none;
 	enum ds_err e = DS_OK;
@@ -376,7 +376,7 @@ run_batch(struct ds_store *s, const char *path, uint64_t id,
 	if (e == DS_OK && (r.info.flags & DS_F_DELETED))
 		e = DS_EGONE;
 	if (e != DS_OK)
-		goto out;
+		goto read_done;
 	tail0 = r.info.tail;
 	closed0 = r.info.flags & DS_F_CLOSED;
 	memset(&none, 0, sizeof(none));
@@ -385,7 +385,7 @@ run_batch(struct ds_store *s, const char *path, uint64_t id,
 		sl = NULL;
 		if (p && (sl = pslot_get(s, txn, id, p, slots, &nslots,
 		    &e)) == NULL)
-			goto out;
+			goto read_done;
 		b->provisional = naccepted > 0;
 		b->e = validate(&r, sl ? &sl->ps : &none, sl && sl->have,
 		    b->req, b->res);
@@ -419,9 +419,10 @@ run_batch(struct ds_store *s, const char *path, uint64_t id,
 		b->res->tail = r.info.tail;
 		b->res->closed = (r.info.flags & DS_F_CLOSED) != 0;
 	}
+read_done:
+	/* A read snapshot is ended, never aborted: it is the thread's. */
 	ds_rd_end(txn);
-	txn = NULL;
-	if (naccepted == 0)
+	if (e != DS_OK || naccepted == 0)
 		goto out;
 
 	/* One write and one sync for all the accepted bytes. */
@@ -470,8 +471,6 @@ run_batch(struct ds_store *s, const char *path, uint64_t id,
 		written = 0;	/* not ours to cut */
 	fd = bc.fd;	/* -1: committed, and the lock released */
 out:
-	if (txn)
-		mdb_txn_abort(txn);
 	if (written && !committed)
 		unwrite(fd, own);
 	if (e != DS_OK)
