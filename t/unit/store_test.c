@@ -418,6 +418,25 @@ test_replaced(struct ds_store *s)
 	fk.len = 4;
 	is_int(ds_store_create(s, "rp/fork", &fk, 1000, &info), DS_OK,
 	    "fork pinned to the current source is created");
+
+	/*
+	 * A soft-deleted stream (its fork still reads it) keeps its
+	 * segment: an append pinned to it gets past the segment and is
+	 * refused under the lock, and the thread reads on.
+	 */
+	is_int(ds_store_delete(s, "rp/src"), DS_OK,
+	    "source with a fork deleted");
+	memset(&a, 0, sizeof(a));
+	a.id = now.id;
+	a.body = "[2]\n";
+	a.len = 4;
+	a.ctype_ok = 1;
+	is_int(ds_store_append(s, "rp/src", &a, 1000, &res), DS_EGONE,
+	    "append pinned to a soft-deleted stream: gone");
+	is_int(ds_store_read(s, "rp/fork", 0, 1024, 1000, &info, &data, &len),
+	    DS_OK, "the same thread reads on");
+	is_int(len, 4, "the fork's own message");
+	free(data);
 }
 
 /*
