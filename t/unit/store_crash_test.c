@@ -237,7 +237,7 @@ batch_and_die(struct ds_store *s, int when, const char *what)
 	struct ds_append_res res;
 	struct ds_stream_info info;
 	struct ds_store *c;
-	char id[16], body[32], *data = NULL, *q;
+	char id[16], body[32], rec[BATCH_BODY + 1], *data = NULL, *q;
 	size_t len = 0;
 	int t, i, st, seen[BATCH_THREADS], torn = 0, order = 1, dup_ok = 1;
 	int once = 1, n;
@@ -266,8 +266,13 @@ batch_and_die(struct ds_store *s, int when, const char *what)
 	is_int(info.tail, len, "%s: tail matches the bytes", what);
 	memset(seen, 0, sizeof(seen));
 	for (q = data; q < data + len; q += BATCH_BODY) {
+		/* The data is not a C string: scan a copy of one record. */
+		if (data + len - q >= BATCH_BODY) {
+			memcpy(rec, q, BATCH_BODY);
+			rec[BATCH_BODY] = '\0';
+		}
 		if (data + len - q < BATCH_BODY ||
-		    sscanf(q, "[t%d-s%d]\n", &t, &i) != 2 ||
+		    sscanf(rec, "[t%d-s%d]\n", &t, &i) != 2 ||
 		    t < 0 || t >= BATCH_THREADS || q[BATCH_BODY - 1] != '\n') {
 			torn = 1;
 			break;
