@@ -207,25 +207,32 @@ test_after_meta_producer(struct ds_store *s)
  * without the rest, and each producer's state must say exactly what of
  * it is there: its retries of every seq leave each append once.
  */
+/* Producer pt's append of seq i, body "[t<pt>-s<i>]\n", to "batch". */
+static enum ds_err
+batch_append(struct ds_store *c, int pt, int i, struct ds_append_res *res)
+{
+	struct ds_producer p;
+	char id[16], body[32];
+
+	snprintf(id, sizeof(id), "p%d", pt);
+	snprintf(body, sizeof(body), "[t%d-s%02d]\n", pt, i);
+	memset(&p, 0, sizeof(p));
+	p.id = id;
+	p.idlen = strlen(id);
+	p.seq = (uint64_t)i;
+	return append(c, "batch", body, 0, &p, NULL, res);
+}
+
 static void *
 batch_writer(void *arg)
 {
 	struct ds_store *c = arg;
 	static int next_thread;
-	struct ds_producer p;
 	struct ds_append_res res;
-	char id[16], body[32];
 	int t = __atomic_fetch_add(&next_thread, 1, __ATOMIC_RELAXED), i;
 
-	snprintf(id, sizeof(id), "p%d", t);
-	for (i = 0; i < BATCH_SEQS; i++) {
-		memset(&p, 0, sizeof(p));
-		p.id = id;
-		p.idlen = strlen(id);
-		p.seq = (uint64_t)i;
-		snprintf(body, sizeof(body), "[t%d-s%02d]\n", t, i);
-		append(c, "batch", body, 0, &p, NULL, &res);
-	}
+	for (i = 0; i < BATCH_SEQS; i++)
+		batch_append(c, t, i, &res);
 	return NULL;
 }
 
@@ -233,11 +240,10 @@ static void
 batch_and_die(struct ds_store *s, int when, const char *what)
 {
 	pthread_t th[BATCH_THREADS];
-	struct ds_producer p;
 	struct ds_append_res res;
 	struct ds_stream_info info;
 	struct ds_store *c;
-	char id[16], body[32], rec[BATCH_BODY + 1], *data = NULL, *q;
+	char body[32], rec[BATCH_BODY + 1], *data = NULL, *q;
 	size_t len = 0;
 	int t, i, st, seen[BATCH_THREADS], torn = 0, order = 1, dup_ok = 1;
 	int once = 1, n;
@@ -286,19 +292,11 @@ batch_and_die(struct ds_store *s, int when, const char *what)
 	free(data);
 
 	/* The retries: what is there is a duplicate, the rest lands once. */
-	for (t = 0; t < BATCH_THREADS; t++) {
-		snprintf(id, sizeof(id), "p%d", t);
-		for (i = 0; i < BATCH_SEQS; i++) {
-			memset(&p, 0, sizeof(p));
-			p.id = id;
-			p.idlen = strlen(id);
-			p.seq = (uint64_t)i;
-			snprintf(body, sizeof(body), "[t%d-s%02d]\n", t, i);
-			if (append(s, "batch", body, 0, &p, NULL, &res) !=
-			    DS_OK || res.duplicate != (i < seen[t]))
+	for (t = 0; t < BATCH_THREADS; t++)
+		for (i = 0; i < BATCH_SEQS; i++)
+			if (batch_append(s, t, i, &res) != DS_OK ||
+			    res.duplicate != (i < seen[t]))
 				dup_ok = 0;
-		}
-	}
 	ok(dup_ok, "%s: producer state agrees with the data after the crash",
 	    what);
 	data = NULL;
