@@ -86,12 +86,7 @@ subtest 'clients append while workers are SIGKILLed; killed workers are replaced
 		}
 		sleep 0.7 + rand(1.3);
 	}
-	my %done;
-	while (keys %done < @kids) {
-		my $p = waitpid(-1, 0);
-		last if $p == -1;
-		$done{$p} = $?;
-	}
+	my %done = Stack::reap(@kids);
 	@kids = ();
 	my @bad_exit = grep { $done{$_} } keys %done;
 	ok(!@bad_exit, 'clients exited cleanly') or diag("exit statuses: @done{@bad_exit}");

@@ -117,12 +117,7 @@ sub run_clients {
 		}
 		push @kids, $pid;
 	}
-	my %done;
-	while (keys %done < @kids) {
-		my $p = waitpid(-1, 0);
-		last if $p == -1;
-		$done{$p} = $?;
-	}
+	my %done = Stack::reap(@kids);
 	@kids = ();
 	my @bad = grep { $done{$_} } keys %done;
 	ok(!@bad, "all $CLIENTS clients exited cleanly") or diag("exit statuses: @done{@bad}");

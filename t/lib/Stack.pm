@@ -142,6 +142,19 @@ sub start {
 	bail('the stack did not start' . (defined $opt{front} ? " (front $opt{front})" : ''), $@);
 }
 
+# reap(@pids): waits for every one of the test's child processes; returns
+# pid => wait status for each that ended.
+sub reap {
+	my @pids = @_;
+	my %done;
+	while (keys %done < @pids) {
+		my $p = waitpid(-1, 0);
+		last if $p == -1;
+		$done{$p} = $?;
+	}
+	return %done;
+}
+
 sub skip_all {
 	my ($reason) = @_;
 	require Test::More;
