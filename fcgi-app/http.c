@@ -5,13 +5,18 @@
  * carries (PROTOCOL 12.7 and CORS), the handler's headers, then the body.
  * Write errors (the client left) surface on FCGX_FFlush, which is checked.
  */
+#include <sys/uio.h>
+
 #include <errno.h>
+#include <fastcgi.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fcgi-app/app.h"
 #include "fcgi-app/parse.h"
@@ -265,6 +270,83 @@ ds_respond_head(struct ds_req *r, int status, const char *ctype,
 }
 
 /*
+ * Large bodies go out as FastCGI records of up to REC_MAX bytes written
+ * straight to the connection, REC_BATCH records a writev(): libfcgi would
+ * cut them into records of its 8 KiB buffer, a write() each (129 of them
+ * for a 1 MiB read).
+ */
+#define LARGE_BODY	(64 * 1024)
+#define REC_MAX		65528		/* a multiple of 8: no padding */
+#define REC_BATCH	16
+
+/* writev() all of iov, waiting for room should the socket be non-blocking. */
+static int
+writev_all(int fd, struct iovec *iov, int cnt)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+	ssize_t n;
+
+	while (cnt > 0) {
+		if ((n = writev(fd, iov, cnt)) == -1) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN && poll(&pfd, 1, -1) >= 0)
+				continue;
+			return -1;
+		}
+		while (cnt > 0 && (size_t)n >= iov->iov_len) {
+			n -= (ssize_t)iov->iov_len;
+			iov++;
+			cnt--;
+		}
+		if (cnt > 0) {
+			iov->iov_base = (char *)iov->iov_base + n;
+			iov->iov_len -= (size_t)n;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Writes body as STDOUT records of the request, after what libfcgi holds
+ * (flushed first). Returns 0, or -1 when the front server is gone.
+ */
+static int
+put_large(struct ds_req *r, const char *p, size_t len)
+{
+	unsigned char hdr[REC_BATCH][8];
+	struct iovec iov[2 * REC_BATCH];
+	size_t k;
+	int i, cnt, id = r->fr->requestId;
+
+	if (FCGX_FFlush(r->fr->out) == -1)
+		return -1;
+	while (len > 0) {
+		cnt = 0;
+		for (i = 0; i < REC_BATCH && len > 0; i++) {
+			k = len > REC_MAX ? REC_MAX : len;
+			hdr[i][0] = FCGI_VERSION_1;
+			hdr[i][1] = FCGI_STDOUT;
+			hdr[i][2] = (unsigned char)(id >> 8);
+			hdr[i][3] = (unsigned char)id;
+			hdr[i][4] = (unsigned char)(k >> 8);
+			hdr[i][5] = (unsigned char)k;
+			hdr[i][6] = 0;	/* padding */
+			hdr[i][7] = 0;
+			iov[cnt].iov_base = hdr[i];
+			iov[cnt++].iov_len = sizeof(hdr[i]);
+			iov[cnt].iov_base = (void *)p;
+			iov[cnt++].iov_len = k;
+			p += k;
+			len -= k;
+		}
+		if (writev_all(r->fr->ipcFd, iov, cnt) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/*
  * Writes the whole response. A body is not sent for HEAD, 204 and 304.
  * Returns -1: the request is answered (a write that fails, the client
  * gone, surfaces when the request ends).
@@ -289,18 +371,10 @@ ds_respond(struct ds_req *r, int status, const char *ctype, const void *body,
 	nobody = status == 204 || status == 304 ||
 	    (r->method && strcmp(r->method, "HEAD") == 0);
 	ds_respond_head(r, status, ctype, nobody ? -1 : (int64_t)len);
-	if (!nobody && len > 0) {
-		const char *p = body;
-
-		while (len > 0) {
-			int k = len > (1 << 20) ? (1 << 20) : (int)len;
-
-			if (FCGX_PutStr(p, k, out) != k)
-				return -1;	/* the client is gone */
-			p += k;
-			len -= (size_t)k;
-		}
-	}
+	if (!nobody && len >= LARGE_BODY)
+		(void)put_large(r, body, len);	/* fails: the client is gone */
+	else if (!nobody && len > 0)
+		(void)FCGX_PutStr(body, (int)len, out);
 	/*
 	 * No flush here: FCGX_Finish_r() sends the rest together with the
 	 * end-of-request records, one write and one wake-up of the front
