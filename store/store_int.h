@@ -164,6 +164,28 @@ enum ds_err ds_lookup(struct ds_store *, const char *path, int64_t now,
 
 /* append.c: ds_store_append() */
 
+/* batch.c */
+#define BATCH_MAX	64		/* appends in one batch, at most */
+#define BATCH_BYTES	(16u << 20)	/* bytes in one batch, past the first */
+
+/* An append waiting in its stream's queue, then in a batch. */
+struct pending {
+	const struct ds_append	*req;
+	int64_t			 now;
+	struct ds_append_res	*res;
+	enum ds_err		 e;
+	int			 done;
+	int			 validated;
+	int			 accepted;	/* validated, to be written */
+	int			 provisional;	/* validated against state of
+						   this batch not yet
+						   committed */
+	struct pending		*next;
+};
+
+void	ds_batch_run(struct ds_store *, const char *path, uint64_t id,
+	    struct pending *batch);
+
 /* read.c: ds_store_stat(), ds_store_read(), ds_store_touch() */
 
 /* scan.c: ds_store_recover(), ds_store_verify(), ds_store_foreach() */

@@ -1,0 +1,442 @@
+/*
+ * batch.c: one batch of appends to one stream (PROTOCOL 5.2, 5.2.1, 5.3),
+ * from the segment lock to the commit.
+ *
+ * Appends to one stream are serialised by an exclusive flock() on the
+ * stream's segment file (every call opens its own descriptor, so the lock
+ * works between threads as well as processes, and the kernel drops it when
+ * a process dies). Under that lock the batch validates each append in
+ * arrival order against the committed record and producer state as the
+ * appends before it leave them, writes the accepted bytes past the
+ * committed tail with one pwrite() and one fdatasync(), and hands the new
+ * tail and producer states to the shared commit (commit.c), which lets go
+ * of the lock once they are committed. append.c forms the batches.
+ */
+#include <sys/stat.h>
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "store/store_int.h"
+
+/*
+ * Validates an append against the committed record and producer state
+ * (PROTOCOL 5.2 error precedence, 5.2.1 validation logic). Returns DS_OK
+ * when the append should be written, or an error; a duplicate is DS_OK with
+ * res->duplicate set.
+ */
+static enum ds_err
+validate(const struct ds_rec *r, const struct ds_pstate *ps, int have_ps,
+    const struct ds_append *req, struct ds_append_res *res)
+{
+	const struct ds_producer *p = req->producer;
+	size_t n;
+	int c;
+
+	res->tail = r->info.tail;
+	res->closed = (r->info.flags & DS_F_CLOSED) != 0;
+	if (p && have_ps && p->epoch < ps->epoch) {
+		res->epoch = ps->epoch;
+		return DS_EPRODUCER_STALE;
+	}
+	if (res->closed) {
+		if (p && r->closerlen == p->idlen &&
+		    memcmp(r->closer, p->id, p->idlen) == 0 &&
+		    r->closer_epoch == p->epoch && r->closer_seq == p->seq) {
+			res->duplicate = 1;
+			res->epoch = p->epoch;
+			res->seq = p->seq;
+			return DS_OK;
+		}
+		if (req->len == 0 && req->close) {
+			res->duplicate = 1;
+			if (p) {
+				res->epoch = have_ps ? ps->epoch : p->epoch;
+				res->seq = have_ps ? ps->seq : p->seq;
+			}
+			return DS_OK;
+		}
+		return DS_ECLOSED;
+	}
+	if (req->len > 0 && !req->ctype_ok)
+		return DS_ECTYPE;
+	if (p) {
+		res->epoch = p->epoch;
+		if (!have_ps || p->epoch > ps->epoch) {
+			if (p->seq != 0) {
+				if (have_ps)
+					return DS_EPRODUCER_BADSEQ;
+				res->seq = 0;
+				return DS_EPRODUCER_GAP;
+			}
+		} else if (p->seq <= ps->seq) {
+			res->duplicate = 1;
+			res->seq = ps->seq;
+			return DS_OK;
+		} else if (p->seq != ps->seq + 1) {
+			res->seq = ps->seq + 1;
+			return DS_EPRODUCER_GAP;
+		}
+		res->seq = p->seq;
+	}
+	if (req->seq && r->seqlen > 0) {
+		n = req->seqlen < r->seqlen ? req->seqlen : r->seqlen;
+		c = memcmp(req->seq, r->seq, n);
+		if (c < 0 || (c == 0 && req->seqlen <= r->seqlen))
+			return DS_ESEQ;
+	}
+	return DS_OK;
+}
+
+/*
+ * Cuts a segment back to its committed length own after an append that
+ * will not be committed, so that a refused append leaves nothing behind:
+ * not even unreachable bytes holding space on a full disk.
+ */
+static void
+unwrite(int fd, uint64_t own)
+{
+	if (ftruncate(fd, (off_t)own) == -1)
+		ds_log("ftruncate: %s", strerror(errno));
+}
+
+/*
+ * Writes bytes at own, the segment's committed length, and syncs them. Bytes a
+ * crashed append left past the tail are cut off first (as
+ * ds_store_recover() does for every stream at start-up). On failure
+ * nothing is left past the tail.
+ */
+static enum ds_err
+write_data(int fd, uint64_t own, const void *body, size_t len)
+{
+	struct stat st;
+	int err;
+
+	if (fstat(fd, &st) == -1) {
+		err = errno;
+		ds_log("fstat: %s", strerror(err));
+		return ds_sys_err(err);
+	}
+	if ((uint64_t)st.st_size > own && ftruncate(fd, (off_t)own) == -1) {
+		err = errno;
+		ds_log("ftruncate: %s", strerror(err));
+		return ds_sys_err(err);
+	}
+	if (ds_seg_write(fd, own, body, len) == -1) {
+		err = errno;
+		unwrite(fd, own);
+		return ds_sys_err(err);
+	}
+	if (fdatasync(fd) == -1) {
+		err = errno;
+		ds_log("fdatasync: %s", strerror(err));
+		unwrite(fd, own);
+		return ds_sys_err(err);
+	}
+	return DS_OK;
+}
+
+/* One producer's state as the batch leaves it. */
+struct pslot {
+	char			 key[8 + DS_PRODUCER_MAX];
+	size_t			 keylen;
+	struct ds_pstate	 ps;
+	int			 have;		/* there is a state */
+	int			 dirty;		/* changed by the batch */
+};
+
+/*
+ * Finds the batch's slot for the producer of req, reading its committed
+ * state in txn the first time. Returns NULL with *e set on failure.
+ */
+static struct pslot *
+pslot_get(struct ds_store *s, MDB_txn *txn, uint64_t id,
+    const struct ds_producer *p, struct pslot *slots, int *nslots,
+    enum ds_err *e)
+{
+	struct pslot *sl;
+	char key[8 + DS_PRODUCER_MAX];
+	size_t keylen;
+	MDB_val k, v;
+	int i, rc;
+
+	keylen = ds_producer_key(id, p->id, p->idlen, key);
+	for (i = 0; i < *nslots; i++)
+		if (slots[i].keylen == keylen &&
+		    memcmp(slots[i].key, key, keylen) == 0)
+			return &slots[i];
+	sl = &slots[(*nslots)++];
+	memset(sl, 0, sizeof(*sl));
+	memcpy(sl->key, key, keylen);
+	sl->keylen = keylen;
+	k.mv_data = sl->key;
+	k.mv_size = keylen;
+	rc = mdb_get(txn, s->producers, &k, &v);
+	if (rc == 0 && v.mv_size == sizeof(sl->ps)) {
+		memcpy(&sl->ps, v.mv_data, sizeof(sl->ps));
+		sl->have = 1;
+	} else if (rc != 0 && rc != MDB_NOTFOUND) {
+		*e = ds_mdb_err(__func__, "mdb_get producer", rc);
+		return NULL;
+	}
+	return sl;
+}
+
+/*
+ * The batch failed with e and nothing of it is stored: every append gets
+ * e, but for those validated against the committed state alone (a refusal
+ * or a duplicate of a committed append is true whatever became of the
+ * batch).
+ */
+static void
+fail_batch(struct pending *b, enum ds_err e)
+{
+	for (; b; b = b->next)
+		if (!b->validated || b->accepted || b->provisional) {
+			b->e = e;
+			b->accepted = 0;
+			b->res->duplicate = 0;
+		}
+}
+
+/* A stream's batch, written and synced, as it goes to the shared commit. */
+struct batch_commit {
+	const char		*path;
+	uint64_t		 id;
+	uint64_t		 tail0;		/* the batch's committed state */
+	uint32_t		 closed0;
+	const struct ds_rec	*rec;		/* as the batch leaves it */
+	const struct pslot	*slots;
+	int			 nslots;
+	int			 moved;		/* the tail moved under the lock */
+	int			 fd;		/* the segment, locked */
+};
+
+/*
+ * The batch is committed: the next batch of the stream, in any process,
+ * may validate against it now. Releases the segment lock.
+ */
+static void
+batch_visible(void *arg)
+{
+	struct batch_commit *bc = arg;
+
+	close(bc->fd);
+	bc->fd = -1;
+}
+
+/*
+ * Puts a stream's batch into txn (ds_commit()): its record and the
+ * producer states it changed. Returns DS_OK or an error.
+ */
+static enum ds_err
+apply_batch(struct ds_store *s, MDB_txn *txn, void *arg)
+{
+	struct batch_commit *bc = arg;
+	const struct ds_rec *r = bc->rec;
+	const struct pslot *sl;
+	struct ds_rec c;
+	MDB_val k, v;
+	enum ds_err e;
+	int rc;
+
+	/* A DELETE does not take the segment lock: check the id again. */
+	if ((e = ds_rec_get(s, txn, bc->path, &c)) == DS_OK &&
+	    c.info.id != bc->id)
+		return DS_EREPLACED;
+	if (e != DS_OK)
+		return e;
+	if (c.info.tail != bc->tail0 ||
+	    (c.info.flags & DS_F_CLOSED) != bc->closed0) {
+		/* Only appends move these, and the batch holds the lock. */
+		ds_log("append to %s: committed tail moved under the segment "
+		    "lock (%" PRIu64 " -> %" PRIu64 ")", bc->path, bc->tail0,
+		    c.info.tail);
+		bc->moved = 1;
+		return DS_EIO;
+	}
+	/* Whatever else changed in the record (TTL access, forks) stays. */
+	c.info.tail = r->info.tail;
+	c.info.flags = r->info.flags;
+	c.info.access_ms = r->info.access_ms;
+	memcpy(c.seq, r->seq, r->seqlen);
+	c.seqlen = r->seqlen;
+	memcpy(c.closer, r->closer, r->closerlen);
+	c.closerlen = r->closerlen;
+	c.closer_epoch = r->closer_epoch;
+	c.closer_seq = r->closer_seq;
+	if ((e = ds_rec_put(s, txn, bc->path, &c)) != DS_OK)
+		return e;
+	for (sl = bc->slots; sl < bc->slots + bc->nslots; sl++) {
+		if (!sl->dirty)
+			continue;
+		k.mv_data = (void *)sl->key;
+		k.mv_size = sl->keylen;
+		v.mv_data = (void *)&sl->ps;
+		v.mv_size = sizeof(sl->ps);
+		if ((rc = mdb_put(txn, s->producers, &k, &v, 0)) != 0)
+			return ds_mdb_err(__func__, "mdb_put producer", rc);
+	}
+	return DS_OK;
+}
+
+/*
+ * Runs one batch of appends to stream id at path (see the top). Every
+ * pending gets its result in ->e and ->res. An append validated against
+ * what an earlier one of the batch left (a producer retry answered as a
+ * duplicate of it, say) shares the batch's fate when the write or the
+ * commit fails.
+ */
+void
+ds_batch_run(struct ds_store *s, const char *path, uint64_t id,
+    struct pending *batch)
+{
+	struct pslot slots[BATCH_MAX];
+	struct pending *b;
+	struct batch_commit bc;
+	struct ds_commit cm;
+	struct ds_rec r;
+	const struct ds_producer *p;
+	MDB_txn *txn;
+	struct pslot *sl = NULL;
+	struct ds_pstate none;
+	enum ds_err e = DS_OK;
+	uint64_t tail0, own, len = 0;
+	uint32_t closed0;
+	char *buf = NULL;
+	const void *data = NULL;
+	int fd, nslots = 0, naccepted = 0, written = 0, committed = 0;
+
+	if ((fd = ds_seg_open(s, id, O_RDWR)) == -1) {
+		/* Deleted: is another stream at the path now, or none? */
+		e = DS_EIO;
+		if (errno == ENOENT)
+			e = ds_lookup(s, path, batch->now, &r) == DS_ENOTFOUND ?
+			    DS_ENOTFOUND : DS_EREPLACED;
+		fail_batch(batch, e);
+		return;
+	}
+	if (ds_seg_lock(fd) == -1) {
+		e = DS_EIO;
+		goto out;
+	}
+
+	/*
+	 * Under the lock: the committed state nobody else can change. The
+	 * path may name another stream by now (a DELETE and a PUT do not
+	 * take this lock); its framing is not ours to use.
+	 */
+	if ((e = ds_rd_begin(s, &txn)) != DS_OK)
+		goto out;
+	if ((e = ds_rec_get(s, txn, path, &r)) == DS_OK && r.info.id != id)
+		e = DS_EREPLACED;
+	if (e == DS_OK && (r.info.flags & DS_F_DELETED))
+		e = DS_EGONE;
+	if (e != DS_OK)
+		goto read_done;
+	tail0 = r.info.tail;
+	closed0 = r.info.flags & DS_F_CLOSED;
+	memset(&none, 0, sizeof(none));
+	for (b = batch; b; b = b->next) {
+		p = b->req->producer;
+		sl = NULL;
+		if (p && (sl = pslot_get(s, txn, id, p, slots, &nslots,
+		    &e)) == NULL)
+			goto read_done;
+		b->provisional = naccepted > 0;
+		b->e = validate(&r, sl ? &sl->ps : &none, sl && sl->have,
+		    b->req, b->res);
+		b->validated = 1;
+		if (b->e != DS_OK || b->res->duplicate)
+			continue;
+		b->accepted = 1;
+		naccepted++;
+		len += b->req->len;
+		r.info.tail += b->req->len;
+		r.info.access_ms = b->now;
+		if (b->req->seq) {
+			memcpy(r.seq, b->req->seq, b->req->seqlen);
+			r.seqlen = b->req->seqlen;
+		}
+		if (b->req->close) {
+			r.info.flags |= DS_F_CLOSED;
+			if (p) {
+				memcpy(r.closer, p->id, p->idlen);
+				r.closerlen = p->idlen;
+				r.closer_epoch = p->epoch;
+				r.closer_seq = p->seq;
+			}
+		}
+		if (sl) {
+			sl->ps.epoch = p->epoch;
+			sl->ps.seq = p->seq;
+			sl->ps.access_ms = b->now;
+			sl->have = sl->dirty = 1;
+		}
+		b->res->tail = r.info.tail;
+		b->res->closed = (r.info.flags & DS_F_CLOSED) != 0;
+	}
+read_done:
+	/* A read snapshot is ended, never aborted: it is the thread's. */
+	ds_rd_end(txn);
+	if (e != DS_OK || naccepted == 0)
+		goto out;
+
+	/* One write and one sync for all the accepted bytes. */
+	own = tail0 - r.info.base;
+	if (len > 0) {
+		if (naccepted == 1) {
+			for (b = batch; !b->accepted; b = b->next)
+				;
+			data = b->req->body;
+		} else {
+			if ((buf = malloc(len)) == NULL) {
+				e = DS_ENOMEM;
+				goto out;
+			}
+			len = 0;
+			for (b = batch; b; b = b->next)
+				if (b->accepted && b->req->len > 0) {
+					memcpy(buf + len, b->req->body,
+					    b->req->len);
+					len += b->req->len;
+				}
+			data = buf;
+		}
+		if ((e = write_data(fd, own, data, len)) != DS_OK)
+			goto out;
+		written = 1;	/* from here, undone unless committed */
+	}
+
+	memset(&bc, 0, sizeof(bc));
+	bc.path = path;
+	bc.id = id;
+	bc.tail0 = tail0;
+	bc.closed0 = closed0;
+	bc.rec = &r;
+	bc.slots = slots;
+	bc.nslots = nslots;
+	bc.fd = fd;
+	memset(&cm, 0, sizeof(cm));
+	cm.apply = apply_batch;
+	cm.visible = batch_visible;
+	cm.arg = &bc;
+	ds_commit(s, &cm);
+	e = cm.e;
+	committed = cm.committed;
+	if (bc.moved)
+		written = 0;	/* not ours to cut */
+	fd = bc.fd;	/* -1: committed, and the lock released */
+out:
+	if (written && !committed)
+		unwrite(fd, own);
+	if (e != DS_OK)
+		fail_batch(batch, e);
+	free(buf);
+	if (fd != -1)
+		close(fd);	/* releases the lock */
+}
+
