@@ -243,12 +243,18 @@ apply_batch(struct ds_store *s, MDB_txn *txn, void *arg)
 	enum ds_err e;
 	int rc;
 
-	/* A DELETE does not take the segment lock: check the id again. */
+	/*
+	 * A DELETE (or an expiry) does not take the segment lock: check the
+	 * id again, and whether the stream was deleted meanwhile but kept
+	 * for its forks. Only the closed flag is the batch's to set.
+	 */
 	if ((e = ds_rec_get(s, txn, bc->path, &c)) == DS_OK &&
 	    c.info.id != bc->id)
 		return DS_EREPLACED;
 	if (e != DS_OK)
 		return e;
+	if (c.info.flags & DS_F_DELETED)
+		return DS_EGONE;
 	if (c.info.tail != bc->tail0 ||
 	    (c.info.flags & DS_F_CLOSED) != bc->closed0) {
 		/* Only appends move these, and the batch holds the lock. */
@@ -260,7 +266,8 @@ apply_batch(struct ds_store *s, MDB_txn *txn, void *arg)
 	}
 	/* Whatever else changed in the record (TTL access, forks) stays. */
 	c.info.tail = r->info.tail;
-	c.info.flags = r->info.flags;
+	c.info.flags = (c.info.flags & ~(uint32_t)DS_F_CLOSED) |
+	    (r->info.flags & DS_F_CLOSED);
 	c.info.access_ms = r->info.access_ms;
 	memcpy(c.seq, r->seq, r->seqlen);
 	c.seqlen = r->seqlen;

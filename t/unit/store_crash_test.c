@@ -31,10 +31,13 @@
 #include "t/unit/store_util.h"
 
 enum { ARM_OFF, ARM_BEFORE_META, ARM_AFTER_META, ARM_BATCH_BEFORE_META,
-    ARM_BATCH_AFTER_META };
+    ARM_BATCH_AFTER_META, ARM_DELETE_IN_WRITE };
 
 static volatile int armed;
 static volatile int batch_written;	/* a segment write of >1 append */
+static struct ds_store *delete_store;	/* ARM_DELETE_IN_WRITE: delete */
+static const char *delete_path;		/* this stream from the write */
+static enum ds_err delete_e = DS_EIO;
 
 #define BATCH_THREADS	8
 #define BATCH_SEQS	20
@@ -65,7 +68,14 @@ pwrite(int fd, const void *buf, size_t len, off_t off)
 {
 	ssize_t n;
 
-	if (armed >= ARM_BATCH_BEFORE_META && len > BATCH_BODY &&
+	if (armed == ARM_DELETE_IN_WRITE && fd_is(fd, "/segments/")) {
+		/* A DELETE lands while the append writes (it takes no
+		 * segment lock). */
+		armed = ARM_OFF;
+		delete_e = ds_store_delete(delete_store, delete_path);
+	}
+	if ((armed == ARM_BATCH_BEFORE_META ||
+	    armed == ARM_BATCH_AFTER_META) && len > BATCH_BODY &&
 	    fd_is(fd, "/segments/"))
 		batch_written = 1;
 	if ((armed == ARM_BEFORE_META || (armed == ARM_BATCH_BEFORE_META &&
@@ -329,6 +339,35 @@ test_batch_after_meta(struct ds_store *s)
 	batch_and_die(s, ARM_BATCH_AFTER_META, "batch killed after commit");
 }
 
+/*
+ * A stream with a fork is deleted (kept for the fork) while an append to
+ * it writes its bytes: the append must not bring it back. Its commit
+ * finds the record deleted and answers DS_EGONE.
+ */
+static void
+test_delete_in_write(struct ds_store *s)
+{
+	struct ds_create fk = { .ctype = "text/plain",
+	    .src_path = "del/src" };
+	struct ds_stream_info info;
+	struct ds_append_res res;
+
+	create(s, "del/src", "xx");
+	must_ds(ds_store_create(s, "del/fork", &fk, 1000, &info));
+	delete_store = s;
+	delete_path = "del/src";
+	armed = ARM_DELETE_IN_WRITE;
+	is_int(append(s, "del/src", "AAAA", 0, NULL, NULL, &res), DS_EGONE,
+	    "append that a DELETE overtook: gone");
+	armed = ARM_OFF;
+	is_int(delete_e, DS_OK, "the DELETE itself succeeded");
+	is_int(ds_store_stat(s, "del/src", 1000, &info), DS_EGONE,
+	    "the stream stays deleted");
+	is_int(ds_store_delete(s, "del/fork"), DS_OK, "the fork deleted");
+	is_int(ds_store_stat(s, "del/src", 1000, &info), DS_ENOTFOUND,
+	    "and the source with it");
+}
+
 static const struct {
 	const char	*name;
 	void		(*fn)(struct ds_store *);
@@ -340,6 +379,7 @@ static const struct {
 	{ "after-meta-producer", test_after_meta_producer },
 	{ "batch-before-meta", test_batch_before_meta },
 	{ "batch-after-meta", test_batch_after_meta },
+	{ "delete-in-write", test_delete_in_write },
 };
 
 int
