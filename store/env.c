@@ -3,12 +3,12 @@
  * transactions, per-thread read snapshots, the metadata reserve and the
  * lock file's blocks; and the error strings and logging every file uses.
  *
- * Group commit. The environment runs with MDB_NOSYNC so that LMDB's single
- * writer lock is never held across a sync; each writer calls
- * mdb_env_sync() after its commit instead (ds_txn_commit_sync()), and
- * concurrent writers share the flushes (the kernel returns at once when
- * the pages are already clean). No lock is held across any fsync that
- * another stream has to wait for.
+ * Syncs. The environment runs with MDB_NOSYNC so that LMDB's single writer
+ * lock is never held across a sync; a writer calls mdb_env_sync() after
+ * its commit instead (ds_txn_commit_sync(), or commit.c's shared commit
+ * for appends and creates), and concurrent writers share the flushes (the
+ * kernel returns at once when the pages are already clean). No lock is
+ * held across any fsync that another stream has to wait for.
  */
 #include <sys/stat.h>
 
@@ -106,22 +106,18 @@ ds_txn_begin(struct ds_store *s, unsigned flags, MDB_txn **txn)
 }
 
 /*
- * Commits a write transaction and flushes it (see the top of the file).
- * *committed (may be NULL) tells whether the commit happened: a failed sync
- * after it leaves it visible, so the caller must not undo what it names,
- * and the error is DS_EIO, never DS_ENOSPC ("nothing was stored").
+ * Commits a write transaction and flushes it (see the top of the file). A
+ * failed sync after the commit leaves it visible: the error is then
+ * DS_EIO, never DS_ENOSPC ("nothing was stored"). Appends and creates
+ * commit through commit.c instead, which does the same for many at once.
  */
 enum ds_err
-ds_txn_commit_sync(struct ds_store *s, MDB_txn *txn, int *committed)
+ds_txn_commit_sync(struct ds_store *s, MDB_txn *txn)
 {
 	int rc;
 
-	if (committed)
-		*committed = 0;
 	if ((rc = mdb_txn_commit(txn)) != 0)
 		return ds_mdb_err(__func__, "mdb_txn_commit", rc);
-	if (committed)
-		*committed = 1;
 	if ((rc = mdb_env_sync(s->env, 1)) != 0) {
 		ds_mdb_err(__func__, "mdb_env_sync", rc);
 		return DS_EIO;
@@ -438,7 +434,7 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 		mdb_txn_abort(txn);
 		goto out;
 	}
-	if ((e = ds_txn_commit_sync(s, txn, NULL)) != DS_OK)
+	if ((e = ds_txn_commit_sync(s, txn)) != DS_OK)
 		goto out;
 	*out = s;
 	return DS_OK;

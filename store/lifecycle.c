@@ -98,7 +98,7 @@ expire(struct ds_store *s, const char *path, uint64_t id, int64_t now)
 		mdb_txn_abort(txn);
 		return;
 	}
-	if (ds_txn_commit_sync(s, txn, NULL) == DS_OK)
+	if (ds_txn_commit_sync(s, txn) == DS_OK)
 		unlink_doomed(s, &d);
 }
 
@@ -387,7 +387,7 @@ ds_store_delete(struct ds_store *s, const char *path)
 		goto abort;
 	}
 	/* No ds_meta_reserve(): a delete may use the reserve (it frees). */
-	if ((e2 = ds_txn_commit_sync(s, txn, NULL)) != DS_OK)
+	if ((e2 = ds_txn_commit_sync(s, txn)) != DS_OK)
 		return e2;
 	unlink_doomed(s, &d);
 	return e;

@@ -96,7 +96,7 @@ enum ds_err ds_sys_err(int err);
 enum ds_err ds_mdb_err(const char *fn, const char *what, int rc);
 enum ds_err ds_meta_reserve(struct ds_store *);
 enum ds_err ds_txn_begin(struct ds_store *, unsigned flags, MDB_txn **);
-enum ds_err ds_txn_commit_sync(struct ds_store *, MDB_txn *, int *committed);
+enum ds_err ds_txn_commit_sync(struct ds_store *, MDB_txn *);
 enum ds_err ds_rd_begin(struct ds_store *, MDB_txn **);
 void	ds_rd_end(MDB_txn *);
 
