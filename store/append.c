@@ -127,13 +127,9 @@ ds_store_append(struct ds_store *s, const char *path,
 		pthread_mutex_unlock(&s->aq_mu);
 		ds_batch_run(s, path, q->id, batch);
 		pthread_mutex_lock(&s->aq_mu);
-		while (batch) {
-			struct pending *next = batch->next;
-
-			batch->res->id = q->id;
+		/* Under the mutex: no owner returns before it is let go. */
+		for (; batch; batch = batch->next)
 			batch->done = 1;
-			batch = next;
-		}
 		q->busy = 0;
 		pthread_cond_broadcast(&q->cv);
 	}
