@@ -291,6 +291,36 @@ apply_batch(struct ds_store *s, MDB_txn *txn, void *arg)
 }
 
 /*
+ * Opens the segment of stream id, found missing at path, into *fd. The
+ * stream was deleted (DS_ENOTFOUND or DS_EGONE, or DS_EREPLACED when
+ * another stream has the path now), or it has no byte yet and so no file: then the file
+ * is made, and *created says whether by this call. Whatever happens to the
+ * stream after this look, the check under the segment lock catches.
+ */
+static enum ds_err
+open_unborn(struct ds_store *s, const char *path, uint64_t id, int64_t now,
+    int *fd, int *created)
+{
+	struct ds_rec r;
+	enum ds_err e;
+
+	e = ds_lookup(s, path, now, &r);
+	if (e != DS_OK && e != DS_EGONE)
+		return e;
+	if (r.info.id != id)
+		return DS_EREPLACED;
+	if (e == DS_EGONE)
+		return e;	/* soft-deleted, kept for its forks */
+	if (r.info.tail != r.info.base) {
+		ds_log("%s: segment missing", path);
+		return DS_EIO;
+	}
+	if ((*fd = ds_seg_open_new(s, id, created)) == -1)
+		return ds_sys_err(errno);
+	return DS_OK;
+}
+
+/*
  * Runs one batch of appends to stream id at path (see the top). Every
  * pending gets its result in ->e and ->res. An append validated against
  * what an earlier one of the batch left (a producer retry answered as a
@@ -316,15 +346,15 @@ ds_batch_run(struct ds_store *s, const char *path, uint64_t id,
 	char *buf = NULL;
 	const void *data = NULL;
 	int fd, nslots = 0, naccepted = 0, written = 0, committed = 0;
+	int created = 0;
 
 	if ((fd = ds_seg_open(s, id, O_RDWR)) == -1) {
-		/* Deleted: is another stream at the path now, or none? */
-		e = DS_EIO;
-		if (errno == ENOENT)
-			e = ds_lookup(s, path, batch->now, &r) == DS_ENOTFOUND ?
-			    DS_ENOTFOUND : DS_EREPLACED;
-		fail_batch(batch, e);
-		return;
+		e = errno == ENOENT ? open_unborn(s, path, id, batch->now, &fd,
+		    &created) : DS_EIO;
+		if (e != DS_OK) {
+			fail_batch(batch, e);
+			return;
+		}
 	}
 	if (ds_seg_lock(fd) == -1) {
 		e = DS_EIO;
@@ -416,6 +446,11 @@ read_done:
 		if ((e = write_data(fd, own, data, len)) != DS_OK)
 			goto out;
 		written = 1;	/* from here, undone unless committed */
+		/* The stream's first bytes: its file may be new (see above). */
+		if (own == 0 && ds_seg_sync_dir(s, id) == -1) {
+			e = ds_sys_err(errno);
+			goto out;
+		}
 	}
 
 	memset(&bc, 0, sizeof(bc));
@@ -440,6 +475,10 @@ read_done:
 out:
 	if (written && !committed)
 		unwrite(fd, own);
+	/* A file made for a stream deleted meanwhile: nobody else will. */
+	if (created && (e == DS_ENOTFOUND || e == DS_EREPLACED ||
+	    e == DS_EGONE))
+		ds_seg_unlink(s, id);
 	if (e != DS_OK)
 		fail_batch(batch, e);
 	free(buf);

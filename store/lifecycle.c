@@ -302,13 +302,13 @@ apply_create(struct ds_store *s, MDB_txn *txn, void *arg)
 
 /*
  * One attempt at storing the stream r at path under a new random id: the
- * segment file with the body, then, in the shared commit, a transaction
- * that checks the path again (someone may have created it since
- * create_rec() looked), drops an expired stream there, pins a fork's
- * source and adds the id entry and the record (apply_create()). Sets
- * *again, leaving nothing behind, when the id is taken already. Until the
- * commit, the segment file is unlinked on the way out; after it, the
- * record names the file, even when the sync fails.
+ * segment file with the body (none without a body: see segment.c), then,
+ * in the shared commit, a transaction that checks the path again (someone
+ * may have created it since create_rec() looked), drops an expired stream
+ * there, pins a fork's source and adds the id entry and the record
+ * (apply_create()). Sets *again, leaving nothing behind, when the id is
+ * taken already. Until the commit, the segment file is unlinked on the way
+ * out; after it, the record names the file, even when the sync fails.
  */
 static enum ds_err
 create_once(struct ds_store *s, const char *path, const struct ds_create *req,
@@ -319,7 +319,7 @@ create_once(struct ds_store *s, const char *path, const struct ds_create *req,
 	uint64_t id = new_id();
 
 	*again = 0;
-	if (ds_seg_create(s, id, req->body, req->len) == -1)
+	if (req->len > 0 && ds_seg_create(s, id, req->body, req->len) == -1)
 		return ds_sys_err(errno);
 	r->info.id = id;
 	memset(&cc, 0, sizeof(cc));
@@ -337,7 +337,7 @@ create_once(struct ds_store *s, const char *path, const struct ds_create *req,
 		unlink_doomed(s, &cc.d);
 		*out = r->info;
 	}
-	if (!cm.committed)
+	if (!cm.committed && req->len > 0)
 		ds_seg_unlink(s, id);
 	return cm.e;
 }

@@ -142,6 +142,8 @@ int	ds_seg_path(const struct ds_store *, uint64_t id, char *buf, size_t sz);
 int	ds_seg_create(struct ds_store *, uint64_t id, const void *body,
 	    size_t len);
 int	ds_seg_open(const struct ds_store *, uint64_t id, int flags);
+int	ds_seg_open_new(struct ds_store *, uint64_t id, int *created);
+int	ds_seg_sync_dir(const struct ds_store *, uint64_t id);
 int	ds_seg_lock(int fd);
 int	ds_seg_write(int fd, uint64_t at, const void *buf, size_t len);
 int	ds_seg_read(int fd, uint64_t at, void *buf, size_t len);
