@@ -35,6 +35,23 @@ sub park {
 	return $sock;
 }
 
+# started(\@socks, $limit): how many of the sockets received a response head within $limit
+# seconds (an SSE reader then holds its thread).  Reads what came, leaves the sockets open.
+sub started {
+	my ($socks, $limit) = @_;
+	my (%buf, $n);
+	my $sel = IO::Select->new(@$socks);
+	my $t0 = time;
+	while ($sel->count && time < $t0 + $limit) {
+		for my $h ($sel->can_read(0.02)) {
+			sysread($h, my $chunk, 65536) or do { $sel->remove($h); next };
+			$buf{$h} .= $chunk;
+			if ($buf{$h} =~ m{^HTTP/1\.1 200}) { $n++; $sel->remove($h) }
+		}
+	}
+	return $n // 0;
+}
+
 # arrivals(\@socks, $needle, $t0, $limit): seconds after $t0 at which each socket's data
 # contained $needle (undef when it never did within $limit seconds).
 sub arrivals {
@@ -193,7 +210,7 @@ subtest 'SSE: readers keep a thread each for the stream and give it back when th
 	my $mode = 'sse';
 	my $tl = tail_of($w, 'live/b');
 	my @p = map { park($w, 'live/b', $tl, $mode) } 1 .. 4;
-	sleep 0.5;
+	is(started(\@p, 5), 4, "$mode: 4 readers got their stream's head");
 	my $h = HTTP::Tiny->new(timeout => 1.5, keep_alive => 0);
 	my $r = $h->request(HEAD => $w->url('live/b'));
 	ok($r->{status} != 200, "$mode: 4 parked readers hold all 4 threads (HEAD got $r->{status})");
