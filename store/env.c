@@ -376,7 +376,7 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 		return DS_ENOMEM;
 	s->segdirfd = -1;
 	pthread_mutex_init(&s->aq_mu, NULL);
-	pthread_cond_init(&s->cq_cv, NULL);
+	pthread_mutex_init(&s->cq_mu, NULL);
 	s->cq_tailp = &s->cq;
 	if (snprintf(meta, sizeof(meta), "%s/meta", cfg->dir) >=
 	    (int)sizeof(meta) ||
@@ -455,7 +455,7 @@ ds_store_close(struct ds_store *s)
 	if (s->segdirfd != -1)
 		close(s->segdirfd);
 	pthread_mutex_destroy(&s->aq_mu);
-	pthread_cond_destroy(&s->cq_cv);
+	pthread_mutex_destroy(&s->cq_mu);
 	free(s->segdir);
 	free(s);
 }

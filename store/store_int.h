@@ -31,11 +31,11 @@ struct ds_store {
 	unsigned	 psize;		/* LMDB page size */
 	uint64_t	 reserved;	/* data.mdb pages known allocated */
 	int		 no_reserve;	/* fallocate() unsupported here */
-	pthread_mutex_t	 aq_mu;		/* guards aq and cq* */
+	pthread_mutex_t	 aq_mu;		/* guards aq */
+	pthread_mutex_t	 cq_mu;		/* guards cq* */
 	struct ds_aq	*aq;		/* appends queued by stream (append.c) */
 	struct ds_commit *cq, **cq_tailp; /* changes waiting (commit.c) */
 	int		 cq_busy;	/* one of them is committing */
-	pthread_cond_t	 cq_cv;
 };
 
 /*
@@ -118,6 +118,7 @@ struct ds_commit {
 	enum ds_err	 e;
 	int		 committed;
 	int		 done;
+	pthread_cond_t	 cv;		/* its owner waits here */
 	struct ds_commit *next;
 };
 void	ds_commit(struct ds_store *, struct ds_commit *);
@@ -182,6 +183,7 @@ struct pending {
 	int			 provisional;	/* validated against state of
 						   this batch not yet
 						   committed */
+	pthread_cond_t		 cv;		/* its owner waits here */
 	struct pending		*next;
 };
 
