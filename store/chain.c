@@ -13,22 +13,24 @@
 
 /*
  * Builds the chain of r up to end. A plain stream is one level and needs no
- * transaction; a fork reads its sources in one read snapshot.
+ * transaction; a fork reads its sources in the read snapshot rtxn that r
+ * came from, or (rtxn NULL) in one of its own.
  */
 enum ds_err
-ds_chain_build(struct ds_store *s, const struct ds_rec *r, uint64_t end,
-    struct ds_chain *c)
+ds_chain_build(struct ds_store *s, MDB_txn *rtxn, const struct ds_rec *r,
+    uint64_t end, struct ds_chain *c)
 {
 	char spath[DS_PATH_MAX + 1];
 	struct ds_rec cur = *r, src;
-	MDB_txn *txn = NULL;
+	MDB_txn *txn = rtxn;
 	enum ds_err e = DS_OK;
 
 	c->n = 1;
 	c->lv[0].id = r->info.id;
 	c->lv[0].base = r->info.base;
 	c->lv[0].end = end;
-	if (r->info.src_id != 0 && (e = ds_rd_begin(s, &txn)) != DS_OK)
+	if (r->info.src_id != 0 && txn == NULL &&
+	    (e = ds_rd_begin(s, &txn)) != DS_OK)
 		return e;
 	while (cur.info.src_id != 0) {
 		if (c->n == DS_CHAIN_MAX) {
@@ -51,7 +53,7 @@ ds_chain_build(struct ds_store *s, const struct ds_rec *r, uint64_t end,
 		c->n++;
 		cur = src;
 	}
-	if (txn)
+	if (txn && txn != rtxn)
 		ds_rd_end(txn);
 	return e;
 }

@@ -27,19 +27,34 @@ ds_store_read(struct ds_store *s, const char *path, uint64_t from,
 {
 	struct ds_rec r;
 	struct ds_chain c;
+	MDB_txn *txn;
 	enum ds_err e;
+	int live;
 
 	*data = NULL;
 	*len = 0;
-	if ((e = ds_lookup(s, path, now, &r)) != DS_OK)
+	/* The record and its fork chain from one read snapshot. */
+	if ((e = ds_rd_begin(s, &txn)) != DS_OK)
 		return e;
+	e = ds_rec_get(s, txn, path, &r);
+	live = e == DS_OK && !(r.info.flags & DS_F_DELETED) &&
+	    !ds_expired(&r.info, now);
+	if (live)
+		e = ds_chain_build(s, txn, &r, r.info.tail, &c);
+	ds_rd_end(txn);
+	if (e != DS_OK)
+		return e;
+	if (!live) {
+		/* Gone, or expired: ds_lookup() says which (and drops it). */
+		if ((e = ds_lookup(s, path, now, &r)) != DS_OK ||
+		    (e = ds_chain_build(s, NULL, &r, r.info.tail, &c)) != DS_OK)
+			return e;
+	}
 	*info = r.info;
 	if (from == DS_POS_NOW)
 		from = r.info.tail;
 	if (from > r.info.tail)
 		return DS_EOFFSET;
-	if ((e = ds_chain_build(s, &r, r.info.tail, &c)) != DS_OK)
-		return e;
 	if (from < r.info.tail && max > 0)
 		e = ds_read_stitched(s, &c, from, r.info.tail, max,
 		    (r.info.flags & DS_F_MSG) != 0, data, len);

@@ -228,22 +228,25 @@ ds_seg_sync_dir(const struct ds_store *s, uint64_t id)
 	return 0;
 }
 
-/* Opens a stream's segment. Returns the fd, or -1 (errno kept). */
+/*
+ * Opens a stream's segment, by its name under the segment directory (a
+ * two-step lookup, whatever the depth of the data directory). Returns the
+ * fd, or -1 (errno kept).
+ */
 int
 ds_seg_open(const struct ds_store *s, uint64_t id, int flags)
 {
-	char path[4096];
+	char name[32];
 	int fd, saved;
 
-	if (ds_seg_path(s, id, path, sizeof(path)) == -1) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	while ((fd = open(path, flags | O_CLOEXEC)) == -1 && errno == EINTR)
+	snprintf(name, sizeof(name), "%02x/%016" PRIx64 ".seg",
+	    (unsigned)(id >> 56), id);
+	while ((fd = openat(s->segdirfd, name, flags | O_CLOEXEC)) == -1 &&
+	    errno == EINTR)
 		;
 	if (fd == -1 && errno != ENOENT) {
 		saved = errno;
-		ds_log("open %s: %s", path, strerror(errno));
+		ds_log("open %s/%s: %s", s->segdir, name, strerror(errno));
 		errno = saved;
 	}
 	return fd;

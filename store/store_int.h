@@ -151,8 +151,8 @@ int	ds_seg_read(int fd, uint64_t at, void *buf, size_t len);
 int	ds_seg_unlink(const struct ds_store *, uint64_t id);
 
 /* chain.c */
-enum ds_err ds_chain_build(struct ds_store *, const struct ds_rec *,
-	    uint64_t end, struct ds_chain *);
+enum ds_err ds_chain_build(struct ds_store *, MDB_txn *rtxn,
+	    const struct ds_rec *, uint64_t end, struct ds_chain *);
 enum ds_err ds_chain_boundary(struct ds_store *, const struct ds_chain *,
 	    uint64_t p);
 enum ds_err ds_resolve_fork_point(struct ds_store *, const struct ds_chain *,
@@ -162,6 +162,7 @@ enum ds_err ds_read_stitched(struct ds_store *, const struct ds_chain *,
 	    size_t *len);
 
 /* lifecycle.c: ds_store_create(), ds_store_delete() */
+int	ds_expired(const struct ds_stream_info *, int64_t now);
 enum ds_err ds_lookup(struct ds_store *, const char *path, int64_t now,
 	    struct ds_rec *);
 
