@@ -275,7 +275,8 @@ apply_batch(struct ds_store *s, MDB_txn *txn, void *arg)
 	c.closerlen = r->closerlen;
 	c.closer_epoch = r->closer_epoch;
 	c.closer_seq = r->closer_seq;
-	if ((e = ds_rec_put(s, txn, bc->path, &c)) != DS_OK)
+	if ((e = ds_index_point(s, txn, &c, r->info.access_ms)) != DS_OK ||
+	    (e = ds_rec_put(s, txn, bc->path, &c)) != DS_OK)
 		return e;
 	for (sl = bc->slots; sl < bc->slots + bc->nslots; sl++) {
 		if (!sl->dirty)

@@ -29,6 +29,7 @@ ds_chain_build(struct ds_store *s, MDB_txn *rtxn, const struct ds_rec *r,
 	c->lv[0].id = r->info.id;
 	c->lv[0].base = r->info.base;
 	c->lv[0].end = end;
+	c->lv[0].first = ds_own_first(r);
 	if (r->info.src_id != 0 && txn == NULL &&
 	    (e = ds_rd_begin(s, &txn)) != DS_OK)
 		return e;
@@ -44,6 +45,7 @@ ds_chain_build(struct ds_store *s, MDB_txn *rtxn, const struct ds_rec *r,
 			break;
 		c->lv[c->n].id = src.info.id;
 		c->lv[c->n].base = src.info.base;
+		c->lv[c->n].first = ds_own_first(&src);
 		/*
 		 * A fork of a fork may branch below its source's own
 		 * range: each level serves at most up to the one above.
@@ -56,6 +58,24 @@ ds_chain_build(struct ds_store *s, MDB_txn *rtxn, const struct ds_rec *r,
 	if (txn && txn != rtxn)
 		ds_rd_end(txn);
 	return e;
+}
+
+/*
+ * The earliest position the chain serves whole: the own level's trimmed
+ * start, or, while a level keeps all it serves, that of the level below
+ * (a fork sees what its source's retention keeps).
+ */
+uint64_t
+ds_chain_first(const struct ds_chain *c)
+{
+	int i;
+
+	for (i = 0; i < c->n; i++) {
+		if (c->lv[i].first > c->lv[i].base || i == c->n - 1)
+			return c->lv[i].first < c->lv[i].end ? c->lv[i].first :
+			    c->lv[i].end;
+	}
+	return 0;
 }
 
 /* The level that serves position p (p below the chain's end). */
@@ -121,6 +141,9 @@ ds_chain_boundary(struct ds_store *s, const struct ds_chain *c, uint64_t p)
 		if (p == c->lv[i].base && (i == 0 || c->lv[i].base <
 		    c->lv[i].end))
 			return DS_OK;
+	/* A trim ends on an append boundary, and what is below is gone. */
+	if (p == ds_chain_first(c))
+		return DS_OK;
 	l = chain_level(c, p - 1);
 	if ((fd = ds_seg_open(s, l->id, O_RDONLY)) == -1)
 		return errno == ENOENT ? DS_ENOTFOUND : DS_EIO;
@@ -181,7 +204,7 @@ out:
  * Resolves a fork point (PROTOCOL 4.2): the offset at, refined by sub
  * bytes (byte streams) or sub records (message streams), within the source
  * chain c whose tail is tail. DS_EOFFSET when it falls past the tail, or
- * off a record end.
+ * off a record end; DS_ETRIMMED below what the chain retains.
  */
 enum ds_err
 ds_resolve_fork_point(struct ds_store *s, const struct ds_chain *c,
@@ -194,6 +217,8 @@ ds_resolve_fork_point(struct ds_store *s, const struct ds_chain *c,
 
 	if (at > tail)
 		return DS_EOFFSET;
+	if (at < ds_chain_first(c))
+		return DS_ETRIMMED;
 	if (msg && at > 0 && (e = ds_chain_boundary(s, c, at)) != DS_OK)
 		return e;
 	if (!msg) {

@@ -42,6 +42,7 @@ static const char *const errtab[] = {
 	[DS_EDEPTH] = "fork chain would be too deep",
 	[DS_ENOSPC] = "no space left on the data volume",
 	[DS_ESOURCE_GONE] = "the source stream is deleted",
+	[DS_ETRIMMED] = "offset is before the earliest retained position",
 };
 
 const char *
@@ -429,7 +430,8 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 	if ((rc = mdb_dbi_open(txn, "streams", MDB_CREATE, &s->streams)) ||
 	    (rc = mdb_dbi_open(txn, "ids", MDB_CREATE, &s->ids)) ||
 	    (rc = mdb_dbi_open(txn, "producers", MDB_CREATE,
-	    &s->producers))) {
+	    &s->producers)) ||
+	    (rc = mdb_dbi_open(txn, "times", MDB_CREATE, &s->times))) {
 		e = ds_mdb_err(__func__, "mdb_dbi_open", rc);
 		mdb_txn_abort(txn);
 		goto out;

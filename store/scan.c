@@ -78,7 +78,10 @@ recover_tail(struct ds_store *s, MDB_txn *txn, const char *path,
 	int fd;
 
 	(void)txn;
-	if (r == NULL || (fd = ds_seg_open(s, r->info.id, O_RDWR)) == -1)
+	if (r == NULL)
+		return 0;
+	ds_punch_all(s, r);	/* finishes a trim a crash cut short */
+	if ((fd = ds_seg_open(s, r->info.id, O_RDWR)) == -1)
 		return 0;
 	if (ds_seg_lock(fd) == 0 && fstat(fd, &st) == 0 &&
 	    (uint64_t)st.st_size > r->info.tail - r->info.base) {
@@ -163,7 +166,8 @@ struct verify {
 
 /*
  * Checks a stream's own segment against its record: the file holds every
- * committed byte, and in a message stream the bytes are whole records,
+ * committed byte, and in a message stream the retained bytes (below the
+ * earliest retained position they are punched out) are whole records,
  * each of which msg_ok (when given) accepts. Returns the problems found,
  * each logged.
  */
@@ -171,13 +175,19 @@ static unsigned
 verify_segment(struct ds_store *s, const char *path, const struct ds_rec *r,
     int (*msg_ok)(const char *, size_t))
 {
-	uint64_t own = r->info.tail - r->info.base, at = 0;
+	uint64_t own = r->info.tail - r->info.base;
+	uint64_t at = ds_own_first(r) - r->info.base;	/* trimmed below */
 	size_t have = 0, cap = 1 << 20, n;
 	char *buf = NULL, *nb, *p, *nl;
 	unsigned bad = 0;
 	struct stat st;
 	int fd;
 
+	if (r->first > r->info.tail) {
+		ds_log("%s: trimmed to %" PRIu64 ", past the tail %" PRIu64,
+		    path, r->first, r->info.tail);
+		return 1;
+	}
 	if ((fd = ds_seg_open(s, r->info.id, O_RDONLY)) == -1) {
 		if (errno == ENOENT && own == 0)
 			return 0;	/* no byte yet, so no file */

@@ -26,6 +26,8 @@ struct ds_store {
 	MDB_dbi		 streams;	/* path -> record */
 	MDB_dbi		 ids;		/* id (8 bytes) -> path */
 	MDB_dbi		 producers;	/* id (8 bytes) + producer id -> state */
+	MDB_dbi		 times;		/* id (8) + position (8, big-endian)
+					   -> ms: append boundaries (retain.c) */
 	char		*segdir;	/* <dir>/segments */
 	int		 segdirfd;	/* open directory, for fsync */
 	unsigned	 psize;		/* LMDB page size */
@@ -60,6 +62,12 @@ struct ds_rec {
 	size_t		closerlen;	/* 0: not closed by a producer */
 	char		seq[DS_SEQ_MAX + 1];
 	char		closer[DS_PRODUCER_MAX + 1];
+	/* Retention (retain.c); all 0 in a stream never trimmed. */
+	uint64_t	first;		/* own data below it is trimmed */
+	uint64_t	prev_first;	/* first before the last trim */
+	int64_t		first_ms;	/* when the last trim was committed */
+	uint64_t	idx_off;	/* the last index point... */
+	int64_t		idx_ms;		/* ...and its time */
 };
 
 /* Producer state, stored as-is. */
@@ -80,6 +88,7 @@ struct ds_level {
 	uint64_t	id;
 	uint64_t	base;		/* first position in this segment */
 	uint64_t	end;		/* positions this level serves end here */
+	uint64_t	first;		/* retained from here (retention) */
 };
 
 struct ds_chain {
@@ -135,6 +144,8 @@ enum ds_err ds_rec_put(struct ds_store *, MDB_txn *, const char *path,
 	    const struct ds_rec *);
 enum ds_err ds_rec_remove(struct ds_store *, MDB_txn *, const char *path,
 	    uint64_t id);
+enum ds_err ds_del_prefix(MDB_txn *, MDB_dbi, uint64_t id,
+	    const uint64_t *below);
 size_t	ds_producer_key(uint64_t id, const char *pid, size_t pidlen,
 	    char *buf);
 
@@ -150,7 +161,14 @@ int	ds_seg_write(int fd, uint64_t at, const void *buf, size_t len);
 int	ds_seg_read(int fd, uint64_t at, void *buf, size_t len);
 int	ds_seg_unlink(const struct ds_store *, uint64_t id);
 
+/* retain.c: ds_store_trim(), ds_store_punch() */
+uint64_t ds_own_first(const struct ds_rec *);
+enum ds_err ds_index_point(struct ds_store *, MDB_txn *, struct ds_rec *,
+	    int64_t now);
+enum ds_err ds_punch_all(struct ds_store *, const struct ds_rec *);
+
 /* chain.c */
+uint64_t ds_chain_first(const struct ds_chain *);
 enum ds_err ds_chain_build(struct ds_store *, MDB_txn *rtxn,
 	    const struct ds_rec *, uint64_t end, struct ds_chain *);
 enum ds_err ds_chain_boundary(struct ds_store *, const struct ds_chain *,
