@@ -58,7 +58,8 @@ usage(void)
 	    "               [--sse-heartbeat MS] [--listen PATH] "
 	    "[-n|--check]\n"
 	    "               [--recover [--orphan-age S]] [--verify] [--list]\n"
-	    "               [--test-hooks]\n");
+	    "               [--retention FILE [--retention-interval MS]] "
+	    "[--test-hooks]\n");
 	exit(2);
 }
 
@@ -181,6 +182,8 @@ main(int argc, char *argv[])
 		{ "list", no_argument, NULL, 'A' },
 		{ "orphan-age", required_argument, NULL, 'O' },
 		{ "test-hooks", no_argument, NULL, 'T' },
+		{ "retention", required_argument, NULL, 'P' },
+		{ "retention-interval", required_argument, NULL, 'I' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct ds_store_cfg scfg;
@@ -192,7 +195,8 @@ main(int argc, char *argv[])
 	enum ds_err e;
 	unsigned i, truncated, removed, nstreams, problems;
 	int ch, sig, check = 0, recover = 0, verify = 0, list = 0, waited;
-	unsigned orphan_age = 60;
+	unsigned orphan_age = 60, retention_ms = 10000;
+	const char *retention = NULL;
 
 	while ((ch = getopt_long(argc, argv, "n", opts, NULL)) != -1) {
 		switch (ch) {
@@ -250,6 +254,13 @@ main(int argc, char *argv[])
 		case 'T':
 			cfg.test_hooks = 1;
 			break;
+		case 'P':
+			retention = optarg;
+			break;
+		case 'I':
+			retention_ms = (unsigned)parse_size(
+			    "--retention-interval", optarg, 100, 86400000);
+			break;
 		case 'O':
 			orphan_age = (unsigned)parse_size("--orphan-age", optarg,
 			    0, 86400 * 365);
@@ -265,6 +276,10 @@ main(int argc, char *argv[])
 		return 2;
 	}
 
+	if (retention && ds_retention_check(retention) == -1) {
+		ds_app_log("--retention %s has errors (above)", retention);
+		return 2;
+	}
 	memset(&scfg, 0, sizeof(scfg));
 	scfg.dir = cfg.data_dir;
 	if ((e = ds_store_open(&scfg, &store)) != DS_OK) {
@@ -335,6 +350,11 @@ main(int argc, char *argv[])
 	sigaddset(&set, SIGPIPE);
 	if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) {
 		ds_app_log("pthread_sigmask failed");
+		return 1;
+	}
+	if (retention && ds_retention_start(store, retention, cfg.data_dir,
+	    retention_ms) == -1) {
+		ds_app_log("cannot start the retention thread");
 		return 1;
 	}
 	if (ds_lot_start() == -1)
