@@ -195,7 +195,7 @@ main(int argc, char *argv[])
 	enum ds_err e;
 	unsigned i, truncated, removed, nstreams, problems;
 	int ch, sig, check = 0, recover = 0, verify = 0, list = 0, waited;
-	unsigned orphan_age = 60, retention_ms = 10000;
+	unsigned orphan_age = 60, retention_ms = 1000;
 	const char *retention = NULL;
 
 	while ((ch = getopt_long(argc, argv, "n", opts, NULL)) != -1) {

@@ -18,7 +18,7 @@
  *
  * Every worker runs the thread; the one that holds an flock() on
  * DATA/retention.lock does the work (another takes over when it dies).
- * Each pass, every interval, it re-reads the file when it changed (a file
+ * Each pass, every interval (--retention-interval, 1 s), it re-reads the file when it changed (a file
  * with errors is logged and the policies before it stay), punches out the
  * bytes the previous pass trimmed and trims each stream a policy matches.
  */
@@ -247,6 +247,7 @@ struct work {
 	const struct policy **pol;
 	size_t		  n, cap;
 	const struct policies *ps;
+	const struct policy *only;	/* the policy being scanned */
 };
 
 static int
@@ -256,7 +257,8 @@ collect(const char *path, const struct ds_stream_info *i, void *arg)
 	const struct policy *p;
 	void *np, *npol;
 
-	if ((i->flags & DS_F_DELETED) || (p = match(w->ps, path)) == NULL)
+	/* A longer prefix's policy has it (scanned in its own turn). */
+	if ((i->flags & DS_F_DELETED) || (p = match(w->ps, path)) != w->only)
 		return 0;
 	if (w->n == w->cap) {
 		w->cap = w->cap ? w->cap * 2 : 64;
@@ -326,12 +328,15 @@ pass(struct trimmer *t)
 	reload(t);
 	memset(&w, 0, sizeof(w));
 	w.ps = &t->ps;
-	if (t->ps.n == 0 ||
-	    (e = ds_store_foreach(t->store, collect, &w)) != DS_OK) {
-		if (t->ps.n)
+	/* Only the streams under a policy's prefix are looked at. */
+	for (i = 0; i < t->ps.n; i++) {
+		w.only = &t->ps.v[i];
+		if ((e = ds_store_foreach_prefix(t->store, w.only->prefix,
+		    collect, &w)) != DS_OK) {
 			ds_app_log("retention: listing streams: %s",
 			    ds_strerror(e));
-		goto out;
+			goto out;
+		}
 	}
 	for (i = 0; i < w.n; i++) {
 		clock_gettime(CLOCK_REALTIME, &ts);

@@ -4,6 +4,7 @@
  * renewal that a read counts as (PROTOCOL 5.1).
  */
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "store/store_int.h"
 
@@ -37,6 +38,24 @@ snapshot(struct ds_store *s, const char *path, int64_t now, struct ds_rec *r,
 	}
 	r->info.first = ds_chain_first(c);
 	return DS_OK;
+}
+
+/*
+ * After a read from a trimmed stream: was from still retained when the
+ * read ended? A trim committed meanwhile may have had its bytes punched
+ * out under the read (retain.c); then the read answers DS_ETRIMMED.
+ */
+static enum ds_err
+still_there(struct ds_store *s, const char *path, int64_t now, uint64_t id,
+    uint64_t from)
+{
+	struct ds_rec r;
+	struct ds_chain c;
+	enum ds_err e;
+
+	if ((e = snapshot(s, path, now, &r, &c)) != DS_OK || r.info.id != id)
+		return e == DS_OK ? DS_ENOTFOUND : e;
+	return from < r.info.first ? DS_ETRIMMED : DS_OK;
 }
 
 enum ds_err
@@ -80,6 +99,12 @@ ds_store_read(struct ds_store *s, const char *path, uint64_t from,
 		    (r.info.flags & DS_F_MSG) != 0, data, len);
 	else if ((r.info.flags & DS_F_MSG) && from > r.info.first)
 		e = ds_chain_boundary(s, &c, from);
+	if (e == DS_OK && r.info.first > 0 && (e = still_there(s, path, now,
+	    r.info.id, from)) != DS_OK) {
+		free(*data);
+		*data = NULL;
+		*len = 0;
+	}
 	if (e == DS_OK && (r.info.flags & DS_F_TTL))
 		ds_store_touch(s, path, now);
 	return e;

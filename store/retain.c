@@ -6,9 +6,11 @@
  * A trim commits the new earliest position first; from then on no read
  * asks for the bytes below it. Bytes are punched out of the segment file
  * (fallocate(FALLOC_FL_PUNCH_HOLE), which keeps the file's size, so file
- * offsets stay positions) only when no reader can still be on them: those
- * below the earliest position before the last trim at once, the rest once
- * the trim is grace_ms old. A crash anywhere leaves the old or the new
+ * offsets stay positions) only when no reader can be misled by them: a
+ * read of a stream trimmed before checks the earliest position again
+ * after it read, and answers DS_ETRIMMED rather than bytes a punch may
+ * have zeroed under it; a stream's first trim waits grace_ms for readers
+ * that looked before it. A crash anywhere leaves the old or the new
  * earliest position committed, and bytes at worst unpunched, which the
  * next punch or ds_store_recover() frees.
  */
@@ -193,7 +195,13 @@ ds_store_punch(struct ds_store *s, const char *path, int64_t now,
 	ds_rd_end(txn);
 	if (e != DS_OK)
 		return e;
-	upto = now - r.first_ms >= grace_ms ? ds_own_first(&r) : r.prev_first;
+	/*
+	 * A reader of a stream trimmed before re-checks the earliest
+	 * position after it read (ds_store_read()); one that looked before
+	 * the first trim does not, and has grace_ms to finish.
+	 */
+	upto = r.prev_first > r.info.base || now - r.first_ms >= grace_ms ?
+	    ds_own_first(&r) : r.prev_first;
 	if (upto <= r.info.base)
 		return DS_OK;
 	return punch(s, r.info.id, upto - r.info.base);

@@ -33,9 +33,10 @@ seg_name_id(const char *name, uint64_t *id)
  * decode, after logging it). Stops early when fn returns nonzero.
  */
 static enum ds_err
-each_record(struct ds_store *s, int (*fn)(struct ds_store *, MDB_txn *,
-    const char *, struct ds_rec *, void *), void *arg)
+each_record(struct ds_store *s, const char *prefix, int (*fn)(struct ds_store *,
+    MDB_txn *, const char *, struct ds_rec *, void *), void *arg)
 {
+	size_t plen = prefix ? strlen(prefix) : 0;
 	char path[DS_PATH_MAX + 1];
 	struct ds_rec r;
 	MDB_txn *txn;
@@ -51,8 +52,13 @@ each_record(struct ds_store *s, int (*fn)(struct ds_store *, MDB_txn *,
 		ds_rd_end(txn);
 		return ds_mdb_err(__func__, "mdb_cursor_open", rc);
 	}
-	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
-	    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+	k.mv_data = (void *)prefix;
+	k.mv_size = plen;
+	for (rc = mdb_cursor_get(c, &k, &v, plen ? MDB_SET_RANGE : MDB_FIRST);
+	    rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		if (plen && (k.mv_size < plen ||
+		    memcmp(k.mv_data, prefix, plen) != 0))
+			break;
 		bad = k.mv_size > DS_PATH_MAX || ds_rec_decode(&v, &r) == -1;
 		if (bad)
 			ds_log("%.*s: undecodable record", (int)k.mv_size,
@@ -110,7 +116,7 @@ ds_store_recover(struct ds_store *s, unsigned min_age_s, unsigned *truncated,
 	uint64_t id;
 	time_t now = time(NULL);
 
-	if ((e = each_record(s, recover_tail, &t)) != DS_OK)
+	if ((e = each_record(s, NULL, recover_tail, &t)) != DS_OK)
 		return e;
 	if ((d = opendir(s->segdir)) == NULL) {
 		ds_log("opendir %s: %s", s->segdir, strerror(errno));
@@ -305,7 +311,7 @@ ds_store_verify(struct ds_store *s, int (*msg_ok)(const char *, size_t),
 	size_t i;
 	int depth;
 
-	if ((e = each_record(s, verify_one, &vf)) != DS_OK || vf.nomem) {
+	if ((e = each_record(s, NULL, verify_one, &vf)) != DS_OK || vf.nomem) {
 		free(vf.v);
 		return e != DS_OK ? e : DS_ENOMEM;
 	}
@@ -370,14 +376,24 @@ foreach_one(struct ds_store *s, MDB_txn *txn, const char *path,
 
 	(void)s;
 	(void)txn;
-	return r ? f->fn(path, &r->info, f->arg) : 0;
+	if (r == NULL)
+		return 0;
+	r->info.first = ds_own_first(r);
+	return f->fn(path, &r->info, f->arg);
 }
 
 enum ds_err
 ds_store_foreach(struct ds_store *s, int (*fn)(const char *,
     const struct ds_stream_info *, void *), void *arg)
 {
+	return ds_store_foreach_prefix(s, "", fn, arg);
+}
+
+enum ds_err
+ds_store_foreach_prefix(struct ds_store *s, const char *prefix,
+    int (*fn)(const char *, const struct ds_stream_info *, void *), void *arg)
+{
 	struct foreach f = { fn, arg };
 
-	return each_record(s, foreach_one, &f);
+	return each_record(s, prefix, foreach_one, &f);
 }

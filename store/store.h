@@ -152,6 +152,11 @@ DS_EXPORT enum ds_err ds_store_verify(struct ds_store *,
 DS_EXPORT enum ds_err ds_store_foreach(struct ds_store *,
 	    int (*fn)(const char *path, const struct ds_stream_info *,
 	    void *arg), void *arg);
+/* The same for the paths that start with prefix. info->first is the
+ * stream's own earliest retained position. */
+DS_EXPORT enum ds_err ds_store_foreach_prefix(struct ds_store *,
+	    const char *prefix, int (*fn)(const char *path,
+	    const struct ds_stream_info *, void *arg), void *arg);
 
 /*
  * Reads a stream's metadata. Expired streams (PROTOCOL 5.1 TTL/Expires-At)
@@ -321,10 +326,10 @@ DS_EXPORT enum ds_err ds_store_trim(struct ds_store *, const char *path,
 	    const struct ds_retention *, int64_t now_ms, uint64_t *first);
 
 /*
- * Frees the disk space of the stream's trimmed bytes that no reader can
- * be reading any more: those below the earliest retained position before
- * the last trim, and all trimmed bytes once that trim is grace_ms old.
- * Idempotent; ds_store_recover() punches everything trimmed.
+ * Frees the disk space of the stream's trimmed bytes: all of them, except
+ * after its first trim, which waits grace_ms for readers that looked
+ * before it (later readers check the earliest position again after they
+ * read). Idempotent; ds_store_recover() punches everything trimmed.
  */
 DS_EXPORT enum ds_err ds_store_punch(struct ds_store *, const char *path,
 	    int64_t now_ms, int64_t grace_ms);
