@@ -37,6 +37,7 @@ struct rec_ext {
 	uint64_t	first;
 	uint64_t	prev_first;
 	int64_t		first_ms;
+	uint64_t	first_txn;
 	uint64_t	idx_off;
 	int64_t		idx_ms;
 };
@@ -73,6 +74,7 @@ ds_rec_encode(const struct ds_rec *r, char *buf, size_t bufsz)
 	x.first = r->first;
 	x.prev_first = r->prev_first;
 	x.first_ms = r->first_ms;
+	x.first_txn = r->first_txn;
 	x.idx_off = r->idx_off;
 	x.idx_ms = r->idx_ms;
 	n = sizeof(f) + sizeof(x) + ctlen + r->seqlen + r->closerlen;
@@ -113,6 +115,7 @@ ds_rec_decode(const MDB_val *v, struct ds_rec *r)
 	r->first = x.first;
 	r->prev_first = x.prev_first;
 	r->first_ms = x.first_ms;
+	r->first_txn = x.first_txn;
 	r->idx_off = x.idx_off;
 	r->idx_ms = x.idx_ms;
 	r->info.id = f.id;

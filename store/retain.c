@@ -16,6 +16,7 @@
  */
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <unistd.h>
 
@@ -130,6 +131,7 @@ ds_store_trim(struct ds_store *s, const char *path,
 	MDB_txn *txn;
 	enum ds_err e;
 	uint64_t to;
+	int rc;
 
 	*first = 0;
 	if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
@@ -146,17 +148,43 @@ ds_store_trim(struct ds_store *s, const char *path,
 	r.prev_first = ds_own_first(&r);
 	r.first = to;
 	r.first_ms = now;
+	r.first_txn = mdb_txn_id(txn);
 	if ((e = ds_meta_reserve(s)) != DS_OK ||
 	    (e = ds_del_prefix(txn, s->times, r.info.id, &to)) != DS_OK ||
 	    (e = ds_rec_put(s, txn, path, &r)) != DS_OK)
 		goto abort;
-	if ((e = ds_txn_commit_sync(s, txn)) != DS_OK)
-		return e;
+	/* No sync: the punch makes it durable first (see durable()). */
+	if ((rc = mdb_txn_commit(txn)) != 0)
+		return ds_mdb_err(__func__, "mdb_txn_commit", rc);
 	*first = to;
 	return DS_OK;
 abort:
 	mdb_txn_abort(txn);
 	return e;
+}
+
+/*
+ * Makes the commit of transaction txnid durable, if no sync of this
+ * process has yet. A trim commits without a sync (a pass trims many
+ * streams); its bytes are punched only after its new earliest position is
+ * on disk, so a power loss can never bring back a position whose bytes
+ * are gone. One sync covers every trim committed before it.
+ */
+static enum ds_err
+durable(struct ds_store *s, uint64_t txnid)
+{
+	MDB_envinfo ei;
+	int rc;
+
+	if (txnid <= atomic_load(&s->durable_txn))
+		return DS_OK;
+	if ((rc = mdb_env_info(s->env, &ei)) != 0)
+		return ds_mdb_err(__func__, "mdb_env_info", rc);
+	if ((rc = mdb_env_sync(s->env, 1)) != 0)
+		return ds_mdb_err(__func__, "mdb_env_sync", rc);
+	if (ei.me_last_txnid > atomic_load(&s->durable_txn))
+		atomic_store(&s->durable_txn, ei.me_last_txnid);
+	return DS_OK;
 }
 
 /* Punches [0, len) of the segment of stream id, in whole blocks. */
@@ -204,6 +232,8 @@ ds_store_punch(struct ds_store *s, const char *path, int64_t now,
 	    ds_own_first(&r) : r.prev_first;
 	if (upto <= r.info.base)
 		return DS_OK;
+	if ((e = durable(s, r.first_txn)) != DS_OK)
+		return e;
 	return punch(s, r.info.id, upto - r.info.base);
 }
 
@@ -212,7 +242,11 @@ enum ds_err
 ds_punch_all(struct ds_store *s, const struct ds_rec *r)
 {
 	uint64_t upto = ds_own_first(r);
+	enum ds_err e;
 
-	return upto > r->info.base ? punch(s, r->info.id, upto - r->info.base) :
-	    DS_OK;
+	if (upto <= r->info.base)
+		return DS_OK;
+	if ((e = durable(s, r->first_txn)) != DS_OK)
+		return e;
+	return punch(s, r->info.id, upto - r->info.base);
 }

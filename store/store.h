@@ -319,8 +319,9 @@ struct ds_retention {
  * Moves the earliest retained position of the stream at path as far as
  * the policy allows: to the furthest index point that the size limit, the
  * age limit or before asks for, never backwards. *first gets the earliest
- * retained position after the call. The freed bytes are not punched out
- * yet: readers that looked before the trim may still be reading them.
+ * retained position after the call. The commit is not synced (a pass
+ * trims many streams; ds_store_punch() syncs before it punches), and the
+ * freed bytes are not punched out yet.
  */
 DS_EXPORT enum ds_err ds_store_trim(struct ds_store *, const char *path,
 	    const struct ds_retention *, int64_t now_ms, uint64_t *first);

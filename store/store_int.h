@@ -38,6 +38,7 @@ struct ds_store {
 	struct ds_aq	*aq;		/* appends queued by stream (append.c) */
 	struct ds_commit *cq, **cq_tailp; /* changes waiting (commit.c) */
 	int		 cq_busy;	/* one of them is committing */
+	_Atomic uint64_t durable_txn;	/* synced up to here (retain.c) */
 };
 
 /*
@@ -66,6 +67,7 @@ struct ds_rec {
 	uint64_t	first;		/* own data below it is trimmed */
 	uint64_t	prev_first;	/* first before the last trim */
 	int64_t		first_ms;	/* when the last trim was committed */
+	uint64_t	first_txn;	/* ...and in which transaction */
 	uint64_t	idx_off;	/* the last index point... */
 	int64_t		idx_ms;		/* ...and its time */
 };
