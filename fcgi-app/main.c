@@ -46,6 +46,23 @@ static struct ds_store	*store;
 static int		 listen_fd;
 static atomic_int	 busy;		/* requests being served */
 static atomic_int	 stopping;
+static atomic_int	 accepting;	/* threads in FCGX_Accept_r() */
+static pthread_t	*servers;	/* the --threads threads */
+static sigset_t		 wake_set;	/* SIGUSR1: out of accept() */
+
+/*
+ * A worker told to stop must not accept another connection: the listening
+ * socket is the whole pool's, and a request it took now would die with
+ * it. Its threads wait in accept() with SIGUSR1 unblocked (and blocked
+ * while they serve, so that no request's I/O is interrupted); on stop the
+ * main thread sends them SIGUSR1, which (no SA_RESTART, and
+ * FCGI_FAIL_ACCEPT_ON_INTR) makes accept() fail with EINTR.
+ */
+static void
+wake_noop(int sig)
+{
+	(void)sig;
+}
 
 static void
 usage(void)
@@ -104,7 +121,8 @@ serve(void *arg)
 	while (!atomic_load(&stopping)) {
 		/* Fresh ones at first and when the lot kept the last. */
 		if (fr == NULL && (fr = malloc(sizeof(*fr))) != NULL &&
-		    FCGX_InitRequest(fr, listen_fd, 0) != 0) {
+		    FCGX_InitRequest(fr, listen_fd,
+		    FCGI_FAIL_ACCEPT_ON_INTR) != 0) {
 			free(fr);
 			fr = NULL;
 		}
@@ -115,7 +133,11 @@ serve(void *arg)
 			sleep(1);
 			continue;
 		}
-		rc = FCGX_Accept_r(fr);
+		atomic_fetch_add(&accepting, 1);
+		pthread_sigmask(SIG_UNBLOCK, &wake_set, NULL);
+		rc = atomic_load(&stopping) ? -EINTR : FCGX_Accept_r(fr);
+		pthread_sigmask(SIG_BLOCK, &wake_set, NULL);
+		atomic_fetch_sub(&accepting, 1);
 		if (rc < 0) {
 			/*
 			 * EMFILE and friends: wait and retry; a thread
@@ -190,7 +212,6 @@ main(int argc, char *argv[])
 	struct rlimit rl;
 	struct stat st;
 	pthread_attr_t attr;
-	pthread_t tid;
 	sigset_t set;
 	enum ds_err e;
 	unsigned i, truncated, removed, nstreams, problems;
@@ -348,7 +369,12 @@ main(int argc, char *argv[])
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGPIPE);
-	if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) {
+	sigemptyset(&wake_set);
+	sigaddset(&wake_set, SIGUSR1);
+	sigaddset(&set, SIGUSR1);	/* unblocked only around accept() */
+	if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0 ||
+	    sigaction(SIGUSR1, &(struct sigaction){ .sa_handler = wake_noop },
+	    NULL) != 0) {
 		ds_app_log("pthread_sigmask failed");
 		return 1;
 	}
@@ -362,9 +388,14 @@ main(int argc, char *argv[])
 		    "long-polls wait in their threads", strerror(errno));
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, 256 * 1024);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	/* Joinable, never joined: pthread_kill() must stay valid on them. */
+	if ((servers = calloc(cfg.threads, sizeof(*servers))) == NULL) {
+		ds_app_log("out of memory");
+		return 1;
+	}
 	for (i = 0; i < cfg.threads; i++) {
-		if ((errno = pthread_create(&tid, &attr, serve, NULL)) != 0) {
+		if ((errno = pthread_create(&servers[i], &attr, serve, NULL)) !=
+		    0) {
 			ds_app_log("pthread_create: %s", strerror(errno));
 			return 1;
 		}
@@ -383,6 +414,16 @@ main(int argc, char *argv[])
 	}
 	atomic_store(&stopping, 1);
 	FCGX_ShutdownPending();
+	/*
+	 * Out of accept(), every thread waiting there (see wake_noop()):
+	 * again every 10 ms, for one that was on its way in, for 1 s at most.
+	 */
+	for (waited = 0; atomic_load(&accepting) > 0 && waited < 100;
+	    waited++) {
+		for (i = 0; i < cfg.threads; i++)
+			pthread_kill(servers[i], SIGUSR1);
+		nanosleep(&(struct timespec){ 0, 10 * 1000000L }, NULL);
+	}
 	ds_lot_drain(1000);
 	/* Let requests in flight finish, for at most five seconds. */
 	for (waited = 0; atomic_load(&busy) > 0 && waited < 500; waited++)
