@@ -139,21 +139,15 @@ seg_dir(struct ds_store *s, uint64_t id, char *dir, size_t sz)
 int
 ds_seg_create(struct ds_store *s, uint64_t id, const void *body, size_t len)
 {
-	char path[4096], dir[4096];
 	const char *what = NULL;
-	int fd, err;
+	int fd, err, created;
 
-	if (seg_dir(s, id, dir, sizeof(dir)) == -1)
+	if ((fd = ds_seg_open_new(s, id, &created)) == -1)
 		return -1;
-	if (ds_seg_path(s, id, path, sizeof(path)) == -1) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-	if (fd == -1) {
-		err = errno;
-		ds_log("open %s: %s", path, strerror(err));
-		errno = err;
+	if (!created) {
+		close(fd);
+		ds_log("segment %016" PRIx64 " exists already", id);
+		errno = EEXIST;
 		return -1;
 	}
 	if (ds_seg_write(fd, 0, body, len) == -1)
@@ -162,13 +156,14 @@ ds_seg_create(struct ds_store *s, uint64_t id, const void *body, size_t len)
 		what = "fdatasync";
 	err = errno;
 	close(fd);
-	if (what == NULL && sync_dir(dir) == -1) {
+	if (what == NULL && ds_seg_sync_dir(s, id) == -1) {
 		what = "fsync directory";
 		err = errno;
 	}
 	if (what != NULL) {
-		ds_log("%s %s: %s", what, path, strerror(err));
-		unlink(path);
+		ds_log("%s of segment %016" PRIx64 ": %s", what, id,
+		    strerror(err));
+		ds_seg_unlink(s, id);
 		errno = err;
 		return -1;
 	}

@@ -103,16 +103,14 @@ fallocate(int fd, int mode, off_t off, off_t len)
  * die at the given moment. Returns 1 when the child died by SIGKILL.
  */
 /*
- * Trims stream t to at most 100,000 bytes in a child process (punching what
- * an earlier trim left, with punch), armed to die at the given moment.
- * Returns 1 when the child died by SIGKILL.
+ * Runs fn on a store of its own in a child process, armed to die at the
+ * given moment. Returns 1 when the child died by SIGKILL.
  */
 static int
-trim_and_die(int when, int punch)
+run_and_die(int when, void (*fn)(struct ds_store *, const void *),
+    const void *arg)
 {
-	struct ds_retention pol = { .max_bytes = 100000 };
 	struct ds_store *c;
-	uint64_t first;
 	pid_t pid;
 	int st;
 
@@ -122,36 +120,54 @@ trim_and_die(int when, int punch)
 	if (pid == 0) {
 		c = open_store(store_dir);
 		armed = when;
-		if (punch)
-			ds_store_punch(c, "t", 5000, 0);
-		else
-			ds_store_trim(c, "t", &pol, 5000, &first);
+		fn(c, arg);
 		_exit(0);	/* not reached when the hook fired */
 	}
 	must(waitpid(pid, &st, 0) != -1, "waitpid");
 	return WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL;
 }
 
+struct append_args {
+	const char			*path, *body;
+	int				 close;
+	const struct ds_producer	*p;
+};
+
+static void
+do_append(struct ds_store *c, const void *arg)
+{
+	const struct append_args *a = arg;
+	struct ds_append_res res;
+
+	append(c, a->path, a->body, a->close, a->p, NULL, &res);
+}
+
 static int
 append_and_die(int when, const char *path, const char *body, int close,
     const struct ds_producer *p)
 {
-	struct ds_append_res res;
-	struct ds_store *c;
-	pid_t pid;
-	int st;
+	struct append_args a = { path, body, close, p };
 
-	fflush(stdout);
-	fflush(stderr);
-	must((pid = fork()) != -1, "fork");
-	if (pid == 0) {
-		c = open_store(store_dir);
-		armed = when;
-		append(c, path, body, close, p, NULL, &res);
-		_exit(0);	/* not reached when the hook fired */
-	}
-	must(waitpid(pid, &st, 0) != -1, "waitpid");
-	return WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL;
+	return run_and_die(when, do_append, &a);
+}
+
+/* Trims stream t to at most 100,000 bytes. */
+static void
+do_trim(struct ds_store *c, const void *arg)
+{
+	struct ds_retention pol = { .max_bytes = 100000 };
+	uint64_t first;
+
+	(void)arg;
+	ds_store_trim(c, "t", &pol, 5000, &first);
+}
+
+/* Punches what a trim of stream t left. */
+static void
+do_punch(struct ds_store *c, const void *arg)
+{
+	(void)arg;
+	ds_store_punch(c, "t", 5000, 0);
 }
 
 static void
@@ -390,7 +406,8 @@ check_trim_crash(struct ds_store *s, int when, int punch, const char *what)
 
 		must_ds(ds_store_trim(s, "t", &pol, 2000, &first));
 	}
-	ok(trim_and_die(when, punch), "%s: killed", what);
+	ok(run_and_die(when, punch ? do_punch : do_trim, NULL), "%s: killed",
+	    what);
 	is_int(ds_store_stat(s, "t", 5000, &info), DS_OK, "%s: stat", what);
 	ok(info.first == 0 || (info.first % 1000 == 0 &&
 	    300000 - info.first <= 100000), "%s: earliest %llu is the old or "
