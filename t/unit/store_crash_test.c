@@ -99,10 +99,6 @@ fallocate(int fd, int mode, off_t off, off_t len)
 }
 
 /*
- * Runs one append in a child process with its own environment, armed to
- * die at the given moment. Returns 1 when the child died by SIGKILL.
- */
-/*
  * Runs fn on a store of its own in a child process, armed to die at the
  * given moment. Returns 1 when the child died by SIGKILL.
  */
