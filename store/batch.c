@@ -342,8 +342,8 @@ ds_batch_run(struct ds_store *s, const char *path, uint64_t id,
 	struct pslot *sl = NULL;
 	struct ds_pstate none;
 	enum ds_err e = DS_OK;
-	uint64_t tail0, own, len = 0;
-	uint32_t closed0;
+	uint64_t tail0 = 0, own = 0, len = 0;
+	uint32_t closed0 = 0;
 	char *buf = NULL;
 	const void *data = NULL;
 	int fd, nslots = 0, naccepted = 0, written = 0, committed = 0;
