@@ -62,7 +62,7 @@ usage(void)
 	    "               [--sse-heartbeat MS] [--listen PATH] "
 	    "[-n|--check]\n"
 	    "               [--recover [--orphan-age S]] [--verify] [--list]\n"
-	    "               [--test-hooks] [--webhook-loopback] "
+	    "               [--test-hooks] [--[no-]webhook-loopback] "
 	    "[--public-url URL]\n"
 	    "               [--webhook-retry-base MS] "
 	    "[--webhook-retry-max MS]\n");
@@ -210,6 +210,7 @@ main(int argc, char *argv[])
 		{ "orphan-age", required_argument, NULL, 'O' },
 		{ "test-hooks", no_argument, NULL, 'T' },
 		{ "webhook-loopback", no_argument, NULL, 'W' },
+		{ "no-webhook-loopback", no_argument, NULL, 'w' },
 		{ "public-url", required_argument, NULL, 'P' },
 		{ "webhook-retry-base", required_argument, NULL, 'B' },
 		{ "webhook-retry-max", required_argument, NULL, 'M' },
@@ -284,6 +285,9 @@ main(int argc, char *argv[])
 			break;
 		case 'W':
 			cfg.webhook_loopback = 1;
+			break;
+		case 'w':	/* the last of the two wins */
+			cfg.webhook_loopback = 0;
 			break;
 		case 'P':
 			cfg.public_url = public_url(optarg);
