@@ -189,8 +189,7 @@ struct pending {
 void	ds_batch_run(struct ds_store *, const char *path, uint64_t id,
 	    struct pending *batch);
 
-/* subs.c: ds_glob_match(), ds_sub_create(), ds_sub_get(), ds_sub_delete(),
- * ds_sub_link_add(), ds_sub_link_remove(), ds_sub_foreach(),
+/* subs.c: ds_sub_create(), ds_sub_get(), ds_sub_delete(), ds_sub_foreach(),
  * ds_store_secret() */
 /* A link as stored. */
 struct ds_link_rec {
@@ -203,8 +202,17 @@ enum ds_err ds_sub_load(struct ds_store *, MDB_txn *, const char *id,
 	    struct ds_sub *);
 enum ds_err ds_sub_store(struct ds_store *, MDB_txn *, const char *id,
 	    const struct ds_sub *);
+enum ds_err ds_sub_begin_live(struct ds_store *, const char *id,
+	    MDB_txn **, struct ds_sub *);
+
+/* sublinks.c: ds_glob_match(), ds_sub_link_add(), ds_sub_link_remove() */
 enum ds_err ds_sub_links(struct ds_store *, MDB_txn *, uint64_t sid,
 	    struct ds_sub_link **, size_t *);
+enum ds_err ds_links_drop(struct ds_store *, MDB_txn *, uint64_t sid);
+enum ds_err ds_link_at_tail(struct ds_store *, MDB_txn *, uint64_t sid,
+	    const char *path, uint32_t kind);
+enum ds_err ds_links_backfill(struct ds_store *, MDB_txn *,
+	    const struct ds_sub *);
 enum ds_err ds_sub_link_put(struct ds_store *, MDB_txn *, uint64_t sid,
 	    const char *path, const struct ds_link_rec *);
 int	ds_sub_pending(const struct ds_sub_link *, size_t n);
