@@ -43,11 +43,26 @@ static pthread_mutex_t		 mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t		 cv;
 static int			 kicked;
 static atomic_int		 sends;
+static atomic_int		 nsubs = 1;	/* subscriptions at the last look */
 
+/* A subscription was created here: kicks count from now on. */
+void
+ds_deliver_sub_added(void)
+{
+	atomic_store(&nsubs, 1);
+}
+
+/*
+ * Wakes the delivery thread: this worker committed something that may
+ * have made work. With no subscription at the last look, an append costs
+ * one atomic load: a subscription created by another worker since then is
+ * seen within a tick (it links streams at their tails, so it has no work
+ * of its own to deliver at once).
+ */
 void
 ds_deliver_kick(void)
 {
-	if (store == NULL)
+	if (store == NULL || atomic_load(&nsubs) == 0)
 		return;
 	pthread_mutex_lock(&mu);
 	kicked = 1;
@@ -216,7 +231,10 @@ out:
 	return rc;
 }
 
-/* Steps one subscription; *next (ms) is lowered to its due time. */
+/*
+ * Steps one subscription: next[0] (ms) is lowered to its due time,
+ * next[1] counts the subscriptions seen.
+ */
 static int
 step(const char *id, const struct ds_sub *unused, void *arg)
 {
@@ -229,6 +247,7 @@ step(const char *id, const struct ds_sub *unused, void *arg)
 	enum ds_err e;
 
 	(void)unused;
+	next[1]++;
 	if ((s = malloc(sizeof(*s))) == NULL)
 		return 0;
 	e = ds_sub_step(store, id, now, me, SEND_MS, &issued, &due,
@@ -269,22 +288,28 @@ static void *
 loop(void *arg)
 {
 	struct timespec ts;
-	int64_t next, now;
+	int64_t next[2], now;	/* when to look again; subscriptions seen */
 	enum ds_err e;
 
 	(void)arg;
 	for (;;) {
 		now = ds_now_ms();
-		next = now + TICK_MS;
-		if (atomic_load(&sends) < SENDS_MAX &&
-		    (e = ds_sub_foreach(store, step, &next)) != DS_OK)
-			ds_app_log("subscriptions: %s", ds_strerror(e));
-		if (next < now + 10)
-			next = now + 10;
+		next[0] = now + TICK_MS;
+		next[1] = 0;
+		if (atomic_load(&sends) < SENDS_MAX) {
+			if ((e = ds_sub_foreach(store, step, next)) != DS_OK)
+				ds_app_log("subscriptions: %s", ds_strerror(e));
+			else
+				atomic_store(&nsubs, next[1] > 0);
+		}
+		if (next[0] < now + 10)
+			next[0] = now + 10;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		next -= ds_now_ms();
-		ts.tv_sec += next / 1000;
-		ts.tv_nsec += (long)(next % 1000) * 1000000L;
+		next[0] -= ds_now_ms();
+		if (next[0] < 0)
+			next[0] = 0;
+		ts.tv_sec += next[0] / 1000;
+		ts.tv_nsec += (long)(next[0] % 1000) * 1000000L;
 		if (ts.tv_nsec >= 1000000000L) {
 			ts.tv_sec++;
 			ts.tv_nsec -= 1000000000L;

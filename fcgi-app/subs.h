@@ -36,6 +36,7 @@ void	ds_subs_callback(struct ds_req *, const char *id, const char *op);
 /* deliver.c */
 int	ds_deliver_start(struct ds_store *, const struct ds_cfg *);
 void	ds_deliver_kick(void);
+void	ds_deliver_sub_added(void);
 
 /* webhook.c */
 enum ds_url_verdict { DS_URL_OK, DS_URL_BAD, DS_URL_REJECTED };

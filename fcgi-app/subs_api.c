@@ -347,9 +347,10 @@ sub_put(struct ds_req *r, const char *id)
 	hash_str(&st, desc);
 	crypto_generichash_final(&st, sub->hash, sizeof(sub->hash));
 	e = ds_sub_create(r->store, id, sub, paths, n, old);
-	if (e == DS_OK)
+	if (e == DS_OK) {
+		ds_deliver_sub_added();
 		answer_sub(r, 201, id, root);
-	else if (e == DS_EEXIST && sodium_memcmp(old->hash, sub->hash,
+	} else if (e == DS_EEXIST && sodium_memcmp(old->hash, sub->hash,
 	    sizeof(sub->hash)) == 0)
 		answer_sub(r, 200, id, root);
 	else if (e == DS_EEXIST)
