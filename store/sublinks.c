@@ -381,7 +381,12 @@ ds_sub_on_create(struct ds_store *s, MDB_txn *txn, const char *path,
 			continue;
 		memcpy(sid, k.mv_data, k.mv_size);
 		sid[k.mv_size] = '\0';
-		if ((e = ds_sub_load(s, txn, sid, sub)) != DS_OK)
+		/* A record that does not decode (logged) blocks no create. */
+		if ((e = ds_sub_load(s, txn, sid, sub)) == DS_ECORRUPT) {
+			e = DS_OK;
+			continue;
+		}
+		if (e != DS_OK)
 			break;
 		if (sub->flags & DS_SUB_F_DELETED)
 			continue;
