@@ -2,6 +2,7 @@
 # Bad input to the __ds routes, against a stack run as production runs it (ds-fcgi
 # --no-webhook-loopback after scripts/run's development flag):
 #  - every refused webhook URL form gets 400 WEBHOOK_URL_REJECTED and stores nothing
+#    (and URLs of this server come from --public-url when it is given)
 #    (PROTOCOL 6.2, 12.8), and a name that resolves to loopback is refused when connecting;
 #  - invalid JSON, wrong types, unknown fields, huge bodies, bad percent-encoding, missing,
 #    forged or misused tokens on every route get a 4xx with an error document, and the
@@ -15,7 +16,9 @@ use JSON::PP;
 use Time::HiRes qw(time sleep);
 use Stack;
 
-my $s = Stack->start(workers => 2, threads => 8, args => [ '--', '--no-webhook-loopback' ]);
+my $PUB = 'https://streams.example.com/api/v1/stream';
+my $s = Stack->start(workers => 2, threads => 8,
+	args => [ '--', '--no-webhook-loopback', '--public-url', "$PUB/" ]);
 my $J = { 'Content-Type' => 'application/json' };
 my $T = JSON::PP::true;
 
@@ -51,6 +54,8 @@ subtest 'refused webhook URLs store nothing' => sub {
 	my $r = $s->req(PUT => '__ds/subscriptions/good-url', $J,
 		encode_json({ type => 'webhook', pattern => 'x/*', webhook => { url => 'https://example.com:8443/h?q=1' } }));
 	is($r->{status}, 201, 'a public https URL is taken');
+	is(eval { decode_json($r->{content})->{webhook}{signing}{jwks_url} }, "$PUB/__ds/jwks.json",
+		'jwks_url is made from --public-url (its trailing slash dropped)');
 	$s->must(204, DELETE => '__ds/subscriptions/good-url');
 };
 
