@@ -4,7 +4,10 @@
  *
  *   the Ed25519 webhook signing key, published as a JWK Set; its kid is
  *   "ds_" and the first 16 characters of the base64url SHA-256 of the
- *   public key, so it is stable for the key's life;
+ *   public key, so it is stable for the key's life. ds-fcgi
+ *   --rotate-webhook-key makes a new one; the old public key stays in
+ *   the JWK Set for DS_KEY_KEEP_MS more, past the receivers' replay window
+ *   (PROTOCOL 6.5), as one of at most RETIRED_MAX retired keys;
  *
  *   the token key: callback and claim tokens are
  *   base64url(payload || HMAC-SHA-256(key, payload)), payload = sid,
@@ -24,28 +27,49 @@
 #include "fcgi-app/log.h"
 #include "fcgi-app/subs.h"
 
+#define PAYLOAD		25
+#define B64		sodium_base64_VARIANT_URLSAFE_NO_PADDING
+#define KEY_NAME	"webhook-ed25519"
+#define RETIRED_NAME	"webhook-ed25519-retired"
+#define RETIRED_MAX	4
+
+/* A retired public key, stored as-is, published until until_ms. */
+struct retired {
+	unsigned char	pk[crypto_sign_PUBLICKEYBYTES];
+	int64_t		until_ms;
+};
+
 static unsigned char	sign_sk[crypto_sign_SECRETKEYBYTES];
 static unsigned char	token_key[crypto_auth_hmacsha256_KEYBYTES];
 static char		kid[DS_KID_MAX];
+static struct retired	retired[RETIRED_MAX];
+static char		retired_kid[RETIRED_MAX][DS_KID_MAX];
+static size_t		nretired;
 
-#define PAYLOAD	25
-#define B64	sodium_base64_VARIANT_URLSAFE_NO_PADDING
+static void
+kid_of(const unsigned char *pk, char out[DS_KID_MAX])
+{
+	unsigned char h[crypto_hash_sha256_BYTES];
+	char b64[sodium_base64_ENCODED_LEN(sizeof(h), B64)];
+
+	crypto_hash_sha256(h, pk, crypto_sign_PUBLICKEYBYTES);
+	sodium_bin2base64(b64, sizeof(b64), h, sizeof(h), B64);
+	snprintf(out, DS_KID_MAX, "ds_%.16s", b64);
+}
 
 int
 ds_keys_load(struct ds_store *s)
 {
 	unsigned char pk[crypto_sign_PUBLICKEYBYTES];
 	unsigned char sk[crypto_sign_SECRETKEYBYTES], tk[sizeof(token_key)];
-	unsigned char h[crypto_hash_sha256_BYTES];
-	char b64[sodium_base64_ENCODED_LEN(sizeof(h), B64)];
-	size_t len;
+	size_t len, i;
 	enum ds_err e;
 
 	if (sodium_init() < 0)
 		return -1;
 	crypto_sign_keypair(pk, sk);
 	len = sizeof(sk);
-	if ((e = ds_store_secret(s, "webhook-ed25519", sk, sign_sk, &len)) !=
+	if ((e = ds_store_secret(s, KEY_NAME, sk, sign_sk, &len)) !=
 	    DS_OK || len != sizeof(sign_sk)) {
 		ds_app_log("signing key: %s", ds_strerror(e));
 		return -1;
@@ -60,9 +84,59 @@ ds_keys_load(struct ds_store *s)
 	sodium_memzero(sk, sizeof(sk));
 	sodium_memzero(tk, sizeof(tk));
 	/* libsodium's secret key is seed || public key. */
-	crypto_hash_sha256(h, sign_sk + 32, crypto_sign_PUBLICKEYBYTES);
-	sodium_bin2base64(b64, sizeof(b64), h, sizeof(h), B64);
-	snprintf(kid, sizeof(kid), "ds_%.16s", b64);
+	kid_of(sign_sk + 32, kid);
+	len = sizeof(retired);
+	e = ds_store_secret_get(s, RETIRED_NAME, retired, &len);
+	if (e != DS_OK && e != DS_ENOTFOUND) {
+		ds_app_log("retired signing keys: %s", ds_strerror(e));
+		return -1;
+	}
+	nretired = e == DS_OK ? len / sizeof(retired[0]) : 0;
+	for (i = 0; i < nretired; i++)
+		kid_of(retired[i].pk, retired_kid[i]);
+	return 0;
+}
+
+/*
+ * ds-fcgi --rotate-webhook-key: retires the signing key (published until
+ * now + keep_ms), dropping retired keys past their time and the oldest
+ * beyond RETIRED_MAX, then stores a new one. Workers sign with the key
+ * they loaded at start: restart them after. Returns 0 with the new kid
+ * in newkid, or -1 (logged).
+ */
+int
+ds_keys_rotate(struct ds_store *s, int64_t now, int64_t keep_ms,
+    char newkid[DS_KID_MAX])
+{
+	unsigned char pk[crypto_sign_PUBLICKEYBYTES];
+	unsigned char sk[crypto_sign_SECRETKEYBYTES];
+	struct retired keep[RETIRED_MAX];
+	size_t i, n = 0;
+	enum ds_err e;
+
+	if (ds_keys_load(s) == -1)
+		return -1;
+	for (i = 0; i < nretired; i++)
+		if (retired[i].until_ms > now)
+			keep[n++] = retired[i];
+	if (n == RETIRED_MAX) {
+		memmove(keep, keep + 1, (RETIRED_MAX - 1) * sizeof(keep[0]));
+		n--;
+	}
+	memcpy(keep[n].pk, sign_sk + 32, sizeof(keep[n].pk));
+	keep[n++].until_ms = now + keep_ms;
+	crypto_sign_keypair(pk, sk);
+	if ((e = ds_store_secret_set(s, RETIRED_NAME, keep,
+	    n * sizeof(keep[0]))) != DS_OK ||
+	    (e = ds_store_secret_set(s, KEY_NAME, sk, sizeof(sk))) != DS_OK) {
+		ds_app_log("rotating the signing key: %s", ds_strerror(e));
+		sodium_memzero(sk, sizeof(sk));
+		return -1;
+	}
+	sodium_memzero(sk, sizeof(sk));
+	if (ds_keys_load(s) == -1)
+		return -1;
+	memcpy(newkid, kid, DS_KID_MAX);
 	return 0;
 }
 
@@ -72,26 +146,46 @@ ds_keys_kid(void)
 	return kid;
 }
 
-/* The JWK Set (PROTOCOL 6.5), malloc'd. NULL: no memory. */
-char *
-ds_keys_jwks(size_t *len)
+static json_t *
+jwk(const unsigned char *pk, const char *k)
 {
 	char x[sodium_base64_ENCODED_LEN(crypto_sign_PUBLICKEYBYTES, B64)];
-	char *s;
-	json_t *doc;
 
-	sodium_bin2base64(x, sizeof(x), sign_sk + 32,
-	    crypto_sign_PUBLICKEYBYTES, B64);
-	doc = json_pack("{s:[{s:s,s:s,s:s,s:s,s:s,s:s}]}", "keys",
-	    "kty", "OKP", "crv", "Ed25519", "kid", kid, "use", "sig",
-	    "alg", "EdDSA", "x", x);
-	if (doc == NULL)
+	sodium_bin2base64(x, sizeof(x), pk, crypto_sign_PUBLICKEYBYTES, B64);
+	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "kty", "OKP", "crv",
+	    "Ed25519", "kid", k, "use", "sig", "alg", "EdDSA", "x", x);
+}
+
+/*
+ * The JWK Set (PROTOCOL 6.5) at time now: the signing key and the retired
+ * ones still published. malloc'd; NULL: no memory.
+ */
+char *
+ds_keys_jwks(int64_t now, size_t *len)
+{
+	json_t *keys, *doc;
+	char *s;
+	size_t i;
+
+	if ((keys = json_array()) == NULL)
+		return NULL;
+	if (json_array_append_new(keys, jwk(sign_sk + 32, kid)) == -1)
+		goto fail;
+	for (i = 0; i < nretired; i++)
+		if (retired[i].until_ms > now &&
+		    json_array_append_new(keys, jwk(retired[i].pk,
+		    retired_kid[i])) == -1)
+			goto fail;
+	if ((doc = json_pack("{s:o}", "keys", keys)) == NULL)
 		return NULL;
 	s = json_dumps(doc, JSON_COMPACT);
 	json_decref(doc);
 	if (s)
 		*len = strlen(s);
 	return s;
+fail:
+	json_decref(keys);
+	return NULL;
 }
 
 /*

@@ -62,6 +62,7 @@ usage(void)
 	    "               [--sse-heartbeat MS] [--listen PATH] "
 	    "[-n|--check]\n"
 	    "               [--recover [--orphan-age S]] [--verify] [--list]\n"
+	    "               [--rotate-webhook-key]\n"
 	    "               [--test-hooks] [--[no-]webhook-loopback] "
 	    "[--public-url URL]\n"
 	    "               [--webhook-retry-base MS] "
@@ -211,6 +212,7 @@ main(int argc, char *argv[])
 		{ "test-hooks", no_argument, NULL, 'T' },
 		{ "webhook-loopback", no_argument, NULL, 'W' },
 		{ "no-webhook-loopback", no_argument, NULL, 'w' },
+		{ "rotate-webhook-key", no_argument, NULL, 'K' },
 		{ "public-url", required_argument, NULL, 'P' },
 		{ "webhook-retry-base", required_argument, NULL, 'B' },
 		{ "webhook-retry-max", required_argument, NULL, 'M' },
@@ -225,6 +227,8 @@ main(int argc, char *argv[])
 	enum ds_err e;
 	unsigned i, truncated, removed, nstreams, problems;
 	int ch, sig, check = 0, recover = 0, verify = 0, list = 0, waited;
+	int rotate = 0;
+	char kid[DS_KID_MAX];
 	unsigned orphan_age = 60;
 
 	while ((ch = getopt_long(argc, argv, "n", opts, NULL)) != -1) {
@@ -288,6 +292,9 @@ main(int argc, char *argv[])
 			break;
 		case 'w':	/* the last of the two wins */
 			cfg.webhook_loopback = 0;
+			break;
+		case 'K':
+			rotate = 1;
 			break;
 		case 'P':
 			cfg.public_url = public_url(optarg);
@@ -362,6 +369,17 @@ main(int argc, char *argv[])
 		}
 		printf("ds-fcgi: recovery: %u torn tails truncated, %u "
 		    "orphan segments removed\n", truncated, removed);
+		ds_store_close(store);
+		return 0;
+	}
+
+	if (rotate) {
+		if (ds_keys_rotate(store, ds_now_ms(), DS_KEY_KEEP_MS, kid) ==
+		    -1)
+			return 1;
+		printf("ds-fcgi: webhook signing key %s made; the old one stays "
+		    "in the JWK Set for %lld minutes: restart the workers "
+		    "now\n", kid, DS_KEY_KEEP_MS / 60000);
 		ds_store_close(store);
 		return 0;
 	}

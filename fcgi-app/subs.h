@@ -56,7 +56,11 @@ enum ds_token_kind { DS_TOKEN_CALLBACK = 1, DS_TOKEN_CLAIM = 2 };
 enum ds_token_check { DS_TOKEN_OK, DS_TOKEN_BAD, DS_TOKEN_OLD };
 int	ds_keys_load(struct ds_store *);
 const char *ds_keys_kid(void);
-char	*ds_keys_jwks(size_t *len);
+#define DS_KEY_KEEP_MS (10LL * 60 * 1000)	/* a retired key's publication:
+					   replay window 5 min, and more */
+int	ds_keys_rotate(struct ds_store *, int64_t now_ms, int64_t keep_ms,
+	    char newkid[DS_KID_MAX]);
+char	*ds_keys_jwks(int64_t now_ms, size_t *len);
 int	ds_keys_sign(const char *body, size_t len, int64_t t, char *hdr,
 	    size_t hdrsz);
 void	ds_token_make(uint64_t sid, uint64_t gen, enum ds_token_kind,

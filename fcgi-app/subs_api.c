@@ -391,7 +391,7 @@ jwks(struct ds_req *r)
 	char *s;
 	size_t len;
 
-	if ((s = ds_keys_jwks(&len)) == NULL) {
+	if ((s = ds_keys_jwks(r->now, &len)) == NULL) {
 		ds_sub_store_error(r, DS_ENOMEM);
 		return;
 	}

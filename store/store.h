@@ -477,4 +477,14 @@ DS_EXPORT enum ds_err ds_sub_ack(struct ds_store *, const char *id,
 DS_EXPORT enum ds_err ds_store_secret(struct ds_store *, const char *name,
 	    const void *cand, void *buf, size_t *len);
 
+/*
+ * Reads secret name into buf (*len in: its size; out: the length;
+ * DS_ETOOBIG when it does not fit, DS_ENOTFOUND when there is none), or
+ * replaces it with val (committed and synced).
+ */
+DS_EXPORT enum ds_err ds_store_secret_get(struct ds_store *, const char *name,
+	    void *buf, size_t *len);
+DS_EXPORT enum ds_err ds_store_secret_set(struct ds_store *, const char *name,
+	    const void *val, size_t len);
+
 #endif /* DS_STORE_H */

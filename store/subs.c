@@ -380,3 +380,53 @@ ds_store_secret(struct ds_store *s, const char *name, const void *cand,
 	memcpy(buf, cand, *len);
 	return ds_txn_commit_sync(s, txn);
 }
+
+enum ds_err
+ds_store_secret_get(struct ds_store *s, const char *name, void *buf,
+    size_t *len)
+{
+	MDB_txn *txn;
+	MDB_val k, v;
+	enum ds_err e = DS_OK;
+	int rc;
+
+	k.mv_data = (void *)name;
+	k.mv_size = strlen(name);
+	if ((e = ds_rd_begin(s, &txn)) != DS_OK)
+		return e;
+	rc = mdb_get(txn, s->secrets, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		e = DS_ENOTFOUND;
+	else if (rc != 0)
+		e = ds_mdb_err(__func__, "mdb_get", rc);
+	else if (v.mv_size > *len)
+		e = DS_ETOOBIG;
+	else {
+		memcpy(buf, v.mv_data, v.mv_size);
+		*len = v.mv_size;
+	}
+	ds_rd_end(txn);
+	return e;
+}
+
+enum ds_err
+ds_store_secret_set(struct ds_store *s, const char *name, const void *val,
+    size_t len)
+{
+	MDB_txn *txn;
+	MDB_val k, v;
+	enum ds_err e;
+	int rc;
+
+	k.mv_data = (void *)name;
+	k.mv_size = strlen(name);
+	v.mv_data = (void *)val;
+	v.mv_size = len;
+	if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
+		return e;
+	if ((rc = mdb_put(txn, s->secrets, &k, &v, 0)) != 0) {
+		mdb_txn_abort(txn);
+		return ds_mdb_err(__func__, "mdb_put", rc);
+	}
+	return ds_txn_commit_sync(s, txn);
+}

@@ -8,7 +8,9 @@
 #  - when the lease ran out meanwhile, the restarted server wakes again with the next
 #    generation and the old wake's callback is fenced (409 FENCED), as PROTOCOL 7.3 says;
 #  - a pull-wake claim survives too: its lease holds (409 ALREADY_CLAIMED for others) and its
-#    token acks after the restart.
+#    token acks after the restart;
+#  - ds-fcgi --rotate-webhook-key, then a restart: the new key signs, the old one is still in
+#    the JWK Set.
 use strict;
 use warnings;
 use FindBin;
@@ -119,6 +121,23 @@ subtest 'subscriptions, acked offsets and the signing key are the same after a r
 	$s->restart;    # an orderly stop and start as well
 	is(get_raw($_), $before{$_}, "subscription $_ the same after SIGTERM and start") for qw(long short pull);
 	is($s->req(GET => '__ds/jwks.json')->{content}, $jwks, 'the JWK Set the same');
+};
+
+subtest 'ds-fcgi --rotate-webhook-key: a new key signs, the old one stays published' => sub {
+	my $old = doc($s->req(GET => '__ds/subscriptions/long'))->{webhook}{signing}{kid};
+	my $out = `${\ Stack::fcgi_bin()} --data ${\ $s->data_dir} --rotate-webhook-key 2>&1`;
+	is($? >> 8, 0, 'rotated') or diag($out);
+	my ($new) = $out =~ /key (ds_\S+) made/;
+	ok($new && $new ne $old, "new kid $new") or diag($out);
+	$s->restart;
+	my @kids = map { $_->{kid} } @{ doc($s->req(GET => '__ds/jwks.json'))->{keys} };
+	is_deeply([ sort @kids ], [ sort $old, $new ], 'the JWK Set has both');
+	is(doc($s->req(GET => '__ds/subscriptions/long'))->{webhook}{signing}{kid}, $new,
+		'subscriptions name the new kid');
+	$s->must(204, POST => 'a/long', $J, '{"v":2}');
+	my $w = $rcv->next(5) or return fail('no webhook');
+	like($w->{signature}, qr/kid=\Q$new\E,/, 'a webhook signed with the new key');
+	ok($w->{sig_ok}, '  verifies against the JWK Set') or diag($w->{sig_why});
 };
 
 $rcv->stop;

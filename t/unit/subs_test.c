@@ -125,9 +125,28 @@ test_tokens(struct ds_store *s)
 	    DS_TOKEN_BAD, "an empty token");
 	ok(ds_keys_sign("{}", 2, 1700000000, sig, sizeof(sig)) == 0, "signs");
 	ok(strncmp(sig, "t=1700000000,kid=ds_", 20) == 0, "  header: %s", sig);
-	ok((jwks = ds_keys_jwks(&len)) != NULL && strstr(jwks, ds_keys_kid()),
-	    "the JWKS names the kid");
+	ok((jwks = ds_keys_jwks(1000, &len)) != NULL &&
+	    strstr(jwks, ds_keys_kid()), "the JWKS names the kid");
 	free(jwks);
+	{
+		char old[DS_KID_MAX], nk[DS_KID_MAX];
+
+		snprintf(old, sizeof(old), "%s", ds_keys_kid());
+		ok(ds_keys_rotate(s, 1000, 5000, nk) == 0, "rotate");
+		ok(strcmp(nk, old) != 0 && strcmp(ds_keys_kid(), nk) == 0,
+		    "  a new kid signs");
+		jwks = ds_keys_jwks(5999, &len);
+		ok(jwks && strstr(jwks, old) && strstr(jwks, nk),
+		    "  both published until the old one's time");
+		free(jwks);
+		jwks = ds_keys_jwks(6000, &len);
+		ok(jwks && !strstr(jwks, old) && strstr(jwks, nk),
+		    "  then only the new one");
+		free(jwks);
+		ds_token_make(7, 9, DS_TOKEN_CLAIM, 1000, tok);
+		ok(ds_token_check(tok, DS_TOKEN_CLAIM, 2000, &sid, &gen) ==
+		    DS_TOKEN_OK, "  tokens are not touched");
+	}
 }
 
 static struct ds_sub *
