@@ -56,6 +56,22 @@ ds_add_position(struct ds_req *r, uint64_t next, int up_to_date, int closed)
 		ds_add_header(r, "Stream-Closed", "true");
 }
 
+/*
+ * This server's extension: Stream-Earliest-Offset, the earliest position
+ * retention kept (only once something was trimmed; reads before it answer
+ * 410 Gone, offset=-1 starts there).
+ */
+void
+ds_add_earliest(struct ds_req *r, const struct ds_stream_info *i)
+{
+	char off[DS_OFFSET_LEN + 1];
+
+	if (i->first == 0)
+		return;
+	ds_offset_format(i->first, off);
+	ds_add_header(r, "Stream-Earliest-Offset", "%s", off);
+}
+
 /* The Cache-Control of a catch-up read (PROTOCOL 10.1), bounded by expiry. */
 static void
 cache_header(struct ds_req *r, const struct ds_stream_info *i)
@@ -119,6 +135,7 @@ ds_send_read(struct ds_req *r, const struct ds_stream_info *info,
 	int eof = up_to_date && (info->flags & DS_F_CLOSED);
 
 	ds_add_position(r, next, up_to_date, eof);
+	ds_add_earliest(r, info);
 	if (cursor > 0)
 		ds_add_header(r, "Stream-Cursor", "%" PRIu64, cursor);
 	if (info->flags & DS_F_MSG) {

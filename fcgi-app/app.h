@@ -84,12 +84,22 @@ int		 ds_respond_store_error(struct ds_req *, enum ds_err);
 int64_t		 ds_now_ms(void);
 void		 ds_finish(FCGX_Request *, int input_done);
 
+/*
+ * retention.c: policies from --retention FILE, applied by one worker's
+ * thread in the background. ds_retention_check() reports a file's errors
+ * (each with its line) and returns -1 when there are any.
+ */
+int		 ds_retention_check(const char *file);
+int		 ds_retention_start(struct ds_store *, const char *file,
+		    const char *data_dir, unsigned interval_ms);
+
 /* handlers.c: the protocol. */
 void		 ds_handle(struct ds_req *);
 
 /* answer.c: the answers to reads, below the handlers and the live path. */
 void		 ds_add_position(struct ds_req *, uint64_t next,
 		    int up_to_date, int closed);
+void		 ds_add_earliest(struct ds_req *, const struct ds_stream_info *);
 void		 ds_send_read(struct ds_req *, const struct ds_stream_info *,
 		    uint64_t from, const char *data, size_t len, int now_read,
 		    uint64_t cursor);

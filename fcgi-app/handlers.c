@@ -35,6 +35,7 @@ stream_headers(struct ds_req *r, const struct ds_stream_info *i)
 	char ts[32];
 
 	ds_add_position(r, i->tail, 0, (i->flags & DS_F_CLOSED) != 0);
+	ds_add_earliest(r, i);
 	if (i->flags & DS_F_TTL)
 		ds_add_header(r, "Stream-TTL", "%" PRIu64, i->ttl_s);
 	if (i->flags & DS_F_EXPIRES) {
@@ -499,7 +500,7 @@ handle_get(struct ds_req *r)
 		return;
 	}
 	if (kind == DS_OFFSET_START)
-		from = 0;
+		from = DS_POS_FIRST;	/* 0, unless retention trimmed */
 	else if (kind == DS_OFFSET_NOW)
 		from = DS_POS_NOW;
 	switch (ds_query_get(r->query, r->querylen, "live", val, sizeof(val),
@@ -549,6 +550,8 @@ handle_get(struct ds_req *r)
 	 */
 	if (len > 0 && ds_param(r, "DS_FRONT_BUFFERS") != NULL)
 		ds_add_header(r, "X-Accel-Buffering", "yes");
+	if (from == DS_POS_FIRST)
+		from = info.first;
 	ds_send_read(r, &info, from == DS_POS_NOW ? info.tail : from, data,
 	    len, from == DS_POS_NOW, 0);
 	free(data);

@@ -414,6 +414,7 @@ ds_respond_store_error(struct ds_req *r, enum ds_err e)
 		status = 404;
 		break;
 	case DS_EGONE:
+	case DS_ETRIMMED:	/* PROTOCOL 5.6: before the earliest retained */
 		status = 410;
 		break;
 	case DS_EEXIST:

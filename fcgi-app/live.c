@@ -53,8 +53,14 @@ live_start(struct ds_req *r, uint64_t *from, struct ds_stream_info *info)
 	}
 	if (*from == DS_POS_NOW)
 		*from = info->tail;
+	else if (*from == DS_POS_FIRST)
+		*from = info->first;
 	if (*from > info->tail) {
 		ds_respond_store_error(r, DS_EOFFSET);
+		return -1;
+	}
+	if (*from < info->first) {
+		ds_respond_store_error(r, DS_ETRIMMED);
 		return -1;
 	}
 	ds_store_touch(r->store, r->path, r->now);

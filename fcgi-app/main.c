@@ -50,6 +50,23 @@ static struct ds_store	*store;
 static int		 listen_fd;
 static atomic_int	 busy;		/* requests being served */
 static atomic_int	 stopping;
+static atomic_int	 accepting;	/* threads in FCGX_Accept_r() */
+static pthread_t	*servers;	/* the --threads threads */
+static sigset_t		 wake_set;	/* SIGUSR1: out of accept() */
+
+/*
+ * A worker told to stop must not accept another connection: the listening
+ * socket is the whole pool's, and a request it took now would die with
+ * it. Its threads wait in accept() with SIGUSR1 unblocked (and blocked
+ * while they serve, so that no request's I/O is interrupted); on stop the
+ * main thread sends them SIGUSR1, which (no SA_RESTART, and
+ * FCGI_FAIL_ACCEPT_ON_INTR) makes accept() fail with EINTR.
+ */
+static void
+wake_noop(int sig)
+{
+	(void)sig;
+}
 
 static void
 usage(void)
@@ -62,8 +79,9 @@ usage(void)
 	    "               [--sse-heartbeat MS] [--listen PATH] "
 	    "[-n|--check]\n"
 	    "               [--recover [--orphan-age S]] [--verify] [--list]\n"
-	    "               [--rotate-webhook-key]\n"
-	    "               [--test-hooks] [--[no-]webhook-loopback] "
+	    "               [--retention FILE [--retention-interval MS]] "
+	    "[--test-hooks]\n"
+	    "               [--rotate-webhook-key] [--[no-]webhook-loopback] "
 	    "[--public-url URL]\n"
 	    "               [--webhook-retry-base MS] "
 	    "[--webhook-retry-max MS]\n");
@@ -132,7 +150,8 @@ serve(void *arg)
 	while (!atomic_load(&stopping)) {
 		/* Fresh ones at first and when the lot kept the last. */
 		if (fr == NULL && (fr = malloc(sizeof(*fr))) != NULL &&
-		    FCGX_InitRequest(fr, listen_fd, 0) != 0) {
+		    FCGX_InitRequest(fr, listen_fd,
+		    FCGI_FAIL_ACCEPT_ON_INTR) != 0) {
 			free(fr);
 			fr = NULL;
 		}
@@ -143,7 +162,11 @@ serve(void *arg)
 			sleep(1);
 			continue;
 		}
-		rc = FCGX_Accept_r(fr);
+		atomic_fetch_add(&accepting, 1);
+		pthread_sigmask(SIG_UNBLOCK, &wake_set, NULL);
+		rc = atomic_load(&stopping) ? -EINTR : FCGX_Accept_r(fr);
+		pthread_sigmask(SIG_BLOCK, &wake_set, NULL);
+		atomic_fetch_sub(&accepting, 1);
 		if (rc < 0) {
 			/*
 			 * EMFILE and friends: wait and retry; a thread
@@ -213,23 +236,25 @@ main(int argc, char *argv[])
 		{ "webhook-loopback", no_argument, NULL, 'W' },
 		{ "no-webhook-loopback", no_argument, NULL, 'w' },
 		{ "rotate-webhook-key", no_argument, NULL, 'K' },
-		{ "public-url", required_argument, NULL, 'P' },
+		{ "public-url", required_argument, NULL, 'U' },
 		{ "webhook-retry-base", required_argument, NULL, 'B' },
 		{ "webhook-retry-max", required_argument, NULL, 'M' },
+		{ "retention", required_argument, NULL, 'P' },
+		{ "retention-interval", required_argument, NULL, 'I' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct ds_store_cfg scfg;
 	struct rlimit rl;
 	struct stat st;
 	pthread_attr_t attr;
-	pthread_t tid;
 	sigset_t set;
 	enum ds_err e;
 	unsigned i, truncated, removed, nstreams, problems;
 	int ch, sig, check = 0, recover = 0, verify = 0, list = 0, waited;
 	int rotate = 0;
 	char kid[DS_KID_MAX];
-	unsigned orphan_age = 60;
+	unsigned orphan_age = 60, retention_ms = 1000;
+	const char *retention = NULL;
 
 	while ((ch = getopt_long(argc, argv, "n", opts, NULL)) != -1) {
 		switch (ch) {
@@ -296,7 +321,7 @@ main(int argc, char *argv[])
 		case 'K':
 			rotate = 1;
 			break;
-		case 'P':
+		case 'U':
 			cfg.public_url = public_url(optarg);
 			break;
 		case 'B':
@@ -306,6 +331,13 @@ main(int argc, char *argv[])
 		case 'M':
 			cfg.retry_max_ms = (unsigned)parse_size(
 			    "--webhook-retry-max", optarg, 10, 86400000);
+			break;
+		case 'P':
+			retention = optarg;
+			break;
+		case 'I':
+			retention_ms = (unsigned)parse_size(
+			    "--retention-interval", optarg, 100, 86400000);
 			break;
 		case 'O':
 			orphan_age = (unsigned)parse_size("--orphan-age", optarg,
@@ -327,6 +359,10 @@ main(int argc, char *argv[])
 		return 2;
 	}
 
+	if (retention && ds_retention_check(retention) == -1) {
+		ds_app_log("--retention %s has errors (above)", retention);
+		return 2;
+	}
 	memset(&scfg, 0, sizeof(scfg));
 	scfg.dir = cfg.data_dir;
 	if ((e = ds_store_open(&scfg, &store)) != DS_OK) {
@@ -411,8 +447,18 @@ main(int argc, char *argv[])
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGPIPE);
-	if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) {
+	sigemptyset(&wake_set);
+	sigaddset(&wake_set, SIGUSR1);
+	sigaddset(&set, SIGUSR1);	/* unblocked only around accept() */
+	if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0 ||
+	    sigaction(SIGUSR1, &(struct sigaction){ .sa_handler = wake_noop },
+	    NULL) != 0) {
 		ds_app_log("pthread_sigmask failed");
+		return 1;
+	}
+	if (retention && ds_retention_start(store, retention, cfg.data_dir,
+	    retention_ms) == -1) {
+		ds_app_log("cannot start the retention thread");
 		return 1;
 	}
 	if (ds_lot_start() == -1)
@@ -420,9 +466,14 @@ main(int argc, char *argv[])
 		    "long-polls wait in their threads", strerror(errno));
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, 256 * 1024);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	/* Joinable, never joined: pthread_kill() must stay valid on them. */
+	if ((servers = calloc(cfg.threads, sizeof(*servers))) == NULL) {
+		ds_app_log("out of memory");
+		return 1;
+	}
 	for (i = 0; i < cfg.threads; i++) {
-		if ((errno = pthread_create(&tid, &attr, serve, NULL)) != 0) {
+		if ((errno = pthread_create(&servers[i], &attr, serve, NULL)) !=
+		    0) {
 			ds_app_log("pthread_create: %s", strerror(errno));
 			return 1;
 		}
@@ -445,6 +496,16 @@ main(int argc, char *argv[])
 	}
 	atomic_store(&stopping, 1);
 	FCGX_ShutdownPending();
+	/*
+	 * Out of accept(), every thread waiting there (see wake_noop()):
+	 * again every 10 ms, for one that was on its way in, for 1 s at most.
+	 */
+	for (waited = 0; atomic_load(&accepting) > 0 && waited < 100;
+	    waited++) {
+		for (i = 0; i < cfg.threads; i++)
+			pthread_kill(servers[i], SIGUSR1);
+		nanosleep(&(struct timespec){ 0, 10 * 1000000L }, NULL);
+	}
 	ds_lot_drain(1000);
 	/* Let requests in flight finish, for at most five seconds. */
 	for (waited = 0; atomic_load(&busy) > 0 && waited < 500; waited++)

@@ -8,8 +8,9 @@
  * order against the state the ones before it leave, the accepted bytes
  * are written with one pwrite() and one fdatasync(), and the new tail and
  * producer states are committed in one LMDB transaction and sync. Then
- * the leader wakes the others with their own results and returns; a
- * waiter whose append is still queued becomes the next leader. Processes
+ * the leader wakes the others with their own results and returns, and
+ * wakes the first append still queued to lead the next batch (each waiter
+ * sleeps on its own condition variable, so no other thread wakes). Processes
  * batch their own threads' appends; the segment flock() serialises the
  * batches of different processes, and appends pile up in each process's
  * queue while another's batch syncs, so the batches grow with the load.
@@ -26,7 +27,6 @@ struct ds_aq {
 	struct pending		*head, **tailp;
 	int			 busy;		/* a leader is at work */
 	unsigned		 users;		/* threads referring to it */
-	pthread_cond_t		 cv;
 	struct ds_aq		*next;
 };
 
@@ -43,7 +43,6 @@ aq_get(struct ds_store *s, uint64_t id)
 		return NULL;
 	q->id = id;
 	q->tailp = &q->head;
-	pthread_cond_init(&q->cv, NULL);
 	q->next = s->aq;
 	s->aq = q;
 	return q;
@@ -59,7 +58,6 @@ aq_put(struct ds_store *s, struct ds_aq *q)
 	for (pp = &s->aq; *pp != q; pp = &(*pp)->next)
 		;
 	*pp = q->next;
-	pthread_cond_destroy(&q->cv);
 	free(q);
 }
 
@@ -96,6 +94,7 @@ ds_store_append(struct ds_store *s, const char *path,
 	me.req = req;
 	me.now = now;
 	me.res = res;
+	pthread_cond_init(&me.cv, NULL);
 	pthread_mutex_lock(&s->aq_mu);
 	if ((q = aq_get(s, id)) == NULL) {
 		pthread_mutex_unlock(&s->aq_mu);
@@ -106,7 +105,7 @@ ds_store_append(struct ds_store *s, const char *path,
 	q->tailp = &me.next;
 	while (!me.done) {
 		if (q->busy) {
-			pthread_cond_wait(&q->cv, &s->aq_mu);
+			pthread_cond_wait(&me.cv, &s->aq_mu);
 			continue;
 		}
 		/* Lead: take what waits, oldest first, up to the caps. */
@@ -127,13 +126,21 @@ ds_store_append(struct ds_store *s, const char *path,
 		pthread_mutex_unlock(&s->aq_mu);
 		ds_batch_run(s, path, q->id, batch);
 		pthread_mutex_lock(&s->aq_mu);
-		/* Under the mutex: no owner returns before it is let go. */
-		for (; batch; batch = batch->next)
+		/*
+		 * Under the mutex: no owner returns before it is let go.
+		 * Wake exactly the batch's owners, and the next leader.
+		 */
+		for (; batch; batch = batch->next) {
 			batch->done = 1;
+			if (batch != &me)
+				pthread_cond_signal(&batch->cv);
+		}
 		q->busy = 0;
-		pthread_cond_broadcast(&q->cv);
+		if (q->head)
+			pthread_cond_signal(&q->head->cv);
 	}
 	aq_put(s, q);
 	pthread_mutex_unlock(&s->aq_mu);
+	pthread_cond_destroy(&me.cv);
 	return me.e;
 }

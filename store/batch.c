@@ -275,7 +275,8 @@ apply_batch(struct ds_store *s, MDB_txn *txn, void *arg)
 	c.closerlen = r->closerlen;
 	c.closer_epoch = r->closer_epoch;
 	c.closer_seq = r->closer_seq;
-	if ((e = ds_rec_put(s, txn, bc->path, &c)) != DS_OK)
+	if ((e = ds_index_point(s, txn, &c, r->info.access_ms)) != DS_OK ||
+	    (e = ds_rec_put(s, txn, bc->path, &c)) != DS_OK)
 		return e;
 	for (sl = bc->slots; sl < bc->slots + bc->nslots; sl++) {
 		if (!sl->dirty)
@@ -287,6 +288,36 @@ apply_batch(struct ds_store *s, MDB_txn *txn, void *arg)
 		if ((rc = mdb_put(txn, s->producers, &k, &v, 0)) != 0)
 			return ds_mdb_err(__func__, "mdb_put producer", rc);
 	}
+	return DS_OK;
+}
+
+/*
+ * Opens the segment of stream id, found missing at path, into *fd. The
+ * stream was deleted (DS_ENOTFOUND or DS_EGONE, or DS_EREPLACED when
+ * another stream has the path now), or it has no byte yet and so no file: then the file
+ * is made, and *created says whether by this call. Whatever happens to the
+ * stream after this look, the check under the segment lock catches.
+ */
+static enum ds_err
+open_unborn(struct ds_store *s, const char *path, uint64_t id, int64_t now,
+    int *fd, int *created)
+{
+	struct ds_rec r;
+	enum ds_err e;
+
+	e = ds_lookup(s, path, now, &r);
+	if (e != DS_OK && e != DS_EGONE)
+		return e;
+	if (r.info.id != id)
+		return DS_EREPLACED;
+	if (e == DS_EGONE)
+		return e;	/* soft-deleted, kept for its forks */
+	if (r.info.tail != r.info.base) {
+		ds_log("%s: segment missing", path);
+		return DS_EIO;
+	}
+	if ((*fd = ds_seg_open_new(s, id, created)) == -1)
+		return ds_sys_err(errno);
 	return DS_OK;
 }
 
@@ -316,15 +347,15 @@ ds_batch_run(struct ds_store *s, const char *path, uint64_t id,
 	char *buf = NULL;
 	const void *data = NULL;
 	int fd, nslots = 0, naccepted = 0, written = 0, committed = 0;
+	int created = 0;
 
 	if ((fd = ds_seg_open(s, id, O_RDWR)) == -1) {
-		/* Deleted: is another stream at the path now, or none? */
-		e = DS_EIO;
-		if (errno == ENOENT)
-			e = ds_lookup(s, path, batch->now, &r) == DS_ENOTFOUND ?
-			    DS_ENOTFOUND : DS_EREPLACED;
-		fail_batch(batch, e);
-		return;
+		e = errno == ENOENT ? open_unborn(s, path, id, batch->now, &fd,
+		    &created) : DS_EIO;
+		if (e != DS_OK) {
+			fail_batch(batch, e);
+			return;
+		}
 	}
 	if (ds_seg_lock(fd) == -1) {
 		e = DS_EIO;
@@ -416,6 +447,11 @@ read_done:
 		if ((e = write_data(fd, own, data, len)) != DS_OK)
 			goto out;
 		written = 1;	/* from here, undone unless committed */
+		/* The stream's first bytes: its file may be new (see above). */
+		if (own == 0 && ds_seg_sync_dir(s, id) == -1) {
+			e = ds_sys_err(errno);
+			goto out;
+		}
 	}
 
 	memset(&bc, 0, sizeof(bc));
@@ -440,6 +476,10 @@ read_done:
 out:
 	if (written && !committed)
 		unwrite(fd, own);
+	/* A file made for a stream deleted meanwhile: nobody else will. */
+	if (created && (e == DS_ENOTFOUND || e == DS_EREPLACED ||
+	    e == DS_EGONE))
+		ds_seg_unlink(s, id);
 	if (e != DS_OK)
 		fail_batch(batch, e);
 	free(buf);

@@ -13,22 +13,25 @@
 
 /*
  * Builds the chain of r up to end. A plain stream is one level and needs no
- * transaction; a fork reads its sources in one read snapshot.
+ * transaction; a fork reads its sources in the read snapshot rtxn that r
+ * came from, or (rtxn NULL) in one of its own.
  */
 enum ds_err
-ds_chain_build(struct ds_store *s, const struct ds_rec *r, uint64_t end,
-    struct ds_chain *c)
+ds_chain_build(struct ds_store *s, MDB_txn *rtxn, const struct ds_rec *r,
+    uint64_t end, struct ds_chain *c)
 {
 	char spath[DS_PATH_MAX + 1];
 	struct ds_rec cur = *r, src;
-	MDB_txn *txn = NULL;
+	MDB_txn *txn = rtxn;
 	enum ds_err e = DS_OK;
 
 	c->n = 1;
 	c->lv[0].id = r->info.id;
 	c->lv[0].base = r->info.base;
 	c->lv[0].end = end;
-	if (r->info.src_id != 0 && (e = ds_rd_begin(s, &txn)) != DS_OK)
+	c->lv[0].first = ds_own_first(r);
+	if (r->info.src_id != 0 && txn == NULL &&
+	    (e = ds_rd_begin(s, &txn)) != DS_OK)
 		return e;
 	while (cur.info.src_id != 0) {
 		if (c->n == DS_CHAIN_MAX) {
@@ -42,6 +45,7 @@ ds_chain_build(struct ds_store *s, const struct ds_rec *r, uint64_t end,
 			break;
 		c->lv[c->n].id = src.info.id;
 		c->lv[c->n].base = src.info.base;
+		c->lv[c->n].first = ds_own_first(&src);
 		/*
 		 * A fork of a fork may branch below its source's own
 		 * range: each level serves at most up to the one above.
@@ -51,9 +55,27 @@ ds_chain_build(struct ds_store *s, const struct ds_rec *r, uint64_t end,
 		c->n++;
 		cur = src;
 	}
-	if (txn)
+	if (txn && txn != rtxn)
 		ds_rd_end(txn);
 	return e;
+}
+
+/*
+ * The earliest position the chain serves whole: the own level's trimmed
+ * start, or, while a level keeps all it serves, that of the level below
+ * (a fork sees what its source's retention keeps).
+ */
+uint64_t
+ds_chain_first(const struct ds_chain *c)
+{
+	int i;
+
+	for (i = 0; i < c->n; i++) {
+		if (c->lv[i].first > c->lv[i].base || i == c->n - 1)
+			return c->lv[i].first < c->lv[i].end ? c->lv[i].first :
+			    c->lv[i].end;
+	}
+	return 0;
 }
 
 /* The level that serves position p (p below the chain's end). */
@@ -119,6 +141,9 @@ ds_chain_boundary(struct ds_store *s, const struct ds_chain *c, uint64_t p)
 		if (p == c->lv[i].base && (i == 0 || c->lv[i].base <
 		    c->lv[i].end))
 			return DS_OK;
+	/* A trim ends on an append boundary, and what is below is gone. */
+	if (p == ds_chain_first(c))
+		return DS_OK;
 	l = chain_level(c, p - 1);
 	if ((fd = ds_seg_open(s, l->id, O_RDONLY)) == -1)
 		return errno == ENOENT ? DS_ENOTFOUND : DS_EIO;
@@ -179,7 +204,7 @@ out:
  * Resolves a fork point (PROTOCOL 4.2): the offset at, refined by sub
  * bytes (byte streams) or sub records (message streams), within the source
  * chain c whose tail is tail. DS_EOFFSET when it falls past the tail, or
- * off a record end.
+ * off a record end; DS_ETRIMMED below what the chain retains.
  */
 enum ds_err
 ds_resolve_fork_point(struct ds_store *s, const struct ds_chain *c,
@@ -192,6 +217,8 @@ ds_resolve_fork_point(struct ds_store *s, const struct ds_chain *c,
 
 	if (at > tail)
 		return DS_EOFFSET;
+	if (at < ds_chain_first(c))
+		return DS_ETRIMMED;
 	if (msg && at > 0 && (e = ds_chain_boundary(s, c, at)) != DS_OK)
 		return e;
 	if (!msg) {

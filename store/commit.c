@@ -83,34 +83,47 @@ fail:
 			c->e = e;
 }
 
+/*
+ * Queues me and returns when it is committed (or failed). A waiter sleeps
+ * on its own condition variable: the leader wakes exactly the changes it
+ * committed, and the first of those that queued meanwhile to lead next,
+ * so no thread wakes for another's commit.
+ */
 void
 ds_commit(struct ds_store *s, struct ds_commit *me)
 {
-	struct ds_commit *list;
+	struct ds_commit *list, *c;
 
 	me->e = DS_OK;
 	me->committed = 0;
 	me->done = 0;
 	me->next = NULL;
-	pthread_mutex_lock(&s->aq_mu);
+	pthread_cond_init(&me->cv, NULL);
+	pthread_mutex_lock(&s->cq_mu);
 	*s->cq_tailp = me;
 	s->cq_tailp = &me->next;
 	while (!me->done) {
 		if (s->cq_busy) {
-			pthread_cond_wait(&s->cq_cv, &s->aq_mu);
+			pthread_cond_wait(&me->cv, &s->cq_mu);
 			continue;
 		}
 		s->cq_busy = 1;
 		list = s->cq;
 		s->cq = NULL;
 		s->cq_tailp = &s->cq;
-		pthread_mutex_unlock(&s->aq_mu);
+		pthread_mutex_unlock(&s->cq_mu);
 		commit_run(s, list);
-		pthread_mutex_lock(&s->aq_mu);
-		for (; list; list = list->next)
-			list->done = 1;
+		pthread_mutex_lock(&s->cq_mu);
+		/* Each waiter reads its result under the lock we hold. */
+		for (c = list; c; c = c->next) {
+			c->done = 1;
+			if (c != me)
+				pthread_cond_signal(&c->cv);
+		}
 		s->cq_busy = 0;
-		pthread_cond_broadcast(&s->cq_cv);
+		if (s->cq)
+			pthread_cond_signal(&s->cq->cv);
 	}
-	pthread_mutex_unlock(&s->aq_mu);
+	pthread_mutex_unlock(&s->cq_mu);
+	pthread_cond_destroy(&me->cv);
 }

@@ -49,6 +49,7 @@ static const char *const errtab[] = {
 	[DS_ESTALE_TOKEN] = "the token is for a deleted subscription",
 	[DS_ENOTLINKED] = "the stream is not linked to the subscription",
 	[DS_EACKOFFSET] = "the offset is past the stream's tail",
+	[DS_ETRIMMED] = "offset is before the earliest retained position",
 };
 
 const char *
@@ -383,7 +384,7 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 		return DS_ENOMEM;
 	s->segdirfd = -1;
 	pthread_mutex_init(&s->aq_mu, NULL);
-	pthread_cond_init(&s->cq_cv, NULL);
+	pthread_mutex_init(&s->cq_mu, NULL);
 	s->cq_tailp = &s->cq;
 	if (snprintf(meta, sizeof(meta), "%s/meta", cfg->dir) >=
 	    (int)sizeof(meta) ||
@@ -439,7 +440,8 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 	    &s->producers)) ||
 	    (rc = mdb_dbi_open(txn, "subs", MDB_CREATE, &s->subs)) ||
 	    (rc = mdb_dbi_open(txn, "sublinks", MDB_CREATE, &s->sublinks)) ||
-	    (rc = mdb_dbi_open(txn, "secrets", MDB_CREATE, &s->secrets))) {
+	    (rc = mdb_dbi_open(txn, "secrets", MDB_CREATE, &s->secrets)) ||
+	    (rc = mdb_dbi_open(txn, "times", MDB_CREATE, &s->times))) {
 		e = ds_mdb_err(__func__, "mdb_dbi_open", rc);
 		mdb_txn_abort(txn);
 		goto out;
@@ -465,7 +467,7 @@ ds_store_close(struct ds_store *s)
 	if (s->segdirfd != -1)
 		close(s->segdirfd);
 	pthread_mutex_destroy(&s->aq_mu);
-	pthread_cond_destroy(&s->cq_cv);
+	pthread_mutex_destroy(&s->cq_mu);
 	free(s->segdir);
 	free(s);
 }

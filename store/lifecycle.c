@@ -12,8 +12,8 @@
 #include "store/store_int.h"
 
 /* Is the stream past its sliding TTL or its Expires-At (PROTOCOL 5.1)? */
-static int
-expired(const struct ds_stream_info *i, int64_t now)
+int
+ds_expired(const struct ds_stream_info *i, int64_t now)
 {
 	if ((i->flags & DS_F_TTL) &&
 	    now >= i->access_ms + (int64_t)i->ttl_s * 1000)
@@ -93,7 +93,7 @@ expire(struct ds_store *s, const char *path, uint64_t id, int64_t now)
 	if (ds_txn_begin(s, 0, &txn) != DS_OK)
 		return;
 	if (ds_rec_get(s, txn, path, &r) != DS_OK || r.info.id != id ||
-	    !expired(&r.info, now) || (r.info.flags & DS_F_DELETED) ||
+	    !ds_expired(&r.info, now) || (r.info.flags & DS_F_DELETED) ||
 	    drop_stream(s, txn, path, &r, &d) != DS_OK) {
 		mdb_txn_abort(txn);
 		return;
@@ -120,7 +120,7 @@ ds_lookup(struct ds_store *s, const char *path, int64_t now, struct ds_rec *r)
 		return e;
 	if (r->info.flags & DS_F_DELETED)
 		return DS_EGONE;
-	if (expired(&r->info, now)) {
+	if (ds_expired(&r->info, now)) {
 		expire(s, path, r->info.id, now);
 		return r->refs > 0 ? DS_EGONE : DS_ENOTFOUND;
 	}
@@ -156,7 +156,7 @@ prepare_fork(struct ds_store *s, struct ds_create *req, int64_t now,
 		return e == DS_EGONE ? DS_ESOURCE_GONE : e;
 	if (req->src_want && src.info.id != req->src_want)
 		return DS_EREPLACED;
-	if ((e = ds_chain_build(s, &src, src.info.tail, &c)) != DS_OK)
+	if ((e = ds_chain_build(s, NULL, &src, src.info.tail, &c)) != DS_OK)
 		return e;
 	if (c.n >= DS_CHAIN_MAX)
 		return DS_EDEPTH;
@@ -272,7 +272,7 @@ apply_create(struct ds_store *s, MDB_txn *txn, void *arg)
 	cc->d.n = 0;
 	e = ds_rec_get(s, txn, cc->path, &old);
 	if (e == DS_OK && ((old.info.flags & DS_F_DELETED) ||
-	    !expired(&old.info, cc->now))) {
+	    !ds_expired(&old.info, cc->now))) {
 		*cc->out = old.info;
 		return (old.info.flags & DS_F_DELETED) ? DS_EGONE : DS_EEXIST;
 	}
@@ -305,13 +305,13 @@ apply_create(struct ds_store *s, MDB_txn *txn, void *arg)
 
 /*
  * One attempt at storing the stream r at path under a new random id: the
- * segment file with the body, then, in the shared commit, a transaction
- * that checks the path again (someone may have created it since
- * create_rec() looked), drops an expired stream there, pins a fork's
- * source and adds the id entry and the record (apply_create()). Sets
- * *again, leaving nothing behind, when the id is taken already. Until the
- * commit, the segment file is unlinked on the way out; after it, the
- * record names the file, even when the sync fails.
+ * segment file with the body (none without a body: see segment.c), then,
+ * in the shared commit, a transaction that checks the path again (someone
+ * may have created it since create_rec() looked), drops an expired stream
+ * there, pins a fork's source and adds the id entry and the record
+ * (apply_create()). Sets *again, leaving nothing behind, when the id is
+ * taken already. Until the commit, the segment file is unlinked on the way
+ * out; after it, the record names the file, even when the sync fails.
  */
 static enum ds_err
 create_once(struct ds_store *s, const char *path, const struct ds_create *req,
@@ -322,7 +322,7 @@ create_once(struct ds_store *s, const char *path, const struct ds_create *req,
 	uint64_t id = new_id();
 
 	*again = 0;
-	if (ds_seg_create(s, id, req->body, req->len) == -1)
+	if (req->len > 0 && ds_seg_create(s, id, req->body, req->len) == -1)
 		return ds_sys_err(errno);
 	r->info.id = id;
 	memset(&cc, 0, sizeof(cc));
@@ -340,7 +340,7 @@ create_once(struct ds_store *s, const char *path, const struct ds_create *req,
 		unlink_doomed(s, &cc.d);
 		*out = r->info;
 	}
-	if (!cm.committed)
+	if (!cm.committed && req->len > 0)
 		ds_seg_unlink(s, id);
 	return cm.e;
 }
@@ -383,7 +383,7 @@ ds_store_delete(struct ds_store *s, const char *path)
 		goto abort;
 	}
 	/* An expired stream is dropped all the same, but was not there. */
-	if (expired(&r.info, now))
+	if (ds_expired(&r.info, now))
 		e = DS_ENOTFOUND;
 	if ((e2 = drop_stream(s, txn, path, &r, &d)) != DS_OK) {
 		e = e2;

@@ -4,17 +4,69 @@
  * renewal that a read counts as (PROTOCOL 5.1).
  */
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "store/store_int.h"
+
+/*
+ * The record at path and its fork chain, from one read snapshot, with
+ * info.first set to the earliest position the chain serves.
+ */
+static enum ds_err
+snapshot(struct ds_store *s, const char *path, int64_t now, struct ds_rec *r,
+    struct ds_chain *c)
+{
+	MDB_txn *txn;
+	enum ds_err e;
+	int live;
+
+	if ((e = ds_rd_begin(s, &txn)) != DS_OK)
+		return e;
+	e = ds_rec_get(s, txn, path, r);
+	live = e == DS_OK && !(r->info.flags & DS_F_DELETED) &&
+	    !ds_expired(&r->info, now);
+	if (live)
+		e = ds_chain_build(s, txn, r, r->info.tail, c);
+	ds_rd_end(txn);
+	if (e != DS_OK)
+		return e;
+	if (!live) {
+		/* Gone, or expired: ds_lookup() says which (and drops it). */
+		if ((e = ds_lookup(s, path, now, r)) != DS_OK ||
+		    (e = ds_chain_build(s, NULL, r, r->info.tail, c)) != DS_OK)
+			return e;
+	}
+	r->info.first = ds_chain_first(c);
+	return DS_OK;
+}
+
+/*
+ * After a read from a trimmed stream: was from still retained when the
+ * read ended? A trim committed meanwhile may have had its bytes punched
+ * out under the read (retain.c); then the read answers DS_ETRIMMED.
+ */
+static enum ds_err
+still_there(struct ds_store *s, const char *path, int64_t now, uint64_t id,
+    uint64_t from)
+{
+	struct ds_rec r;
+	struct ds_chain c;
+	enum ds_err e;
+
+	if ((e = snapshot(s, path, now, &r, &c)) != DS_OK || r.info.id != id)
+		return e == DS_OK ? DS_ENOTFOUND : e;
+	return from < r.info.first ? DS_ETRIMMED : DS_OK;
+}
 
 enum ds_err
 ds_store_stat(struct ds_store *s, const char *path, int64_t now,
     struct ds_stream_info *out)
 {
 	struct ds_rec r;
+	struct ds_chain c;
 	enum ds_err e;
 
-	if ((e = ds_lookup(s, path, now, &r)) != DS_OK)
+	if ((e = snapshot(s, path, now, &r, &c)) != DS_OK)
 		return e;
 	*out = r.info;
 	return DS_OK;
@@ -31,20 +83,28 @@ ds_store_read(struct ds_store *s, const char *path, uint64_t from,
 
 	*data = NULL;
 	*len = 0;
-	if ((e = ds_lookup(s, path, now, &r)) != DS_OK)
+	if ((e = snapshot(s, path, now, &r, &c)) != DS_OK)
 		return e;
 	*info = r.info;
 	if (from == DS_POS_NOW)
 		from = r.info.tail;
+	else if (from == DS_POS_FIRST)
+		from = r.info.first;
 	if (from > r.info.tail)
 		return DS_EOFFSET;
-	if ((e = ds_chain_build(s, &r, r.info.tail, &c)) != DS_OK)
-		return e;
+	if (from < r.info.first)
+		return DS_ETRIMMED;
 	if (from < r.info.tail && max > 0)
 		e = ds_read_stitched(s, &c, from, r.info.tail, max,
 		    (r.info.flags & DS_F_MSG) != 0, data, len);
-	else if ((r.info.flags & DS_F_MSG) && from > 0)
+	else if ((r.info.flags & DS_F_MSG) && from > r.info.first)
 		e = ds_chain_boundary(s, &c, from);
+	if (e == DS_OK && r.info.first > 0 && (e = still_there(s, path, now,
+	    r.info.id, from)) != DS_OK) {
+		free(*data);
+		*data = NULL;
+		*len = 0;
+	}
 	if (e == DS_OK && (r.info.flags & DS_F_TTL))
 		ds_store_touch(s, path, now);
 	return e;

@@ -7,7 +7,11 @@
 
 #include "store/store_int.h"
 
-#define REC_VERSION 1
+/*
+ * Version 2 adds the retention fields (struct rec_ext) after the fixed
+ * part; a version 1 record decodes as a stream never trimmed.
+ */
+#define REC_VERSION 2
 
 struct rec_fixed {
 	uint32_t	version;
@@ -29,6 +33,15 @@ struct rec_fixed {
 	uint16_t	pad;
 };
 
+struct rec_ext {
+	uint64_t	first;
+	uint64_t	prev_first;
+	int64_t		first_ms;
+	uint64_t	first_txn;
+	uint64_t	idx_off;
+	int64_t		idx_ms;
+};
+
 /*
  * Encodes r into buf. Returns the length, or 0 when it does not fit (the
  * string limits in store.h make that impossible for DS_REC_BUFSZ).
@@ -37,6 +50,7 @@ size_t
 ds_rec_encode(const struct ds_rec *r, char *buf, size_t bufsz)
 {
 	struct rec_fixed f;
+	struct rec_ext x;
 	size_t ctlen = strlen(r->info.ctype), n;
 
 	memset(&f, 0, sizeof(f));
@@ -56,14 +70,24 @@ ds_rec_encode(const struct ds_rec *r, char *buf, size_t bufsz)
 	f.ctypelen = (uint16_t)ctlen;
 	f.seqlen = (uint16_t)r->seqlen;
 	f.closerlen = (uint16_t)r->closerlen;
-	n = sizeof(f) + ctlen + r->seqlen + r->closerlen;
+	memset(&x, 0, sizeof(x));
+	x.first = r->first;
+	x.prev_first = r->prev_first;
+	x.first_ms = r->first_ms;
+	x.first_txn = r->first_txn;
+	x.idx_off = r->idx_off;
+	x.idx_ms = r->idx_ms;
+	n = sizeof(f) + sizeof(x) + ctlen + r->seqlen + r->closerlen;
 	if (n > bufsz || ctlen > DS_CTYPE_MAX || r->seqlen > DS_SEQ_MAX ||
 	    r->closerlen > DS_PRODUCER_MAX)
 		return 0;
 	memcpy(buf, &f, sizeof(f));
-	memcpy(buf + sizeof(f), r->info.ctype, ctlen);
-	memcpy(buf + sizeof(f) + ctlen, r->seq, r->seqlen);
-	memcpy(buf + sizeof(f) + ctlen + r->seqlen, r->closer, r->closerlen);
+	buf += sizeof(f);
+	memcpy(buf, &x, sizeof(x));
+	buf += sizeof(x);
+	memcpy(buf, r->info.ctype, ctlen);
+	memcpy(buf + ctlen, r->seq, r->seqlen);
+	memcpy(buf + ctlen + r->seqlen, r->closer, r->closerlen);
 	return n;
 }
 
@@ -72,16 +96,28 @@ int
 ds_rec_decode(const MDB_val *v, struct ds_rec *r)
 {
 	struct rec_fixed f;
+	struct rec_ext x;
 	const char *p = v->mv_data;
+	size_t xlen;
 
 	if (v->mv_size < sizeof(f))
 		return -1;
 	memcpy(&f, p, sizeof(f));
-	if (f.version != REC_VERSION || f.ctypelen > DS_CTYPE_MAX ||
-	    f.seqlen > DS_SEQ_MAX || f.closerlen > DS_PRODUCER_MAX ||
-	    v->mv_size != sizeof(f) + f.ctypelen + f.seqlen + f.closerlen)
+	xlen = f.version == 2 ? sizeof(x) : 0;
+	if ((f.version != 1 && f.version != 2) ||
+	    f.ctypelen > DS_CTYPE_MAX || f.seqlen > DS_SEQ_MAX ||
+	    f.closerlen > DS_PRODUCER_MAX || v->mv_size != sizeof(f) + xlen +
+	    f.ctypelen + f.seqlen + f.closerlen)
 		return -1;
+	memset(&x, 0, sizeof(x));
+	memcpy(&x, p + sizeof(f), xlen);
 	memset(r, 0, sizeof(*r));
+	r->first = x.first;
+	r->prev_first = x.prev_first;
+	r->first_ms = x.first_ms;
+	r->first_txn = x.first_txn;
+	r->idx_off = x.idx_off;
+	r->idx_ms = x.idx_ms;
 	r->info.id = f.id;
 	r->info.base = f.base;
 	r->info.tail = f.tail;
@@ -94,7 +130,7 @@ ds_rec_decode(const MDB_val *v, struct ds_rec *r)
 	r->refs = f.refs;
 	r->closer_epoch = f.closer_epoch;
 	r->closer_seq = f.closer_seq;
-	p += sizeof(f);
+	p += sizeof(f) + xlen;
 	memcpy(r->info.ctype, p, f.ctypelen);
 	p += f.ctypelen;
 	memcpy(r->seq, p, f.seqlen);
@@ -179,14 +215,49 @@ ds_rec_put(struct ds_store *s, MDB_txn *txn, const char *path,
 }
 
 /*
- * Removes a stream's record, its id entry and its producer states within
- * txn. The caller commits, then unlinks the segment.
+ * Deletes the keys of dbi that start with the 8-byte id and, when below is
+ * given, whose next 8 bytes (a big-endian position) are below *below.
+ */
+enum ds_err
+ds_del_prefix(MDB_txn *txn, MDB_dbi dbi, uint64_t id, const uint64_t *below)
+{
+	unsigned char key[16];
+	MDB_cursor *c;
+	MDB_val k, v;
+	int rc, i;
+
+	if ((rc = mdb_cursor_open(txn, dbi, &c)) != 0)
+		return ds_mdb_err(__func__, "mdb_cursor_open", rc);
+	memcpy(key, &id, 8);
+	if (below)
+		for (i = 0; i < 8; i++)
+			key[8 + i] = (unsigned char)(*below >> (56 - 8 * i));
+	k.mv_data = key;
+	k.mv_size = 8;
+	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	while (rc == 0 && k.mv_size >= 8 && memcmp(k.mv_data, &id, 8) == 0 &&
+	    (!below || (k.mv_size >= 16 && memcmp(k.mv_data, key, 16) < 0))) {
+		if ((rc = mdb_cursor_del(c, 0)) != 0)
+			break;
+		rc = mdb_cursor_get(c, &k, &v, MDB_GET_CURRENT);
+		if (rc == MDB_NOTFOUND || rc == EINVAL)
+			rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return ds_mdb_err(__func__, "cursor", rc);
+	return DS_OK;
+}
+
+/*
+ * Removes a stream's record, its id entry, its producer states and its
+ * index points within txn. The caller commits, then unlinks the segment.
  */
 enum ds_err
 ds_rec_remove(struct ds_store *s, MDB_txn *txn, const char *path, uint64_t id)
 {
-	MDB_cursor *c;
-	MDB_val k, v;
+	MDB_val k;
+	enum ds_err e;
 	int rc;
 
 	k.mv_data = (void *)path;
@@ -197,22 +268,9 @@ ds_rec_remove(struct ds_store *s, MDB_txn *txn, const char *path, uint64_t id)
 	k.mv_size = sizeof(id);
 	if ((rc = mdb_del(txn, s->ids, &k, NULL)) != 0 && rc != MDB_NOTFOUND)
 		return ds_mdb_err(__func__, "mdb_del id", rc);
-	if ((rc = mdb_cursor_open(txn, s->producers, &c)) != 0)
-		return ds_mdb_err(__func__, "mdb_cursor_open", rc);
-	k.mv_data = &id;
-	k.mv_size = sizeof(id);
-	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-	while (rc == 0 && k.mv_size >= 8 && memcmp(k.mv_data, &id, 8) == 0) {
-		if ((rc = mdb_cursor_del(c, 0)) != 0)
-			break;
-		rc = mdb_cursor_get(c, &k, &v, MDB_GET_CURRENT);
-		if (rc == MDB_NOTFOUND || rc == EINVAL)
-			rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-	}
-	mdb_cursor_close(c);
-	if (rc != 0 && rc != MDB_NOTFOUND)
-		return ds_mdb_err(__func__, "producer cleanup", rc);
-	return DS_OK;
+	if ((e = ds_del_prefix(txn, s->producers, id, NULL)) != DS_OK)
+		return e;
+	return ds_del_prefix(txn, s->times, id, NULL);
 }
 
 /* Key of a producer's state: the stream id, then the producer id. */

@@ -33,9 +33,10 @@ seg_name_id(const char *name, uint64_t *id)
  * decode, after logging it). Stops early when fn returns nonzero.
  */
 static enum ds_err
-each_record(struct ds_store *s, int (*fn)(struct ds_store *, MDB_txn *,
-    const char *, struct ds_rec *, void *), void *arg)
+each_record(struct ds_store *s, const char *prefix, int (*fn)(struct ds_store *,
+    MDB_txn *, const char *, struct ds_rec *, void *), void *arg)
 {
+	size_t plen = prefix ? strlen(prefix) : 0;
 	char path[DS_PATH_MAX + 1];
 	struct ds_rec r;
 	MDB_txn *txn;
@@ -51,8 +52,13 @@ each_record(struct ds_store *s, int (*fn)(struct ds_store *, MDB_txn *,
 		ds_rd_end(txn);
 		return ds_mdb_err(__func__, "mdb_cursor_open", rc);
 	}
-	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
-	    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+	k.mv_data = (void *)prefix;
+	k.mv_size = plen;
+	for (rc = mdb_cursor_get(c, &k, &v, plen ? MDB_SET_RANGE : MDB_FIRST);
+	    rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		if (plen && (k.mv_size < plen ||
+		    memcmp(k.mv_data, prefix, plen) != 0))
+			break;
 		bad = k.mv_size > DS_PATH_MAX || ds_rec_decode(&v, &r) == -1;
 		if (bad)
 			ds_log("%.*s: undecodable record", (int)k.mv_size,
@@ -78,7 +84,10 @@ recover_tail(struct ds_store *s, MDB_txn *txn, const char *path,
 	int fd;
 
 	(void)txn;
-	if (r == NULL || (fd = ds_seg_open(s, r->info.id, O_RDWR)) == -1)
+	if (r == NULL)
+		return 0;
+	ds_punch_all(s, r);	/* finishes a trim a crash cut short */
+	if ((fd = ds_seg_open(s, r->info.id, O_RDWR)) == -1)
 		return 0;
 	if (ds_seg_lock(fd) == 0 && fstat(fd, &st) == 0 &&
 	    (uint64_t)st.st_size > r->info.tail - r->info.base) {
@@ -107,7 +116,7 @@ ds_store_recover(struct ds_store *s, unsigned min_age_s, unsigned *truncated,
 	uint64_t id;
 	time_t now = time(NULL);
 
-	if ((e = each_record(s, recover_tail, &t)) != DS_OK)
+	if ((e = each_record(s, NULL, recover_tail, &t)) != DS_OK)
 		return e;
 	if ((d = opendir(s->segdir)) == NULL) {
 		ds_log("opendir %s: %s", s->segdir, strerror(errno));
@@ -163,7 +172,8 @@ struct verify {
 
 /*
  * Checks a stream's own segment against its record: the file holds every
- * committed byte, and in a message stream the bytes are whole records,
+ * committed byte, and in a message stream the retained bytes (below the
+ * earliest retained position they are punched out) are whole records,
  * each of which msg_ok (when given) accepts. Returns the problems found,
  * each logged.
  */
@@ -171,14 +181,22 @@ static unsigned
 verify_segment(struct ds_store *s, const char *path, const struct ds_rec *r,
     int (*msg_ok)(const char *, size_t))
 {
-	uint64_t own = r->info.tail - r->info.base, at = 0;
+	uint64_t own = r->info.tail - r->info.base;
+	uint64_t at = ds_own_first(r) - r->info.base;	/* trimmed below */
 	size_t have = 0, cap = 1 << 20, n;
 	char *buf = NULL, *nb, *p, *nl;
 	unsigned bad = 0;
 	struct stat st;
 	int fd;
 
+	if (r->first > r->info.tail) {
+		ds_log("%s: trimmed to %" PRIu64 ", past the tail %" PRIu64,
+		    path, r->first, r->info.tail);
+		return 1;
+	}
 	if ((fd = ds_seg_open(s, r->info.id, O_RDONLY)) == -1) {
+		if (errno == ENOENT && own == 0)
+			return 0;	/* no byte yet, so no file */
 		ds_log("%s: segment missing", path);
 		return 1;
 	}
@@ -293,7 +311,7 @@ ds_store_verify(struct ds_store *s, int (*msg_ok)(const char *, size_t),
 	size_t i;
 	int depth;
 
-	if ((e = each_record(s, verify_one, &vf)) != DS_OK || vf.nomem) {
+	if ((e = each_record(s, NULL, verify_one, &vf)) != DS_OK || vf.nomem) {
 		free(vf.v);
 		return e != DS_OK ? e : DS_ENOMEM;
 	}
@@ -358,14 +376,24 @@ foreach_one(struct ds_store *s, MDB_txn *txn, const char *path,
 
 	(void)s;
 	(void)txn;
-	return r ? f->fn(path, &r->info, f->arg) : 0;
+	if (r == NULL)
+		return 0;
+	r->info.first = ds_own_first(r);
+	return f->fn(path, &r->info, f->arg);
 }
 
 enum ds_err
 ds_store_foreach(struct ds_store *s, int (*fn)(const char *,
     const struct ds_stream_info *, void *), void *arg)
 {
+	return ds_store_foreach_prefix(s, "", fn, arg);
+}
+
+enum ds_err
+ds_store_foreach_prefix(struct ds_store *s, const char *prefix,
+    int (*fn)(const char *, const struct ds_stream_info *, void *), void *arg)
+{
 	struct foreach f = { fn, arg };
 
-	return each_record(s, foreach_one, &f);
+	return each_record(s, prefix, foreach_one, &f);
 }

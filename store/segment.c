@@ -2,6 +2,9 @@
  * segment.c: one file per stream holding the stream's own bytes, position
  * base at file offset 0. Files fan out over 256 directories so that no
  * directory grows without bound: segments/<first id byte>/<id>.seg.
+ * A stream's file is made with its first bytes: a stream created empty has
+ * none until its first append, and readers never open a file that holds
+ * no committed byte.
  */
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -96,22 +99,16 @@ ds_seg_read(int fd, uint64_t at, void *buf, size_t len)
 }
 
 /*
- * Creates the segment file of a new stream with its initial bytes, and
- * makes both the bytes and the directory entry durable before the caller
- * commits the record that names the file. Returns 0, or -1 with errno set
- * and no file left behind.
+ * Makes the fan-out directory that holds id's segment, durably, and puts
+ * its path in dir. Returns 0, or -1 with errno set.
  */
-int
-ds_seg_create(struct ds_store *s, uint64_t id, const void *body, size_t len)
+static int
+seg_dir(struct ds_store *s, uint64_t id, char *dir, size_t sz)
 {
-	char path[4096], dir[4096];
-	const char *what = NULL;
-	int fd, n, err;
+	int n, err;
 
-	n = snprintf(dir, sizeof(dir), "%s/%02x", s->segdir,
-	    (unsigned)(id >> 56));
-	if (n < 0 || (size_t)n >= sizeof(dir) ||
-	    ds_seg_path(s, id, path, sizeof(path)) == -1) {
+	n = snprintf(dir, sz, "%s/%02x", s->segdir, (unsigned)(id >> 56));
+	if (n < 0 || (size_t)n >= sz) {
 		errno = ENAMETOOLONG;
 		return -1;
 	}
@@ -128,48 +125,123 @@ ds_seg_create(struct ds_store *s, uint64_t id, const void *body, size_t len)
 		errno = err;
 		return -1;
 	}
-	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-	if (fd == -1) {
-		err = errno;
-		ds_log("open %s: %s", path, strerror(err));
-		errno = err;
+	return 0;
+}
+
+/*
+ * Creates the segment file of a new stream with its initial bytes (len >
+ * 0), and makes both the bytes and the directory entry durable before the
+ * caller commits the record that names the file. A stream created empty
+ * has no file until its first append (ds_seg_open_new()): a create then
+ * costs no file system work at all. Returns 0, or -1 with errno set and no
+ * file left behind.
+ */
+int
+ds_seg_create(struct ds_store *s, uint64_t id, const void *body, size_t len)
+{
+	const char *what = NULL;
+	int fd, err, created;
+
+	if ((fd = ds_seg_open_new(s, id, &created)) == -1)
+		return -1;
+	if (!created) {
+		close(fd);
+		ds_log("segment %016" PRIx64 " exists already", id);
+		errno = EEXIST;
 		return -1;
 	}
-	if (len > 0 && ds_seg_write(fd, 0, body, len) == -1)
+	if (ds_seg_write(fd, 0, body, len) == -1)
 		what = "write";
 	else if (fdatasync(fd) == -1)
 		what = "fdatasync";
 	err = errno;
 	close(fd);
-	if (what == NULL && sync_dir(dir) == -1) {
+	if (what == NULL && ds_seg_sync_dir(s, id) == -1) {
 		what = "fsync directory";
 		err = errno;
 	}
 	if (what != NULL) {
-		ds_log("%s %s: %s", what, path, strerror(err));
-		unlink(path);
+		ds_log("%s of segment %016" PRIx64 ": %s", what, id,
+		    strerror(err));
+		ds_seg_unlink(s, id);
 		errno = err;
 		return -1;
 	}
 	return 0;
 }
 
-/* Opens a stream's segment. Returns the fd, or -1 (errno kept). */
+/*
+ * Opens the segment of a stream that has no file yet, creating it. Sets
+ * *created when this call made the file (another appender may have made it
+ * first). The new directory entry is not durable yet: the caller syncs it
+ * with ds_seg_sync_dir() before it commits bytes in the file. Returns the
+ * fd, or -1 with errno set.
+ */
 int
-ds_seg_open(const struct ds_store *s, uint64_t id, int flags)
+ds_seg_open_new(struct ds_store *s, uint64_t id, int *created)
 {
-	char path[4096];
-	int fd, saved;
+	char path[4096], dir[4096];
+	int fd, err;
 
+	*created = 0;
+	if (seg_dir(s, id, dir, sizeof(dir)) == -1)
+		return -1;
 	if (ds_seg_path(s, id, path, sizeof(path)) == -1) {
 		errno = ENAMETOOLONG;
 		return -1;
 	}
-	while ((fd = open(path, flags | O_CLOEXEC)) == -1 && errno == EINTR)
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	if (fd != -1)
+		*created = 1;
+	else if (errno == EEXIST)
+		fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd == -1) {
+		err = errno;
+		ds_log("open %s: %s", path, strerror(err));
+		errno = err;
+	}
+	return fd;
+}
+
+/* Makes the directory entry of id's segment durable. Returns 0 or -1. */
+int
+ds_seg_sync_dir(const struct ds_store *s, uint64_t id)
+{
+	char dir[4096];
+	int n;
+
+	n = snprintf(dir, sizeof(dir), "%s/%02x", s->segdir,
+	    (unsigned)(id >> 56));
+	if (n < 0 || (size_t)n >= sizeof(dir)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if (sync_dir(dir) == -1) {
+		ds_log("fsync %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Opens a stream's segment, by its name under the segment directory (a
+ * two-step lookup, whatever the depth of the data directory). Returns the
+ * fd, or -1 (errno kept).
+ */
+int
+ds_seg_open(const struct ds_store *s, uint64_t id, int flags)
+{
+	char name[32];
+	int fd, saved;
+
+	snprintf(name, sizeof(name), "%02x/%016" PRIx64 ".seg",
+	    (unsigned)(id >> 56), id);
+	while ((fd = openat(s->segdirfd, name, flags | O_CLOEXEC)) == -1 &&
+	    errno == EINTR)
 		;
 	if (fd == -1 && errno != ENOENT) {
 		saved = errno;
-		ds_log("open %s: %s", path, strerror(errno));
+		ds_log("open %s/%s: %s", s->segdir, name, strerror(errno));
 		errno = saved;
 	}
 	return fd;

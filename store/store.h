@@ -57,6 +57,8 @@ enum ds_err {
 	DS_ENOSPC,		/* the file system is full: nothing stored */
 	DS_ESOURCE_GONE,	/* create: the fork's source is soft-deleted
 				   (DS_EGONE is for the path itself) */
+	DS_ETRIMMED,		/* read or fork: the position is below the
+				   earliest retained one (retention) */
 	/* Subscriptions (subs.c): */
 	DS_EFENCED,		/* generation or wake id is not the current */
 	DS_ECLAIMED,		/* another worker holds the lease */
@@ -94,6 +96,9 @@ struct ds_stream_info {
 	int64_t		access_ms;	/* last read or write, ms since epoch */
 	uint32_t	flags;		/* DS_F_* */
 	uint64_t	src_id;		/* fork: the source's id, else 0 */
+	uint64_t	first;		/* earliest retained position: reads
+					   below it answer DS_ETRIMMED (set by
+					   ds_store_stat() and ds_store_read()) */
 	char		ctype[DS_CTYPE_MAX + 1]; /* as given at creation */
 };
 
@@ -156,6 +161,11 @@ DS_EXPORT enum ds_err ds_store_verify(struct ds_store *,
 DS_EXPORT enum ds_err ds_store_foreach(struct ds_store *,
 	    int (*fn)(const char *path, const struct ds_stream_info *,
 	    void *arg), void *arg);
+/* The same for the paths that start with prefix. info->first is the
+ * stream's own earliest retained position. */
+DS_EXPORT enum ds_err ds_store_foreach_prefix(struct ds_store *,
+	    const char *prefix, int (*fn)(const char *path,
+	    const struct ds_stream_info *, void *arg), void *arg);
 
 /*
  * Reads a stream's metadata. Expired streams (PROTOCOL 5.1 TTL/Expires-At)
@@ -263,14 +273,17 @@ DS_EXPORT enum ds_err ds_store_append(struct ds_store *, const char *path,
 	    struct ds_append_res *res);
 
 #define DS_POS_NOW UINT64_MAX	/* ds_store_read(): start at the tail */
+#define DS_POS_FIRST (UINT64_MAX - 1) /* ...at the earliest retained byte */
 
 /*
- * Reads up to max bytes from position from (DS_POS_NOW: the tail). With
+ * Reads up to max bytes from position from (DS_POS_NOW: the tail,
+ * DS_POS_FIRST: the earliest retained position, info->first). With
  * DS_F_MSG the chunk ends on a record end (a record longer than max is
  * returned whole). *info is the snapshot the read used; *data (malloc'd,
  * caller frees; NULL when *len is 0) holds [from, from + *len).
- * DS_EOFFSET: from is past the tail or inside a record. Renews a sliding
- * TTL (a read counts as access, PROTOCOL 5.1).
+ * DS_EOFFSET: from is past the tail or inside a record; DS_ETRIMMED: from
+ * is below info->first. Renews a sliding TTL (a read counts as access,
+ * PROTOCOL 5.1).
  */
 DS_EXPORT enum ds_err ds_store_read(struct ds_store *, const char *path,
 	    uint64_t from, size_t max, int64_t now_ms,
@@ -486,5 +499,46 @@ DS_EXPORT enum ds_err ds_store_secret_get(struct ds_store *, const char *name,
 	    void *buf, size_t *len);
 DS_EXPORT enum ds_err ds_store_secret_set(struct ds_store *, const char *name,
 	    const void *val, size_t len);
+
+/*
+ * Retention (retain.c). A stream's data can be trimmed from its start in
+ * whole append units while it goes on: positions do not change, reads
+ * below the earliest retained position answer DS_ETRIMMED, and the bytes'
+ * disk space is freed by punching holes in the segment. The store keeps a
+ * sparse index of append boundaries and their times (a point at least
+ * every DS_INDEX_BYTES bytes or DS_INDEX_MS ms of appends); a trim always
+ * ends on one of these points. A fork reads its source's data as the
+ * source keeps it: what the source's retention drops is gone for its
+ * forks too.
+ */
+#define DS_INDEX_BYTES	(64 * 1024)
+#define DS_INDEX_MS	1000
+
+struct ds_retention {
+	uint64_t	 max_bytes;	/* keep at most this many bytes (0: any) */
+	int64_t		 max_age_ms;	/* drop data older than this (0: keep) */
+	uint64_t	 before;	/* one-off: trim up to this position (0:
+					   none) */
+};
+
+/*
+ * Moves the earliest retained position of the stream at path as far as
+ * the policy allows: to the furthest index point that the size limit, the
+ * age limit or before asks for, never backwards. *first gets the earliest
+ * retained position after the call. The commit is not synced (a pass
+ * trims many streams; ds_store_punch() syncs before it punches), and the
+ * freed bytes are not punched out yet.
+ */
+DS_EXPORT enum ds_err ds_store_trim(struct ds_store *, const char *path,
+	    const struct ds_retention *, int64_t now_ms, uint64_t *first);
+
+/*
+ * Frees the disk space of the stream's trimmed bytes: all of them, except
+ * after its first trim, which waits grace_ms for readers that looked
+ * before it (later readers check the earliest position again after they
+ * read). Idempotent; ds_store_recover() punches everything trimmed.
+ */
+DS_EXPORT enum ds_err ds_store_punch(struct ds_store *, const char *path,
+	    int64_t now_ms, int64_t grace_ms);
 
 #endif /* DS_STORE_H */

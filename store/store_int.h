@@ -29,16 +29,19 @@ struct ds_store {
 	MDB_dbi		 subs;		/* subscription id -> record (subs.c) */
 	MDB_dbi		 sublinks;	/* sid (8 bytes BE) + path -> link */
 	MDB_dbi		 secrets;	/* name -> bytes; "sid" -> last sid */
+	MDB_dbi		 times;		/* id (8) + position (8, big-endian)
+					   -> ms: append boundaries (retain.c) */
 	char		*segdir;	/* <dir>/segments */
 	int		 segdirfd;	/* open directory, for fsync */
 	unsigned	 psize;		/* LMDB page size */
 	uint64_t	 reserved;	/* data.mdb pages known allocated */
 	int		 no_reserve;	/* fallocate() unsupported here */
-	pthread_mutex_t	 aq_mu;		/* guards aq and cq* */
+	pthread_mutex_t	 aq_mu;		/* guards aq */
+	pthread_mutex_t	 cq_mu;		/* guards cq* */
 	struct ds_aq	*aq;		/* appends queued by stream (append.c) */
 	struct ds_commit *cq, **cq_tailp; /* changes waiting (commit.c) */
 	int		 cq_busy;	/* one of them is committing */
-	pthread_cond_t	 cq_cv;
+	_Atomic uint64_t durable_txn;	/* synced up to here (retain.c) */
 };
 
 /*
@@ -63,6 +66,13 @@ struct ds_rec {
 	size_t		closerlen;	/* 0: not closed by a producer */
 	char		seq[DS_SEQ_MAX + 1];
 	char		closer[DS_PRODUCER_MAX + 1];
+	/* Retention (retain.c); all 0 in a stream never trimmed. */
+	uint64_t	first;		/* own data below it is trimmed */
+	uint64_t	prev_first;	/* first before the last trim */
+	int64_t		first_ms;	/* when the last trim was committed */
+	uint64_t	first_txn;	/* ...and in which transaction */
+	uint64_t	idx_off;	/* the last index point... */
+	int64_t		idx_ms;		/* ...and its time */
 };
 
 /* Producer state, stored as-is. */
@@ -83,6 +93,7 @@ struct ds_level {
 	uint64_t	id;
 	uint64_t	base;		/* first position in this segment */
 	uint64_t	end;		/* positions this level serves end here */
+	uint64_t	first;		/* retained from here (retention) */
 };
 
 struct ds_chain {
@@ -121,6 +132,7 @@ struct ds_commit {
 	enum ds_err	 e;
 	int		 committed;
 	int		 done;
+	pthread_cond_t	 cv;		/* its owner waits here */
 	struct ds_commit *next;
 };
 void	ds_commit(struct ds_store *, struct ds_commit *);
@@ -137,6 +149,8 @@ enum ds_err ds_rec_put(struct ds_store *, MDB_txn *, const char *path,
 	    const struct ds_rec *);
 enum ds_err ds_rec_remove(struct ds_store *, MDB_txn *, const char *path,
 	    uint64_t id);
+enum ds_err ds_del_prefix(MDB_txn *, MDB_dbi, uint64_t id,
+	    const uint64_t *below);
 size_t	ds_producer_key(uint64_t id, const char *pid, size_t pidlen,
 	    char *buf);
 
@@ -145,14 +159,23 @@ int	ds_seg_path(const struct ds_store *, uint64_t id, char *buf, size_t sz);
 int	ds_seg_create(struct ds_store *, uint64_t id, const void *body,
 	    size_t len);
 int	ds_seg_open(const struct ds_store *, uint64_t id, int flags);
+int	ds_seg_open_new(struct ds_store *, uint64_t id, int *created);
+int	ds_seg_sync_dir(const struct ds_store *, uint64_t id);
 int	ds_seg_lock(int fd);
 int	ds_seg_write(int fd, uint64_t at, const void *buf, size_t len);
 int	ds_seg_read(int fd, uint64_t at, void *buf, size_t len);
 int	ds_seg_unlink(const struct ds_store *, uint64_t id);
 
+/* retain.c: ds_store_trim(), ds_store_punch() */
+uint64_t ds_own_first(const struct ds_rec *);
+enum ds_err ds_index_point(struct ds_store *, MDB_txn *, struct ds_rec *,
+	    int64_t now);
+enum ds_err ds_punch_all(struct ds_store *, const struct ds_rec *);
+
 /* chain.c */
-enum ds_err ds_chain_build(struct ds_store *, const struct ds_rec *,
-	    uint64_t end, struct ds_chain *);
+uint64_t ds_chain_first(const struct ds_chain *);
+enum ds_err ds_chain_build(struct ds_store *, MDB_txn *rtxn,
+	    const struct ds_rec *, uint64_t end, struct ds_chain *);
 enum ds_err ds_chain_boundary(struct ds_store *, const struct ds_chain *,
 	    uint64_t p);
 enum ds_err ds_resolve_fork_point(struct ds_store *, const struct ds_chain *,
@@ -162,6 +185,7 @@ enum ds_err ds_read_stitched(struct ds_store *, const struct ds_chain *,
 	    size_t *len);
 
 /* lifecycle.c: ds_store_create(), ds_store_delete() */
+int	ds_expired(const struct ds_stream_info *, int64_t now);
 enum ds_err ds_lookup(struct ds_store *, const char *path, int64_t now,
 	    struct ds_rec *);
 
@@ -183,6 +207,7 @@ struct pending {
 	int			 provisional;	/* validated against state of
 						   this batch not yet
 						   committed */
+	pthread_cond_t		 cv;		/* its owner waits here */
 	struct pending		*next;
 };
 

@@ -35,6 +35,23 @@ sub park {
 	return $sock;
 }
 
+# started(\@socks, $limit): how many of the sockets received a response head within $limit
+# seconds (an SSE reader then holds its thread).  Reads what came, leaves the sockets open.
+sub started {
+	my ($socks, $limit) = @_;
+	my (%buf, $n);
+	my $sel = IO::Select->new(@$socks);
+	my $t0 = time;
+	while ($sel->count && time < $t0 + $limit) {
+		for my $h ($sel->can_read(0.02)) {
+			sysread($h, my $chunk, 65536) or do { $sel->remove($h); next };
+			$buf{$h} .= $chunk;
+			if ($buf{$h} =~ m{^HTTP/1\.1 200}) { $n++; $sel->remove($h) }
+		}
+	}
+	return $n // 0;
+}
+
 # arrivals(\@socks, $needle, $t0, $limit): seconds after $t0 at which each socket's data
 # contained $needle (undef when it never did within $limit seconds).
 sub arrivals {
@@ -193,7 +210,7 @@ subtest 'SSE: readers keep a thread each for the stream and give it back when th
 	my $mode = 'sse';
 	my $tl = tail_of($w, 'live/b');
 	my @p = map { park($w, 'live/b', $tl, $mode) } 1 .. 4;
-	sleep 0.5;
+	is(started(\@p, 5), 4, "$mode: 4 readers got their stream's head");
 	my $h = HTTP::Tiny->new(timeout => 1.5, keep_alive => 0);
 	my $r = $h->request(HEAD => $w->url('live/b'));
 	ok($r->{status} != 200, "$mode: 4 parked readers hold all 4 threads (HEAD got $r->{status})");
@@ -216,5 +233,30 @@ subtest 'SSE: readers keep a thread each for the stream and give it back when th
 	ok(defined $m, "$mode: 3 new readers parked on the freed threads and got the append");
 };
 $w->stop;
+
+# A worker told to stop takes no new connection from the pool's listening socket: a request it
+# took would die with it. Here the old worker lingers (a request paused for 3 s keeps it busy)
+# while its replacement serves; long-polls parked meanwhile must all get the append made after
+# the old worker is gone, none of them a 502 from a connection that died with it.
+subtest 'a stopping worker accepts no new request' => sub {
+	my $x = Stack->start(workers => 1, threads => 4, args => [ '--', '--test-hooks' ]);
+	$x->must(201, PUT => 'live/stop', $T);
+	my $slow = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $x->port,
+		Proto => 'tcp', Timeout => 5) or die "connect: $!";
+	print $slow "POST /v1/stream/live/stop HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+		. "Content-Type: text/plain\r\nX-DS-Test-Pause: 3000\r\nContent-Length: 5\r\n\r\nslow\n";
+	sleep 0.5;
+	$x->kill_worker('TERM');
+	ok($x->wait_pool(10), 'the worker was replaced');
+	my $tl = tail_of($x, 'live/stop');
+	my @p = map { park($x, 'live/stop', $tl, 'long-poll') } 1 .. 8;
+	sleep 3.5;    # the old worker finished its paused request and exited
+	my $t1 = time;
+	$x->must(204, POST => 'live/stop', $T, "after-stop\n");
+	my @got = grep { defined } arrivals(\@p, 'after-stop', $t1, 3);
+	is(scalar @got, 8, 'all 8 long-polls parked after the stop got the append');
+	close $slow;
+	$x->stop;
+};
 
 done_testing();

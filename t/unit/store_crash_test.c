@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -31,7 +32,7 @@
 #include "t/unit/store_util.h"
 
 enum { ARM_OFF, ARM_BEFORE_META, ARM_AFTER_META, ARM_BATCH_BEFORE_META,
-    ARM_BATCH_AFTER_META, ARM_DELETE_IN_WRITE };
+    ARM_BATCH_AFTER_META, ARM_DELETE_IN_WRITE, ARM_PUNCH };
 
 static volatile int armed;
 static volatile int batch_written;	/* a segment write of >1 append */
@@ -88,15 +89,23 @@ pwrite(int fd, const void *buf, size_t len, off_t off)
 	return n;
 }
 
+/* ARM_PUNCH: killed as a punch starts freeing a trimmed range. */
+__attribute__((visibility("default"))) int
+fallocate(int fd, int mode, off_t off, off_t len)
+{
+	if (armed == ARM_PUNCH)
+		raise(SIGKILL);
+	return (int)syscall(SYS_fallocate, fd, mode, off, len);
+}
+
 /*
- * Runs one append in a child process with its own environment, armed to
- * die at the given moment. Returns 1 when the child died by SIGKILL.
+ * Runs fn on a store of its own in a child process, armed to die at the
+ * given moment. Returns 1 when the child died by SIGKILL.
  */
 static int
-append_and_die(int when, const char *path, const char *body, int close,
-    const struct ds_producer *p)
+run_and_die(int when, void (*fn)(struct ds_store *, const void *),
+    const void *arg)
 {
-	struct ds_append_res res;
 	struct ds_store *c;
 	pid_t pid;
 	int st;
@@ -107,11 +116,54 @@ append_and_die(int when, const char *path, const char *body, int close,
 	if (pid == 0) {
 		c = open_store(store_dir);
 		armed = when;
-		append(c, path, body, close, p, NULL, &res);
+		fn(c, arg);
 		_exit(0);	/* not reached when the hook fired */
 	}
 	must(waitpid(pid, &st, 0) != -1, "waitpid");
 	return WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL;
+}
+
+struct append_args {
+	const char			*path, *body;
+	int				 close;
+	const struct ds_producer	*p;
+};
+
+static void
+do_append(struct ds_store *c, const void *arg)
+{
+	const struct append_args *a = arg;
+	struct ds_append_res res;
+
+	append(c, a->path, a->body, a->close, a->p, NULL, &res);
+}
+
+static int
+append_and_die(int when, const char *path, const char *body, int close,
+    const struct ds_producer *p)
+{
+	struct append_args a = { path, body, close, p };
+
+	return run_and_die(when, do_append, &a);
+}
+
+/* Trims stream t to at most 100,000 bytes. */
+static void
+do_trim(struct ds_store *c, const void *arg)
+{
+	struct ds_retention pol = { .max_bytes = 100000 };
+	uint64_t first;
+
+	(void)arg;
+	ds_store_trim(c, "t", &pol, 5000, &first);
+}
+
+/* Punches what a trim of stream t left. */
+static void
+do_punch(struct ds_store *c, const void *arg)
+{
+	(void)arg;
+	ds_store_punch(c, "t", 5000, 0);
 }
 
 static void
@@ -327,6 +379,67 @@ batch_and_die(struct ds_store *s, int when, const char *what)
 	free(data);
 }
 
+/*
+ * After a trim killed at moment when, the stream keeps the old earliest
+ * position (0) or the new one, and every retained byte reads back whole;
+ * recovery punches what is trimmed and verify is clean.
+ */
+static void
+check_trim_crash(struct ds_store *s, int when, int punch, const char *what)
+{
+	struct ds_stream_info info;
+	char *data = NULL;
+	size_t len = 0, i;
+	unsigned n, bad, trunc, removed;
+	int whole = 1;
+
+	create(s, "t", "");
+	for (i = 0; i < 300; i++)
+		append_at(s, "t", 1000, 0, (int)i, 1000 + (int64_t)i);
+	if (punch) {
+		struct ds_retention pol = { .max_bytes = 100000 };
+		uint64_t first;
+
+		must_ds(ds_store_trim(s, "t", &pol, 2000, &first));
+	}
+	ok(run_and_die(when, punch ? do_punch : do_trim, NULL), "%s: killed",
+	    what);
+	is_int(ds_store_stat(s, "t", 5000, &info), DS_OK, "%s: stat", what);
+	ok(info.first == 0 || (info.first % 1000 == 0 &&
+	    300000 - info.first <= 100000), "%s: earliest %llu is the old or "
+	    "the new one", what, (unsigned long long)info.first);
+	is_int(ds_store_read(s, "t", DS_POS_FIRST, 1 << 20, 5000, &info, &data,
+	    &len), DS_OK, "%s: read from the earliest position", what);
+	is_int(len, 300000 - info.first, "%s: every retained byte", what);
+	for (i = 0; i < len; i++)
+		if (data[i] != (i % 1000 == 999 ? '\n' : 'x'))
+			whole = 0;
+	ok(whole, "%s: none of them punched", what);
+	free(data);
+	is_int(ds_store_recover(s, 0, &trunc, &removed), DS_OK,
+	    "%s: recovery", what);
+	is_int(ds_store_verify(s, NULL, &n, &bad), DS_OK, "%s: verify", what);
+	is_int(bad, 0, "%s: verify is clean", what);
+}
+
+static void
+test_trim_before_meta(struct ds_store *s)
+{
+	check_trim_crash(s, ARM_BEFORE_META, 0, "trim before its meta page");
+}
+
+static void
+test_trim_after_meta(struct ds_store *s)
+{
+	check_trim_crash(s, ARM_AFTER_META, 0, "trim after its meta page");
+}
+
+static void
+test_trim_punch(struct ds_store *s)
+{
+	check_trim_crash(s, ARM_PUNCH, 1, "killed in the punch");
+}
+
 static void
 test_batch_before_meta(struct ds_store *s)
 {
@@ -380,6 +493,9 @@ static const struct {
 	{ "batch-before-meta", test_batch_before_meta },
 	{ "batch-after-meta", test_batch_after_meta },
 	{ "delete-in-write", test_delete_in_write },
+	{ "trim-before-meta", test_trim_before_meta },
+	{ "trim-after-meta", test_trim_after_meta },
+	{ "trim-punch", test_trim_punch },
 };
 
 int

@@ -359,6 +359,199 @@ test_forks(struct ds_store *s)
 }
 
 /*
+ * A stream created without a body has no segment file until its first
+ * append: reads, forks, verify and delete do without one, and an append
+ * pinned to such a stream deleted meanwhile leaves no file behind.
+ */
+static void
+test_unborn(struct ds_store *s)
+{
+	struct ds_create c = { .ctype = "text/plain" };
+	struct ds_stream_info a, f, gone, again;
+	struct ds_append app;
+	struct ds_append_res res;
+	char *data;
+	size_t len;
+	unsigned reads, n, bad;
+
+	must_ds(ds_store_create(s, "u/a", &c, 1000, &a));
+	ok(!seg_exists(a.id), "an empty create makes no file");
+	data = read_all(s, "u/a", 1024, &len, &reads);
+	is_int(len, 0, "an empty stream reads empty");
+	free(data);
+	is_int(fork_of(s, "u/f", "u/a", 0, 0, &f), DS_OK,
+	    "a fork of an empty stream");
+	ok(!seg_exists(f.id), "makes no file either");
+	is_int(ds_store_verify(s, NULL, &n, &bad), DS_OK, "verify runs");
+	is_int(bad, 0, "streams without files verify clean");
+	is_int(append(s, "u/a", "abc", 0, NULL, NULL, &res), DS_OK,
+	    "first append");
+	ok(seg_exists(a.id), "makes the file");
+	is_int(append(s, "u/a", "de", 0, NULL, NULL, &res), DS_OK,
+	    "second append");
+	data = read_all(s, "u/a", 1024, &len, &reads);
+	is_mem(data, len, "abcde", 5, "both read back");
+	free(data);
+	is_int(append(s, "u/f", "x", 0, NULL, NULL, &res), DS_OK,
+	    "append to the fork");
+	data = read_all(s, "u/f", 1024, &len, &reads);
+	is_mem(data, len, "x", 1, "the fork reads its own byte");
+	free(data);
+
+	must_ds(ds_store_create(s, "u/g", &c, 1000, &gone));
+	must_ds(ds_store_delete(s, "u/g"));
+	memset(&app, 0, sizeof(app));
+	app.id = gone.id;
+	app.body = "late";
+	app.len = 4;
+	app.ctype_ok = 1;
+	is_int(ds_store_append(s, "u/g", &app, 1000, &res), DS_ENOTFOUND,
+	    "append pinned to an empty stream deleted since: not found");
+	ok(!seg_exists(gone.id), "and no file made for it");
+	must_ds(ds_store_create(s, "u/g", &c, 1000, &again));
+	is_int(ds_store_append(s, "u/g", &app, 1000, &res), DS_EREPLACED,
+	    "pinned to the one before a re-create: replaced");
+	ok(!seg_exists(gone.id) && !seg_exists(again.id), "no file made");
+	is_int(ds_store_delete(s, "u/a"), DS_OK, "delete (has a fork)");
+	is_int(ds_store_delete(s, "u/f"), DS_OK, "delete the fork");
+	ok(!seg_exists(a.id) && !seg_exists(f.id), "files gone");
+	errno = 0;
+}
+
+static long
+seg_blocks(uint64_t id)
+{
+	char path[512];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/segments/%02x/%016" PRIx64 ".seg",
+	    store_dir, (unsigned)(id >> 56), id);
+	return stat(path, &st) == 0 ? (long)st.st_blocks : -1;
+}
+
+/*
+ * Retention: trims by size, age and position end on append boundaries;
+ * reads below the earliest retained position are DS_ETRIMMED, DS_POS_FIRST
+ * starts there; forks see what their source keeps; punching frees blocks;
+ * verify and recovery understand trimmed streams.
+ */
+static void
+test_retention(struct ds_store *s)
+{
+	struct ds_create c = { .ctype = "text/plain" };
+	struct ds_create j = { .ctype = "application/json",
+	    .flags = DS_F_MSG };
+	struct ds_retention pol;
+	struct ds_stream_info info, fk;
+	uint64_t first, first2;
+	char *data;
+	size_t len;
+	unsigned n, bad, trunc, removed;
+	long blocks0;
+	int i;
+
+	must_ds(ds_store_create(s, "rt/b", &c, 1000, &info));
+	for (i = 0; i < 300; i++)	/* 300 appends of 1000 bytes */
+		append_at(s, "rt/b", 1000, 0, i, 1000 + i);
+	blocks0 = seg_blocks(info.id);
+	memset(&pol, 0, sizeof(pol));
+	pol.max_bytes = 100000;
+	is_int(ds_store_trim(s, "rt/b", &pol, 2000, &first), DS_OK,
+	    "size trim");
+	ok(first > 0 && 300000 - first <= 100000 && first % 1000 == 0,
+	    "keeps at most 100,000 bytes, on an append boundary");
+	ok(300000 - first > 100000 - DS_INDEX_BYTES - 1000,
+	    "and within an index step of the limit");
+	is_int(ds_store_read(s, "rt/b", 0, 10, 2000, &info, &data, &len),
+	    DS_ETRIMMED, "a read below the earliest position: trimmed");
+	is_int(ds_store_read(s, "rt/b", first - 1, 10, 2000, &info, &data,
+	    &len), DS_ETRIMMED, "one byte below: trimmed");
+	is_int(ds_store_read(s, "rt/b", DS_POS_FIRST, 1000, 2000, &info,
+	    &data, &len), DS_OK, "a read from the earliest position");
+	is_int(info.first, first, "reports it");
+	ok(len == 1000 && data[999] == '\n', "whole append units from there");
+	free(data);
+	is_int(ds_store_stat(s, "rt/b", 2000, &info), DS_OK, "stat");
+	is_int(info.first, first, "stat reports the earliest position");
+	is_int(ds_store_trim(s, "rt/b", &pol, 2000, &first2), DS_OK,
+	    "the same trim again");
+	is_int(first2, first, "moves nothing");
+	is_int(ds_store_punch(s, "rt/b", 2000, 1000), DS_OK,
+	    "punch within the grace period");
+	is_int(seg_blocks(info.id), blocks0, "frees nothing yet");
+	is_int(ds_store_punch(s, "rt/b", 3000, 1000), DS_OK,
+	    "punch after it");
+	ok(seg_blocks(info.id) < blocks0 - (long)(first / 512) + 16,
+	    "frees the trimmed bytes' blocks");
+	data = NULL;
+	is_int(ds_store_read(s, "rt/b", first, 300000, 3000, &info, &data,
+	    &len), DS_OK, "retained bytes read after the punch");
+	is_int(len, 300000 - first, "all of them");
+	free(data);
+
+	/* Age: a point a second at least (appends of 100 bytes every 200 ms). */
+	must_ds(ds_store_create(s, "rt/a", &c, 1000, &info));
+	for (i = 0; i < 50; i++)
+		append_at(s, "rt/a", 100, 0, i, 1000 + 200 * i);
+	memset(&pol, 0, sizeof(pol));
+	pol.max_age_ms = 5000;
+	is_int(ds_store_trim(s, "rt/a", &pol, 10500, &first2), DS_OK,
+	    "age trim");
+	is_int(first2, 2100, "drops what is 5 s old by the index "
+	    "(the point of 5.0 s at 2,100)");
+	is_int(ds_store_read(s, "rt/a", 2000, 10, 10500, &info, &data, &len),
+	    DS_ETRIMMED, "below it: trimmed");
+	/* One-off trim up to a position. */
+	memset(&pol, 0, sizeof(pol));
+	pol.before = 299500;
+	is_int(ds_store_trim(s, "rt/b", &pol, 1300, &first2), DS_OK,
+	    "trim up to a position");
+	ok(first2 <= 299500 && first2 % 1000 == 0,
+	    "stops at the last boundary point below it");
+
+	/* JSON: a trim never cuts a message; reads go on from it. */
+	must_ds(ds_store_create(s, "rt/j", &j, 1000, &info));
+	for (i = 0; i < 200; i++)
+		append_at(s, "rt/j", 700, 1, i, 1000 + i);
+	memset(&pol, 0, sizeof(pol));
+	pol.max_bytes = 50000;
+	is_int(ds_store_trim(s, "rt/j", &pol, 2000, &first), DS_OK,
+	    "JSON trim");
+	ok(first % 700 == 0 && first > 0, "on a message boundary");
+	is_int(ds_store_read(s, "rt/j", DS_POS_FIRST, 1, 2000, &info, &data,
+	    &len), DS_OK, "JSON read from the earliest position");
+	ok(len == 700 && data[0] == '[', "a whole message");
+	free(data);
+
+	/* Forks see what the source keeps. */
+	is_int(fork_of(s, "rt/f-low", "rt/b", first2 - 1000, 0, &fk),
+	    DS_ETRIMMED, "a fork below the source's earliest position");
+	is_int(fork_of(s, "rt/f", "rt/b", 299000, 0, &fk), DS_OK,
+	    "a fork above it");
+	is_int(ds_store_stat(s, "rt/f", 2000, &fk), DS_OK, "fork stat");
+	is_int(fk.first, first2, "the fork's earliest is its source's");
+	for (i = 0; i < 100; i++)	/* the source goes on */
+		append_at(s, "rt/b", 1000, 0, i, 5000 + i);
+	memset(&pol, 0, sizeof(pol));
+	pol.before = 400000;
+	must_ds(ds_store_trim(s, "rt/b", &pol, 6000, &first));
+	ok(first > 299000, "the source trimmed past the fork point");
+	is_int(ds_store_stat(s, "rt/f", 6000, &fk), DS_OK, "fork stat again");
+	is_int(fk.first, 299000, "the fork keeps only its own data");
+	is_int(ds_store_read(s, "rt/f", DS_POS_FIRST, 10, 2000, &fk, &data,
+	    &len), DS_OK, "the fork reads from there");
+	is_int(len, 0, "nothing (no own data yet)");
+
+	is_int(ds_store_verify(s, NULL, &n, &bad), DS_OK, "verify runs");
+	is_int(bad, 0, "trimmed streams verify clean");
+	is_int(ds_store_recover(s, 0, &trunc, &removed), DS_OK,
+	    "recovery punches every trimmed stream");
+	is_int(ds_store_delete(s, "rt/f"), DS_OK, "delete the fork");
+	is_int(ds_store_delete(s, "rt/b"), DS_OK, "delete the source");
+	errno = 0;
+}
+
+/*
  * An append or a fork pinned to the stream its caller checked never lands
  * in a stream created at the same path since (issue: a JSON body framed
  * for one stream landed in a text stream that replaced it, and back).
@@ -645,6 +838,8 @@ static const struct {
 	{ "recovery", test_recovery },
 	{ "forks", test_forks },
 	{ "replaced", test_replaced },
+	{ "unborn", test_unborn },
+	{ "retention", test_retention },
 	{ "depth", test_depth },
 	{ "concurrency", test_concurrency },
 };

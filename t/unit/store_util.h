@@ -89,4 +89,30 @@ append(struct ds_store *s, const char *path, const char *body, int close,
 	return ds_store_append(s, path, &a, 1000, res);
 }
 
+/* Appends n bytes (records when msg: "[i]" padded to n with a newline). */
+static TAP_UNUSED void
+append_at(struct ds_store *s, const char *path, size_t n, int msg, int i,
+    int64_t now)
+{
+	struct ds_append a;
+	struct ds_append_res res;
+	char *body = malloc(n);
+
+	must(body != NULL, "malloc");
+	memset(body, 'x', n);
+	if (msg) {
+		int k = snprintf(body, n, "[%d", i);
+
+		memset(body + k, ' ', n - (size_t)k - 2);
+		body[n - 2] = ']';
+	}
+	body[n - 1] = '\n';
+	memset(&a, 0, sizeof(a));
+	a.body = body;
+	a.len = n;
+	a.ctype_ok = 1;
+	must_ds(ds_store_append(s, path, &a, now, &res));
+	free(body);
+}
+
 #endif /* DS_STORE_UTIL_H */
