@@ -23,10 +23,11 @@ WARN    = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 CFLAGS  ?= -O2 -g
 DSFLAGS = -std=c11 -D_GNU_SOURCE -fvisibility=hidden -pthread -I. $(WARN) $(CFLAGS)
 # Each program links only what it uses. ds-fcgi: libfcgi, liblmdb (the
-# store) and libsodium (SSE base64, cursor jitter); the unit tests link
-# ds-fcgi's archives and so its libraries; ds-notify needs none. jansson
-# is the fuzzers' reference parser only (scripts/fuzz).
-FCGI_LIBS = -lfcgi -llmdb -lsodium -pthread
+# store), libsodium (SSE base64, cursor jitter, webhook signatures and
+# tokens), jansson (subscription documents) and libcurl (webhooks); the
+# unit tests link ds-fcgi's archives and so its libraries; ds-notify needs
+# none. jansson is also the fuzzers' reference parser (scripts/fuzz).
+FCGI_LIBS = -lfcgi -llmdb -lsodium -ljansson -lcurl -pthread
 
 STORE_SRC = $(wildcard store/*.c)
 APP_SRC   = $(filter-out fcgi-app/main.c fcgi-app/ds-notify.c,$(wildcard fcgi-app/*.c))

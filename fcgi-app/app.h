@@ -25,6 +25,12 @@ struct ds_cfg {
 	unsigned	 sse_ms;	/* --sse-lifetime */
 	unsigned	 heartbeat_ms;	/* --sse-heartbeat */
 	int		 test_hooks;	/* --test-hooks: honour X-DS-Test-Pause */
+	int		 webhook_loopback; /* --webhook-loopback: development
+					   webhooks to loopback (PROTOCOL 6.2) */
+	const char	*public_url;	/* --public-url: the stream root URL
+					   clients use, behind a proxy */
+	unsigned	 retry_base_ms;	/* --webhook-retry-base: first retry */
+	unsigned	 retry_max_ms;	/* --webhook-retry-max: longest wait */
 };
 
 /* One request in flight, owned by the thread serving it or the lot. */

@@ -16,6 +16,7 @@
 #include "fcgi-app/json.h"
 #include "fcgi-app/notify.h"
 #include "fcgi-app/parse.h"
+#include "fcgi-app/subs.h"
 
 #define ALLOW "GET, HEAD, POST, PUT, DELETE, OPTIONS"
 #define DEFAULT_CTYPE "application/octet-stream"
@@ -315,6 +316,7 @@ handle_put(struct ds_req *r)
 			break;
 	}
 	if (e == DS_OK) {
+		ds_deliver_kick();	/* subscriptions may have work */
 		ds_add_header(r, "Location", "%s", loc);
 		stream_headers(r, &info);
 		ds_respond(r, 201, info.ctype, NULL, 0);
@@ -440,8 +442,10 @@ handle_post(struct ds_req *r)
 	}
 	switch (e) {
 	case DS_OK:
-		if (!res.duplicate)
+		if (!res.duplicate) {
 			notify_publish(res.id);
+			ds_deliver_kick();
+		}
 		ds_add_position(r, res.tail, 0, res.closed);
 		if (hasp) {
 			ds_add_header(r, "Producer-Epoch", "%" PRIu64,
@@ -648,24 +652,26 @@ ds_handle(struct ds_req *r)
 		ds_respond_error(r, 404, "not a stream URL");
 		return;
 	}
+	/* PROTOCOL 6: the reserved control routes come before streams. */
+	if (rawlen >= plen + 4 && memcmp(r->uri + plen, "__ds", 4) == 0 &&
+	    (rawlen == plen + 4 || r->uri[plen + 4] == '/')) {
+		ds_subs_handle(r, r->uri + plen + 4, rawlen - plen - 4);
+		return;
+	}
 	if (ds_path_decode(r->uri + plen, rawlen - plen, r->path,
 	    sizeof(r->path), &plen) == -1) {
 		ds_respond_error(r, 400, "invalid stream path");
 		return;
 	}
 	/*
-	 * PROTOCOL 6 reserves a first segment "__ds" for control APIs. Paths
-	 * are case-sensitive, but "__DS" and the like are refused too, so
-	 * that no stream can be mistaken for a control path.
+	 * PROTOCOL 6 reserves a first segment "__ds" for control APIs, routed
+	 * above. Paths are case-sensitive, but "__DS", "%5F_ds" and the like
+	 * are refused too, so that no stream can be mistaken for one.
 	 */
 	if (strncasecmp(r->path, "__ds", 4) == 0 &&
 	    (r->path[4] == '/' || r->path[4] == '\0')) {
-		if (strncmp(r->path, "__ds", 4) == 0)
-			ds_respond_error(r, 501,
-			    "subscriptions are not implemented yet");
-		else
-			ds_respond_error(r, 400, "a first path segment __ds, "
-			    "in any letter case, is reserved");
+		ds_respond_error(r, 400, "a first path segment __ds, in any "
+		    "letter case or encoding, is reserved");
 		return;
 	}
 	for (rt = routes; rt < routes + nitems(routes); rt++)

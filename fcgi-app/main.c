@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <fcgiapp.h>
 
 #include "fcgi-app/app.h"
@@ -33,6 +34,7 @@
 #include "fcgi-app/log.h"
 #include "fcgi-app/notify.h"
 #include "fcgi-app/parse.h"
+#include "fcgi-app/subs.h"
 
 static struct ds_cfg	 cfg = {
 	.threads = 256,
@@ -41,6 +43,8 @@ static struct ds_cfg	 cfg = {
 	.longpoll_ms = 30000,
 	.sse_ms = 60000,
 	.heartbeat_ms = 15000,
+	.retry_base_ms = 1000,
+	.retry_max_ms = 60000,
 };
 static struct ds_store	*store;
 static int		 listen_fd;
@@ -76,7 +80,11 @@ usage(void)
 	    "[-n|--check]\n"
 	    "               [--recover [--orphan-age S]] [--verify] [--list]\n"
 	    "               [--retention FILE [--retention-interval MS]] "
-	    "[--test-hooks]\n");
+	    "[--test-hooks]\n"
+	    "               [--rotate-webhook-key] [--[no-]webhook-loopback] "
+	    "[--public-url URL]\n"
+	    "               [--webhook-retry-base MS] "
+	    "[--webhook-retry-max MS]\n");
 	exit(2);
 }
 
@@ -92,6 +100,27 @@ parse_size(const char *opt, const char *v, uint64_t min, uint64_t max)
 		exit(2);
 	}
 	return (size_t)n;
+}
+
+/*
+ * --public-url: the stream root URL as clients reach it behind a proxy
+ * (callback and JWKS URLs are made from it). http(s), no query, no
+ * trailing slash (one is dropped).
+ */
+static const char *
+public_url(char *v)
+{
+	size_t n = strlen(v);
+
+	if (n > 0 && v[n - 1] == '/')
+		v[--n] = '\0';
+	if ((strncmp(v, "https://", 8) != 0 && strncmp(v, "http://", 7) != 0) ||
+	    n > 1024 || strpbrk(v, "?# \t\r\n\"\\") != NULL) {
+		ds_app_log("--public-url must be an http(s) URL without query, "
+		    "not \"%s\"", v);
+		exit(2);
+	}
+	return v;
 }
 
 /* --list: one line per stream: path, tail offset, flags. */
@@ -204,6 +233,12 @@ main(int argc, char *argv[])
 		{ "list", no_argument, NULL, 'A' },
 		{ "orphan-age", required_argument, NULL, 'O' },
 		{ "test-hooks", no_argument, NULL, 'T' },
+		{ "webhook-loopback", no_argument, NULL, 'W' },
+		{ "no-webhook-loopback", no_argument, NULL, 'w' },
+		{ "rotate-webhook-key", no_argument, NULL, 'K' },
+		{ "public-url", required_argument, NULL, 'U' },
+		{ "webhook-retry-base", required_argument, NULL, 'B' },
+		{ "webhook-retry-max", required_argument, NULL, 'M' },
 		{ "retention", required_argument, NULL, 'P' },
 		{ "retention-interval", required_argument, NULL, 'I' },
 		{ NULL, 0, NULL, 0 }
@@ -216,6 +251,8 @@ main(int argc, char *argv[])
 	enum ds_err e;
 	unsigned i, truncated, removed, nstreams, problems;
 	int ch, sig, check = 0, recover = 0, verify = 0, list = 0, waited;
+	int rotate = 0;
+	char kid[DS_KID_MAX];
 	unsigned orphan_age = 60, retention_ms = 1000;
 	const char *retention = NULL;
 
@@ -275,6 +312,26 @@ main(int argc, char *argv[])
 		case 'T':
 			cfg.test_hooks = 1;
 			break;
+		case 'W':
+			cfg.webhook_loopback = 1;
+			break;
+		case 'w':	/* the last of the two wins */
+			cfg.webhook_loopback = 0;
+			break;
+		case 'K':
+			rotate = 1;
+			break;
+		case 'U':
+			cfg.public_url = public_url(optarg);
+			break;
+		case 'B':
+			cfg.retry_base_ms = (unsigned)parse_size(
+			    "--webhook-retry-base", optarg, 10, 3600000);
+			break;
+		case 'M':
+			cfg.retry_max_ms = (unsigned)parse_size(
+			    "--webhook-retry-max", optarg, 10, 86400000);
+			break;
 		case 'P':
 			retention = optarg;
 			break;
@@ -292,6 +349,11 @@ main(int argc, char *argv[])
 	}
 	if (optind != argc || cfg.data_dir == NULL)
 		usage();
+	if (cfg.retry_max_ms < cfg.retry_base_ms) {
+		ds_app_log("--webhook-retry-max must not be below "
+		    "--webhook-retry-base");
+		return 2;
+	}
 	if (stat(cfg.data_dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
 		ds_app_log("--data %s is not a directory", cfg.data_dir);
 		return 2;
@@ -347,10 +409,26 @@ main(int argc, char *argv[])
 		return 0;
 	}
 
+	if (rotate) {
+		if (ds_keys_rotate(store, ds_now_ms(), DS_KEY_KEEP_MS, kid) ==
+		    -1)
+			return 1;
+		printf("ds-fcgi: webhook signing key %s made; the old one stays "
+		    "in the JWK Set for %lld minutes: restart the workers "
+		    "now\n", kid, DS_KEY_KEEP_MS / 60000);
+		ds_store_close(store);
+		return 0;
+	}
+
 	/* Parked readers hold descriptors: take all the kernel allows. */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 ||
+	    ds_keys_load(store) == -1) {
+		ds_app_log("cannot set up webhook signing and tokens");
+		return 1;
 	}
 	if (FCGX_Init() != 0) {
 		ds_app_log("FCGX_Init failed");
@@ -403,6 +481,10 @@ main(int argc, char *argv[])
 	pthread_attr_destroy(&attr);
 	if (notify_start(cfg.notify) == -1) {
 		ds_app_log("cannot start the notifier client");
+		return 1;
+	}
+	if (ds_deliver_start(store, &cfg) == -1) {
+		ds_app_log("cannot start subscription delivery");
 		return 1;
 	}
 

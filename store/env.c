@@ -42,6 +42,13 @@ static const char *const errtab[] = {
 	[DS_EDEPTH] = "fork chain would be too deep",
 	[DS_ENOSPC] = "no space left on the data volume",
 	[DS_ESOURCE_GONE] = "the source stream is deleted",
+	[DS_EFENCED] = "the wake generation is stale",
+	[DS_ECLAIMED] = "another worker holds the lease",
+	[DS_ENOWORK] = "the subscription has no pending work",
+	[DS_ESUBTYPE] = "not for this type of subscription",
+	[DS_ESTALE_TOKEN] = "the token is for a deleted subscription",
+	[DS_ENOTLINKED] = "the stream is not linked to the subscription",
+	[DS_EACKOFFSET] = "the offset is past the stream's tail",
 	[DS_ETRIMMED] = "offset is before the earliest retained position",
 };
 
@@ -431,6 +438,9 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 	    (rc = mdb_dbi_open(txn, "ids", MDB_CREATE, &s->ids)) ||
 	    (rc = mdb_dbi_open(txn, "producers", MDB_CREATE,
 	    &s->producers)) ||
+	    (rc = mdb_dbi_open(txn, "subs", MDB_CREATE, &s->subs)) ||
+	    (rc = mdb_dbi_open(txn, "sublinks", MDB_CREATE, &s->sublinks)) ||
+	    (rc = mdb_dbi_open(txn, "secrets", MDB_CREATE, &s->secrets)) ||
 	    (rc = mdb_dbi_open(txn, "times", MDB_CREATE, &s->times))) {
 		e = ds_mdb_err(__func__, "mdb_dbi_open", rc);
 		mdb_txn_abort(txn);

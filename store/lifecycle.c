@@ -297,7 +297,10 @@ apply_create(struct ds_store *s, MDB_txn *txn, void *arg)
 	}
 	if (rc != 0)
 		return ds_mdb_err(__func__, "mdb_put id", rc);
-	return ds_rec_put(s, txn, cc->path, cc->r);
+	if ((e = ds_rec_put(s, txn, cc->path, cc->r)) != DS_OK)
+		return e;
+	/* Subscriptions see the create's bytes as pending (PROTOCOL 6.2). */
+	return ds_sub_on_create(s, txn, cc->path, id);
 }
 
 /*

@@ -57,8 +57,17 @@ enum ds_err {
 	DS_ENOSPC,		/* the file system is full: nothing stored */
 	DS_ESOURCE_GONE,	/* create: the fork's source is soft-deleted
 				   (DS_EGONE is for the path itself) */
-	DS_ETRIMMED		/* read or fork: the position is below the
+	DS_ETRIMMED,		/* read or fork: the position is below the
 				   earliest retained one (retention) */
+	/* Subscriptions (subs.c): */
+	DS_EFENCED,		/* generation or wake id is not the current */
+	DS_ECLAIMED,		/* another worker holds the lease */
+	DS_ENOWORK,		/* claim: nothing is pending */
+	DS_ESUBTYPE,		/* the operation is for the other type */
+	DS_ESTALE_TOKEN,	/* the token names an older subscription of
+				   that id */
+	DS_ENOTLINKED,		/* ack: the stream is not linked */
+	DS_EACKOFFSET		/* ack: offset past the stream's tail */
 };
 
 DS_EXPORT const char *ds_strerror(enum ds_err);
@@ -293,6 +302,203 @@ DS_EXPORT enum ds_err ds_store_touch(struct ds_store *, const char *path,
  * soft-deleted one answers DS_EGONE.
  */
 DS_EXPORT enum ds_err ds_store_delete(struct ds_store *, const char *path);
+
+/*
+ * Subscriptions (PROTOCOL 6, 7): durable cursors over sets of streams.
+ * The store keeps each subscription's configuration, its links (stream
+ * path -> acknowledged position), and its wake state (generation, current
+ * wake, lease, retry schedule), and changes them only in write
+ * transactions, so that any number of processes agree on who delivers a
+ * wake. Validation of what a client sent is the caller's; the store checks
+ * only what needs the current state (fencing, leases, tails).
+ */
+#define DS_SUBID_MAX	128	/* subscription id bytes */
+#define DS_HOLDER_MAX	128	/* pull-wake worker name bytes */
+#define DS_URL_MAX	2048	/* webhook URL, base URL bytes */
+#define DS_DESC_MAX	1024	/* description bytes */
+#define DS_WAKEID_LEN	24	/* "w_" and 22 characters */
+#define DS_SUB_STREAMS_MAX 256	/* explicit streams in one request */
+
+enum ds_sub_type { DS_SUB_WEBHOOK = 1, DS_SUB_PULL = 2 };
+
+/* Link kinds, a bit set: a stream may be linked both ways (PROTOCOL 6.1). */
+#define DS_LINK_GLOB	 0x1u
+#define DS_LINK_EXPLICIT 0x2u
+
+/* Subscription flags. */
+#define DS_SUB_F_DELETED 0x1u	/* tombstone: the id answers 404 */
+#define DS_SUB_F_FAILED	 0x2u	/* the last delivery failed: retry due */
+
+struct ds_sub {
+	uint64_t	sid;		/* internal, never reused: tokens and
+					   links name it, not the id */
+	uint32_t	type;		/* enum ds_sub_type */
+	uint32_t	flags;		/* DS_SUB_F_* */
+	uint64_t	lease_ttl_ms;
+	int64_t		created_ms;
+	unsigned char	hash[32];	/* of the normalised configuration */
+	/* Wake state (PROTOCOL 7.3): */
+	uint64_t	generation;	/* of the last wake issued */
+	char		wake_id[DS_WAKEID_LEN + 1]; /* "" : no wake */
+	int64_t		lease_until;	/* ms; 0: no lease */
+	char		holder[DS_HOLDER_MAX + 1]; /* pull-wake: claimed by */
+	uint64_t	sender;		/* webhook: process sending it */
+	int64_t		send_until;	/* ...until then, at most */
+	uint32_t	attempts;	/* failed deliveries in a row */
+	int64_t		next_attempt_ms; /* no wake before then */
+	uint32_t	event_due;	/* pull-wake: wake event not written */
+	/* Configuration: */
+	char		pattern[DS_PATH_MAX + 1];	/* "" : none */
+	char		url[DS_URL_MAX + 1];		/* webhook */
+	char		wake_stream[DS_PATH_MAX + 1];	/* pull-wake */
+	char		description[DS_DESC_MAX + 1];	/* "" : none */
+	int		has_description;
+	char		base_url[DS_URL_MAX + 1];	/* stream root URL for
+							   callback_url */
+};
+
+/* A link as read: the stream's current tail comes with it. */
+struct ds_sub_link {
+	char		path[DS_PATH_MAX + 1];
+	uint32_t	kind;		/* DS_LINK_* */
+	uint64_t	acked;		/* position acknowledged */
+	uint64_t	tail;		/* the stream's tail (0: no stream) */
+};
+
+/* An acknowledgement: stream path and position. */
+struct ds_sub_ack {
+	const char	*path;
+	uint64_t	 pos;
+};
+
+/*
+ * Does path match the glob (PROTOCOL 6.2)? "*" matches one path segment,
+ * "**" zero or more, any other byte itself.
+ */
+DS_EXPORT int ds_glob_match(const char *glob, const char *path);
+
+/*
+ * Creates subscription id (sub: configuration, hash, lease, base_url,
+ * created_ms; the rest is ignored) with explicit links to streams[0..n)
+ * and glob links to every existing stream the pattern matches, each at
+ * the stream's current tail (PROTOCOL 6.2). DS_OK: created, *out is it.
+ * DS_EEXIST: a live subscription has that id, *out is it (the caller
+ * compares hashes). A tombstone is replaced.
+ */
+DS_EXPORT enum ds_err ds_sub_create(struct ds_store *, const char *id,
+	    const struct ds_sub *sub, const char *const *streams, size_t n,
+	    struct ds_sub *out);
+
+/*
+ * Reads subscription id with its links (*links malloc'd, *nlinks of
+ * them, in path order; the caller frees; links may be NULL to skip them).
+ * DS_ENOTFOUND for none or a tombstone.
+ */
+DS_EXPORT enum ds_err ds_sub_get(struct ds_store *, const char *id,
+	    struct ds_sub *out, struct ds_sub_link **links, size_t *nlinks);
+
+/* Tombstones subscription id (PROTOCOL 6.3): links and wake go. */
+DS_EXPORT enum ds_err ds_sub_delete(struct ds_store *, const char *id);
+
+/*
+ * Explicit links (PROTOCOL 6.4): adds paths[0..n) at their tails (a link
+ * already there keeps its position), or removes the explicit link of one
+ * path (a glob link stays while the pattern matches). Both idempotent.
+ */
+DS_EXPORT enum ds_err ds_sub_link_add(struct ds_store *, const char *id,
+	    const char *const *paths, size_t n);
+DS_EXPORT enum ds_err ds_sub_link_remove(struct ds_store *, const char *id,
+	    const char *path);
+
+/*
+ * Calls fn for every live subscription id (a snapshot), stopping when fn
+ * returns nonzero.
+ */
+DS_EXPORT enum ds_err ds_sub_foreach(struct ds_store *,
+	    int (*fn)(const char *id, const struct ds_sub *, void *), void *);
+
+/*
+ * The delivery step (PROTOCOL 7, 7.3), run by any process at any time:
+ * clears a wake whose lease (and send window) ran out, then, when the
+ * subscription is idle, has pending work and no retry is due later,
+ * issues a new wake: generation + 1, a fresh wake_id. A webhook wake is
+ * the caller's to send (sender = me, lease and send window from now,
+ * send_ms long); a pull-wake wake has its event due. DS_OK with *issued
+ * set: *out and *links (malloc'd, caller frees) are the wake's snapshot.
+ * *issued 0: nothing to do now; *due_ms says when to look again (0:
+ * only after a change).
+ */
+DS_EXPORT enum ds_err ds_sub_step(struct ds_store *, const char *id,
+	    int64_t now_ms, uint64_t me, int64_t send_ms, int *issued,
+	    int64_t *due_ms, struct ds_sub *out, struct ds_sub_link **links,
+	    size_t *nlinks);
+
+/*
+ * What became of a webhook wake the caller sent (generation gen):
+ * outcome 0 failed (retry after retry_ms, status failed), 1 answered
+ * (the lease runs lease_ttl_ms from now), 2 answered done (the snapshot's
+ * tails links[0..n) are acked and the wake ends). Nothing changes if the
+ * wake is no longer current. *pending: work is left for another wake.
+ */
+DS_EXPORT enum ds_err ds_sub_sent(struct ds_store *, const char *id,
+	    uint64_t gen, const char *wake_id, int outcome, int64_t retry_ms,
+	    const struct ds_sub_link *links, size_t n, int64_t now_ms,
+	    int *pending);
+
+/* Pull-wake: the wake event of generation gen is written. */
+DS_EXPORT enum ds_err ds_sub_event_written(struct ds_store *, const char *id,
+	    uint64_t gen);
+
+/*
+ * Pull-wake claim (PROTOCOL 7.2): a lease for worker on the current wake,
+ * or on a new one when work is pending and none is out. DS_ECLAIMED:
+ * *out->holder has it. DS_ENOWORK: nothing pending. DS_ESUBTYPE: not a
+ * pull-wake subscription. On DS_OK *out and *links as ds_sub_get().
+ */
+DS_EXPORT enum ds_err ds_sub_claim(struct ds_store *, const char *id,
+	    const char *worker, int64_t now_ms, struct ds_sub *out,
+	    struct ds_sub_link **links, size_t *nlinks);
+
+/*
+ * Callback, ack or release of wake (gen, wake_id) of subscription id whose
+ * token names sid and tgen (PROTOCOL 7.1-7.3). Checks, in order: the
+ * subscription (DS_ENOTFOUND), its sid (DS_ESTALE_TOKEN), its type
+ * (DS_ESUBTYPE: pull is 1 for ack/release), fencing (DS_EFENCED: token
+ * and request generation and wake id must be the current wake's), then
+ * every ack (DS_ENOTLINKED, DS_EACKOFFSET) before applying any. done or
+ * release ends the wake; else the lease is extended. release applies no
+ * acks. *pending: work is left (next_wake).
+ */
+struct ds_sub_fence {
+	uint64_t	 sid, tgen;	/* from the token */
+	uint64_t	 gen;		/* from the request */
+	const char	*wake_id;
+	int		 pull;		/* ack/release (1) or callback (0) */
+	int		 done;
+	int		 release;
+};
+DS_EXPORT enum ds_err ds_sub_ack(struct ds_store *, const char *id,
+	    const struct ds_sub_fence *, const struct ds_sub_ack *acks,
+	    size_t n, int64_t now_ms, int *pending);
+
+/*
+ * A secret the store keeps for the server (token key, signing key): the
+ * stored bytes of name, or cand's, stored now, when there are none, so
+ * that every process ends up with the same. *len in: buf size and cand's
+ * length; out: the stored length.
+ */
+DS_EXPORT enum ds_err ds_store_secret(struct ds_store *, const char *name,
+	    const void *cand, void *buf, size_t *len);
+
+/*
+ * Reads secret name into buf (*len in: its size; out: the length;
+ * DS_ETOOBIG when it does not fit, DS_ENOTFOUND when there is none), or
+ * replaces it with val (committed and synced).
+ */
+DS_EXPORT enum ds_err ds_store_secret_get(struct ds_store *, const char *name,
+	    void *buf, size_t *len);
+DS_EXPORT enum ds_err ds_store_secret_set(struct ds_store *, const char *name,
+	    const void *val, size_t len);
 
 /*
  * Retention (retain.c). A stream's data can be trimmed from its start in

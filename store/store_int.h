@@ -26,6 +26,9 @@ struct ds_store {
 	MDB_dbi		 streams;	/* path -> record */
 	MDB_dbi		 ids;		/* id (8 bytes) -> path */
 	MDB_dbi		 producers;	/* id (8 bytes) + producer id -> state */
+	MDB_dbi		 subs;		/* subscription id -> record (subs.c) */
+	MDB_dbi		 sublinks;	/* sid (8 bytes BE) + path -> link */
+	MDB_dbi		 secrets;	/* name -> bytes; "sid" -> last sid */
 	MDB_dbi		 times;		/* id (8) + position (8, big-endian)
 					   -> ms: append boundaries (retain.c) */
 	char		*segdir;	/* <dir>/segments */
@@ -210,6 +213,41 @@ struct pending {
 
 void	ds_batch_run(struct ds_store *, const char *path, uint64_t id,
 	    struct pending *batch);
+
+/* subs.c: ds_sub_create(), ds_sub_get(), ds_sub_delete(), ds_sub_foreach(),
+ * ds_store_secret() */
+/* A link as stored. */
+struct ds_link_rec {
+	uint64_t	id;		/* the stream's id when acked was set */
+	uint64_t	acked;
+	uint32_t	kind;		/* DS_LINK_* */
+	uint32_t	pad;
+};
+enum ds_err ds_sub_load(struct ds_store *, MDB_txn *, const char *id,
+	    struct ds_sub *);
+enum ds_err ds_sub_store(struct ds_store *, MDB_txn *, const char *id,
+	    const struct ds_sub *);
+enum ds_err ds_sub_begin_live(struct ds_store *, const char *id,
+	    MDB_txn **, struct ds_sub *);
+
+/* sublinks.c: ds_glob_match(), ds_sub_link_add(), ds_sub_link_remove() */
+enum ds_err ds_sub_links(struct ds_store *, MDB_txn *, uint64_t sid,
+	    struct ds_sub_link **, size_t *);
+enum ds_err ds_links_drop(struct ds_store *, MDB_txn *, uint64_t sid);
+enum ds_err ds_link_at_tail(struct ds_store *, MDB_txn *, uint64_t sid,
+	    const char *path, uint32_t kind);
+enum ds_err ds_links_backfill(struct ds_store *, MDB_txn *,
+	    const struct ds_sub *);
+enum ds_err ds_sub_link_put(struct ds_store *, MDB_txn *, uint64_t sid,
+	    const char *path, const struct ds_link_rec *);
+int	ds_sub_pending(const struct ds_sub_link *, size_t n);
+enum ds_err ds_sub_on_create(struct ds_store *, MDB_txn *, const char *path,
+	    uint64_t id);
+enum ds_err ds_stream_tail(struct ds_store *, MDB_txn *, const char *path,
+	    uint64_t *id, uint64_t *tail);
+
+/* subs_wake.c: ds_sub_step(), ds_sub_sent(), ds_sub_event_written(),
+ * ds_sub_claim(), ds_sub_ack() */
 
 /* read.c: ds_store_stat(), ds_store_read(), ds_store_touch() */
 

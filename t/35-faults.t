@@ -9,7 +9,8 @@
 #    with a 4xx, and --verify stays clean;
 #  - ambiguous requests: a single-valued header sent twice with different values gets 400 and
 #    changes nothing; a Host unfit to echo in Location gets 400 before anything is created; the
-#    largest answer a PUT can produce still reaches the client; __ds is reserved in any case.
+#    largest answer a PUT can produce still reaches the client; __ds is reserved in any case
+#    (its subscription routes are tested in t/90-subs-*.t).
 use strict;
 use warnings;
 use FindBin;
@@ -245,7 +246,8 @@ subtest 'Location echoes host:port' => sub {
 };
 subtest '__ds is reserved in any case' => sub {
 	my $r = $s->req(PUT => '__ds/subscriptions/x', $T);
-	is($r->{status}, 501, '__ds routes are the (unbuilt) control API: 501');
+	is($r->{status}, 400, '__ds routes are the control API: a PUT that is no subscription gets 400');
+	like($r->{content}, qr/"code":"INVALID_REQUEST"/, '  with an INVALID_REQUEST error document');
 	for my $p ('__DS/x', '__Ds', '__dS/subscriptions/y') {
 		$r = $s->req(PUT => $p, $T);
 		is($r->{status}, 400, "PUT $p: reserved in any case, 400");

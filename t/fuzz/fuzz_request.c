@@ -20,7 +20,8 @@
  * Content-Length equal to the body on everything else but SSE; SSE bodies
  * made of events only. Any read of a JSON stream must be a JSON array
  * (jansson's json_loadb): no non-JSON body may get into a JSON stream.
- * Each PUT and POST is bracketed by a HEAD of its stream: a refused write
+ * Each PUT and POST (but those to the subscription routes under
+ * /v1/stream/__ds/) is bracketed by a HEAD of its stream: a refused write
  * must leave the tail and the closed state as they were, and one that
  * succeeded must leave the tail it reported and is followed by a
  * catch-up read of the whole stream that has to end at that tail. After
@@ -87,6 +88,7 @@
 #include "fcgi-app/app.h"
 #include "fcgi-app/json.h"
 #include "fcgi-app/parse.h"
+#include "fcgi-app/subs.h"
 #include "store/store.h"
 
 int	LLVMFuzzerInitialize(int *, char ***);
@@ -363,6 +365,9 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	scfg.map_size = 256u << 20;	/* emptied after each input */
 	if ((e = ds_store_open(&scfg, &store)) != DS_OK)
 		die("ds_store_open %s: %s", dir, ds_strerror(e));
+	/* The __ds routes sign and check tokens as ds-fcgi does. */
+	if (ds_keys_load(store) == -1)
+		die("ds_keys_load failed");
 
 	cfg.data_dir = dir;
 	cfg.listen = sockpath;
@@ -851,9 +856,11 @@ check_response(const struct fz_req *q, struct fz_resp *rs)
 	if (has_cl && cl != rs->bodylen)
 		fail(q, rs, "Content-Length %llu, body %zu bytes",
 		    (unsigned long long)cl, rs->bodylen);
+	/* A read of a JSON stream is an array; a __ds document an object. */
 	if (!sse && rs->status == 200 && strcmp(q->method, "GET") == 0 &&
 	    is_json_type(rs->ctype))
-		check_json(q, rs, rs->body, rs->bodylen, 1);
+		check_json(q, rs, rs->body, rs->bodylen,
+		    strncmp(q->uri, "/v1/stream/__ds/", 16) != 0);
 }
 
 /* Serves q end to end, as serve() in fcgi-app/main.c serves a request. */
@@ -1337,10 +1344,21 @@ paths_free(struct paths *ps)
 	memset(ps, 0, sizeof(*ps));
 }
 
+/* ds_sub_foreach(): collects subscription ids. */
+static int
+collect_sub(const char *id, const struct ds_sub *sub, void *arg)
+{
+	struct ds_stream_info none;
+
+	(void)sub;
+	memset(&none, 0, sizeof(none));
+	return collect(id, &none, arg);
+}
+
 /*
  * After an input: the store must pass its own verification, and deleting
  * every stream (soft-deleted sources go with their last fork) must leave
- * it empty, ready for the next input.
+ * it empty, ready for the next input; every subscription is deleted too.
  */
 static void
 store_reset(void)
@@ -1365,6 +1383,13 @@ store_reset(void)
 			    ds_strerror(e));
 	}
 	paths_free(&ps);
+	if ((e = ds_sub_foreach(store, collect_sub, &ps)) != DS_OK)
+		die("ds_sub_foreach: %s", ds_strerror(e));
+	for (i = 0; i < ps.n; i++)
+		if ((e = ds_sub_delete(store, ps.v[i])) != DS_OK)
+			die("FINDING: ds_sub_delete %s: %s", ps.v[i],
+			    ds_strerror(e));
+	paths_free(&ps);
 	if ((e = ds_store_foreach(store, collect, &ps)) != DS_OK)
 		die("ds_store_foreach: %s", ds_strerror(e));
 	if (ps.n > 0)
@@ -1386,8 +1411,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    sizeof(SEP) - 1)) == NULL)
 			sep = end;
 		decode_request(&q, s, (size_t)(sep - s));
-		if (strcmp(q.method, "PUT") == 0 ||
-		    strcmp(q.method, "POST") == 0)
+		/* Writes to streams are bracketed; __ds routes are no stream. */
+		if ((strcmp(q.method, "PUT") == 0 ||
+		    strcmp(q.method, "POST") == 0) &&
+		    strncmp(q.uri, "/v1/stream/__ds/", 16) != 0)
 			run_write(&q);
 		else {
 			run_request(&q, &rs);
