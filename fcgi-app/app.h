@@ -78,6 +78,12 @@ int		 ds_respond_store_error(struct ds_req *, enum ds_err);
 int64_t		 ds_now_ms(void);
 void		 ds_finish(FCGX_Request *, int input_done);
 
+/*
+ * scrape.c: answers the metrics path (metrics.h) and returns 1, or returns
+ * 0 for any other URL.
+ */
+int		 ds_scrape(struct ds_req *);
+
 /* handlers.c: the protocol. */
 void		 ds_handle(struct ds_req *);
 
