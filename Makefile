@@ -30,6 +30,7 @@ FCGI_LIBS = -lfcgi -llmdb -lsodium -pthread
 
 STORE_SRC = $(wildcard store/*.c)
 APP_SRC   = $(filter-out fcgi-app/main.c fcgi-app/ds-notify.c,$(wildcard fcgi-app/*.c))
+ADMIN_SRC = $(wildcard admin/*.c)
 UNIT_SRC  = $(wildcard t/unit/*_test.c)
 FUZZ_SRC  = $(wildcard t/fuzz/fuzz_*.c)
 
@@ -37,7 +38,7 @@ STORE_OBJ = $(STORE_SRC:%.c=$(B)/%.o)
 APP_OBJ   = $(APP_SRC:%.c=$(B)/%.o)
 UNIT_BIN  = $(UNIT_SRC:t/unit/%.c=$(B)/t/%)
 
-PROGS = $(B)/ds-fcgi $(B)/ds-notify
+PROGS = $(B)/ds-fcgi $(B)/ds-notify $(B)/ds-admin
 
 .PHONY: all setup setup-fronts setup-valgrind run test unit sanitize valgrind fuzz bench install clean
 
@@ -58,8 +59,14 @@ $(B)/libdsapp.a: $(APP_OBJ)
 $(B)/ds-fcgi: $(B)/fcgi-app/main.o $(B)/libdsapp.a $(B)/libdsstore.a
 	$(CC) $(DSFLAGS) -o $@ $^ $(FCGI_LIBS)
 
-$(B)/ds-notify: $(B)/fcgi-app/ds-notify.o $(B)/fcgi-app/log.o
+$(B)/ds-notify: $(B)/fcgi-app/ds-notify.o $(B)/fcgi-app/log.o \
+	    $(B)/fcgi-app/privdrop.o
 	$(CC) $(DSFLAGS) -o $@ $^
+
+# ds-admin: the store's admin tool; the JSON validator and offsets are
+# ds-fcgi's (libdsapp), so it links what ds-fcgi links.
+$(B)/ds-admin: $(ADMIN_SRC:%.c=$(B)/%.o) $(B)/libdsapp.a $(B)/libdsstore.a
+	$(CC) $(DSFLAGS) -o $@ $^ $(FCGI_LIBS)
 
 $(B)/t/%: t/unit/%.c $(B)/libdsapp.a $(B)/libdsstore.a t/tap.h $(wildcard t/unit/*.h)
 	@mkdir -p $(dir $@)
