@@ -97,7 +97,8 @@ SANFLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 
 sanitize: setup
 	$(MAKE) B=build-asan CFLAGS="$(SANFLAGS)" \
-	  build-asan/ds-fcgi build-asan/ds-notify $(UNIT_SRC:t/unit/%.c=build-asan/t/%)
+	  build-asan/ds-fcgi build-asan/ds-notify build-asan/ds-admin \
+	  $(UNIT_SRC:t/unit/%.c=build-asan/t/%)
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  DS_UNIT_DIR=build-asan/t prove t/0*-unit-*.t
 	SAN_BUILD=build-asan scripts/sanitize
