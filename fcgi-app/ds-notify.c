@@ -260,7 +260,14 @@ main(int argc, char *argv[])
 	if (user && ds_priv_lookup(user, &uid, &gid) == -1)
 		return 2;
 	if (check) {
-		printf("ds-notify: configuration is fine\n");
+		/* With --user, prove the drop as well (nothing is held yet). */
+		if (user && ds_priv_drop(uid, gid) == -1)
+			return 1;
+		printf("ds-notify: configuration is fine");
+		if (user)
+			printf("; running as %s (uid %ld, gid %ld), root cannot "
+			    "be regained", user, (long)uid, (long)gid);
+		printf("\n");
 		return 0;
 	}
 
