@@ -10,6 +10,8 @@
 #   make valgrind   install valgrind if missing, then the C unit tests under it
 #   make fuzz       build the fuzzers (clang/libFuzzer) and run each briefly
 #   make bench      run the benchmarks (prints numbers; not a test)
+#   make soak       20 minutes of mixed load, watching memory and descriptors
+#                   (scripts/soak; prints a table and a verdict; not a test)
 #   make install    PREFIX=/usr/local DESTDIR=
 
 SHELL   := /bin/bash
@@ -40,7 +42,7 @@ UNIT_BIN  = $(UNIT_SRC:t/unit/%.c=$(B)/t/%)
 
 PROGS = $(B)/ds-fcgi $(B)/ds-notify $(B)/ds-admin
 
-.PHONY: all setup setup-fronts setup-valgrind run test unit sanitize valgrind fuzz bench install clean
+.PHONY: all setup setup-fronts setup-valgrind run test unit sanitize valgrind fuzz bench soak install clean
 
 all: $(PROGS) $(UNIT_BIN)
 
@@ -115,6 +117,9 @@ fuzz:
 
 bench: setup all
 	scripts/bench
+
+soak: setup all
+	scripts/soak
 
 install: all
 	install -d $(DESTDIR)$(BINDIR)
