@@ -10,6 +10,8 @@
 #   make valgrind   install valgrind if missing, then the C unit tests under it
 #   make fuzz       build the fuzzers (clang/libFuzzer) and run each briefly
 #   make bench      run the benchmarks (prints numbers; not a test)
+#   make soak       20 minutes of mixed load, watching memory and descriptors
+#                   (scripts/soak; prints a table and a verdict; not a test)
 #   make install    PREFIX=/usr/local DESTDIR=
 
 SHELL   := /bin/bash
@@ -31,6 +33,7 @@ FCGI_LIBS = -lfcgi -llmdb -lsodium -ljansson -lcurl -pthread
 
 STORE_SRC = $(wildcard store/*.c)
 APP_SRC   = $(filter-out fcgi-app/main.c fcgi-app/ds-notify.c,$(wildcard fcgi-app/*.c))
+ADMIN_SRC = $(wildcard admin/*.c)
 UNIT_SRC  = $(wildcard t/unit/*_test.c)
 FUZZ_SRC  = $(wildcard t/fuzz/fuzz_*.c)
 
@@ -38,9 +41,9 @@ STORE_OBJ = $(STORE_SRC:%.c=$(B)/%.o)
 APP_OBJ   = $(APP_SRC:%.c=$(B)/%.o)
 UNIT_BIN  = $(UNIT_SRC:t/unit/%.c=$(B)/t/%)
 
-PROGS = $(B)/ds-fcgi $(B)/ds-notify
+PROGS = $(B)/ds-fcgi $(B)/ds-notify $(B)/ds-admin
 
-.PHONY: all setup setup-fronts setup-valgrind run test unit sanitize valgrind fuzz bench install clean
+.PHONY: all setup setup-fronts setup-valgrind run test unit sanitize valgrind fuzz bench soak install clean
 
 all: $(PROGS) $(UNIT_BIN)
 
@@ -59,8 +62,14 @@ $(B)/libdsapp.a: $(APP_OBJ)
 $(B)/ds-fcgi: $(B)/fcgi-app/main.o $(B)/libdsapp.a $(B)/libdsstore.a
 	$(CC) $(DSFLAGS) -o $@ $^ $(FCGI_LIBS)
 
-$(B)/ds-notify: $(B)/fcgi-app/ds-notify.o $(B)/fcgi-app/log.o
+$(B)/ds-notify: $(B)/fcgi-app/ds-notify.o $(B)/fcgi-app/log.o \
+	    $(B)/fcgi-app/privdrop.o
 	$(CC) $(DSFLAGS) -o $@ $^
+
+# ds-admin: the store's admin tool; the JSON validator and offsets are
+# ds-fcgi's (libdsapp), so it links what ds-fcgi links.
+$(B)/ds-admin: $(ADMIN_SRC:%.c=$(B)/%.o) $(B)/libdsapp.a $(B)/libdsstore.a
+	$(CC) $(DSFLAGS) -o $@ $^ $(FCGI_LIBS)
 
 $(B)/t/%: t/unit/%.c $(B)/libdsapp.a $(B)/libdsstore.a t/tap.h $(wildcard t/unit/*.h)
 	@mkdir -p $(dir $@)
@@ -91,7 +100,8 @@ SANFLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
 
 sanitize: setup
 	$(MAKE) B=build-asan CFLAGS="$(SANFLAGS)" \
-	  build-asan/ds-fcgi build-asan/ds-notify $(UNIT_SRC:t/unit/%.c=build-asan/t/%)
+	  build-asan/ds-fcgi build-asan/ds-notify build-asan/ds-admin \
+	  $(UNIT_SRC:t/unit/%.c=build-asan/t/%)
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  DS_UNIT_DIR=build-asan/t prove t/0*-unit-*.t
 	SAN_BUILD=build-asan scripts/sanitize
@@ -108,6 +118,9 @@ fuzz:
 
 bench: setup all
 	scripts/bench
+
+soak: setup all
+	scripts/soak
 
 install: all
 	install -d $(DESTDIR)$(BINDIR)

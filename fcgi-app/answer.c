@@ -14,6 +14,7 @@
 
 #include "fcgi-app/app.h"
 #include "fcgi-app/json.h"
+#include "fcgi-app/metrics.h"
 #include "fcgi-app/notify.h"
 #include "fcgi-app/parse.h"
 
@@ -148,6 +149,7 @@ ds_send_read(struct ds_req *r, const struct ds_stream_info *info,
 		body = arr;
 	}
 	if (now_read) {
+		ds_metrics_bytes_read(len);
 		ds_add_header(r, "Cache-Control", "no-store");
 		ds_respond(r, 200, info->ctype, body, blen);
 		free(arr);
@@ -160,8 +162,10 @@ ds_send_read(struct ds_req *r, const struct ds_stream_info *info,
 	inm = ds_param(r, "HTTP_IF_NONE_MATCH");
 	if (inm && etag_matches(inm, etag))
 		ds_respond(r, 304, NULL, NULL, 0);
-	else
+	else {
+		ds_metrics_bytes_read(len);
 		ds_respond(r, 200, info->ctype, body, blen);
+	}
 	free(arr);
 }
 
@@ -269,6 +273,7 @@ ds_sse_data(struct ds_req *r, const struct ds_stream_info *info,
 	size_t i, start, n, b64len;
 	int rc;
 
+	ds_metrics_bytes_read(len);
 	FCGX_PutS("event: data\n", out);
 	if (!sse_is_text(info->ctype)) {
 		b64len = sodium_base64_encoded_len(len,

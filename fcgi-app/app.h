@@ -93,6 +93,12 @@ int		 ds_retention_check(const char *file);
 int		 ds_retention_start(struct ds_store *, const char *file,
 		    const char *data_dir, unsigned interval_ms);
 
+/*
+ * scrape.c: answers the metrics path (metrics.h) and returns 1, or returns
+ * 0 for any other URL.
+ */
+int		 ds_scrape(struct ds_req *);
+
 /* handlers.c: the protocol. */
 void		 ds_handle(struct ds_req *);
 

@@ -22,6 +22,7 @@
 
 #include "fcgi-app/log.h"
 #include "fcgi-app/notify.h"
+#include "fcgi-app/privdrop.h"
 
 #define NBUCKETS 4096
 
@@ -197,7 +198,8 @@ listen_on(const char *path)
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: ds-notify --socket PATH [-n|--check]\n");
+	fprintf(stderr, "usage: ds-notify --socket PATH [--user NAME] "
+	    "[-n|--check]\n");
 	exit(2);
 }
 
@@ -207,6 +209,7 @@ main(int argc, char *argv[])
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "check", no_argument, NULL, 'n' },
+		{ "user", required_argument, NULL, 'u' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct epoll_event ev, evs[256];
@@ -214,7 +217,9 @@ main(int argc, char *argv[])
 	struct sockaddr_un sun;
 	struct sigaction sa;
 	struct rlimit rl;
-	const char *path = NULL;
+	const char *path = NULL, *user = NULL;
+	uid_t uid = 0;
+	gid_t gid = 0;
 	char dir[sizeof(sun.sun_path)], *slash;
 	int ch, check = 0, lfd, ep, n, i, fd;
 	ssize_t k;
@@ -226,6 +231,9 @@ main(int argc, char *argv[])
 			break;
 		case 'n':
 			check = 1;
+			break;
+		case 'u':
+			user = optarg;
 			break;
 		default:
 			usage();
@@ -249,8 +257,17 @@ main(int argc, char *argv[])
 		    dir, strerror(errno));
 		return 2;
 	}
+	if (user && ds_priv_lookup(user, &uid, &gid) == -1)
+		return 2;
 	if (check) {
-		printf("ds-notify: configuration is fine\n");
+		/* With --user, prove the drop as well (nothing is held yet). */
+		if (user && ds_priv_drop(uid, gid) == -1)
+			return 1;
+		printf("ds-notify: configuration is fine");
+		if (user)
+			printf("; running as %s (uid %ld, gid %ld), root cannot "
+			    "be regained", user, (long)uid, (long)gid);
+		printf("\n");
 		return 0;
 	}
 
@@ -272,6 +289,16 @@ main(int argc, char *argv[])
 	signal(SIGPIPE, SIG_IGN);
 
 	if ((lfd = listen_on(path)) == -1)
+		return 1;
+	/*
+	 * The socket is all that needs root: it is made in a directory the
+	 * user may not write, and given to the user, whose workers connect.
+	 */
+	if (user && geteuid() == 0 && chown(path, uid, gid) == -1) {
+		ds_app_log("chown %s: %s", path, strerror(errno));
+		return 1;
+	}
+	if (user && ds_priv_drop(uid, gid) == -1)
 		return 1;
 	if ((ep = epoll_create1(EPOLL_CLOEXEC)) == -1) {
 		ds_app_log("epoll_create1: %s", strerror(errno));

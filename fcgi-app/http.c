@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "fcgi-app/app.h"
+#include "fcgi-app/metrics.h"
 #include "fcgi-app/parse.h"
 
 int64_t
@@ -250,6 +251,7 @@ ds_respond_head(struct ds_req *r, int status, const char *ctype,
 	char line[DS_CTYPE_MAX + 64];
 	int n;
 
+	ds_metrics_request(r->method, status);
 	/* libfcgi's own printf lacks C99 length modifiers: format here. */
 	n = snprintf(line, sizeof(line), "Status: %d %s\r\n", status,
 	    reason(status));

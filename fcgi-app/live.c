@@ -13,6 +13,7 @@
 
 #include "fcgi-app/app.h"
 #include "fcgi-app/live.h"
+#include "fcgi-app/metrics.h"
 #include "fcgi-app/notify.h"
 #include "fcgi-app/parse.h"
 
@@ -95,7 +96,9 @@ live_longpoll(struct ds_req *r, uint64_t from, const char *cursor)
 			return;		/* the lot takes r and w */
 		if (client_gone(r))
 			break;
+		ds_metrics_gauge_add(DS_G_LONGPOLL, 1);
 		notify_watch_wait(w, seen, deadline);
+		ds_metrics_gauge_add(DS_G_LONGPOLL, -1);
 	}
 	notify_watch_end(w);
 }
@@ -117,6 +120,7 @@ live_sse(struct ds_req *r, uint64_t from, const char *cursor)
 	id = info.id;
 	if (ds_sse_head(r, &info) == -1)
 		return;
+	ds_metrics_gauge_add(DS_G_SSE, 1);
 
 	w = notify_watch_begin(id);
 	now = notify_mono_ms();
@@ -162,6 +166,7 @@ live_sse(struct ds_req *r, uint64_t from, const char *cursor)
 	}
 	free(data);
 	notify_watch_end(w);
+	ds_metrics_gauge_add(DS_G_SSE, -1);
 }
 
 void

@@ -31,6 +31,7 @@
 #include "fcgi-app/app.h"
 #include "fcgi-app/live.h"
 #include "fcgi-app/log.h"
+#include "fcgi-app/metrics.h"
 #include "fcgi-app/notify.h"
 
 #define MEMO_SLOTS	8	/* distinct (stream, offset) reads per pass */
@@ -101,6 +102,7 @@ ds_lot_handover(struct ds_req *r)
 	struct spot *sp = r->parked;
 
 	atomic_fetch_add(&held, 1);
+	ds_metrics_gauge_add(DS_G_LONGPOLL, 1);
 	pthread_mutex_lock(&mu);
 	sp->next = incoming;
 	incoming = sp;
@@ -154,6 +156,7 @@ end_spot(struct spot *sp)
 	free(r);
 	free(sp);
 	atomic_fetch_sub(&held, 1);
+	ds_metrics_gauge_add(DS_G_LONGPOLL, -1);
 }
 
 static void

@@ -32,8 +32,10 @@
 #include "fcgi-app/live.h"
 #include "fcgi-app/json.h"
 #include "fcgi-app/log.h"
+#include "fcgi-app/metrics.h"
 #include "fcgi-app/notify.h"
 #include "fcgi-app/parse.h"
+#include "fcgi-app/privdrop.h"
 #include "fcgi-app/subs.h"
 
 static struct ds_cfg	 cfg = {
@@ -78,13 +80,13 @@ usage(void)
 	    "[--sse-lifetime MS]\n"
 	    "               [--sse-heartbeat MS] [--listen PATH] "
 	    "[-n|--check]\n"
-	    "               [--recover [--orphan-age S]] [--verify] [--list]\n"
 	    "               [--retention FILE [--retention-interval MS]] "
-	    "[--test-hooks]\n"
+	    "[--metrics FILE] [--user NAME]\n"
 	    "               [--rotate-webhook-key] [--[no-]webhook-loopback] "
 	    "[--public-url URL]\n"
 	    "               [--webhook-retry-base MS] "
-	    "[--webhook-retry-max MS]\n");
+	    "[--webhook-retry-max MS] [--test-hooks]\n"
+	    "(listing, checking and repairing a store: ds-admin)\n");
 	exit(2);
 }
 
@@ -121,21 +123,6 @@ public_url(char *v)
 		exit(2);
 	}
 	return v;
-}
-
-/* --list: one line per stream: path, tail offset, flags. */
-static int
-print_stream(const char *path, const struct ds_stream_info *i, void *arg)
-{
-	char off[DS_OFFSET_LEN + 1];
-
-	(void)arg;
-	ds_offset_format(i->tail, off);
-	printf("%s\t%s\t%s%s%s\n", path, off,
-	    i->flags & DS_F_CLOSED ? "closed " : "",
-	    i->flags & DS_F_DELETED ? "deleted " : "",
-	    i->src_id ? "fork" : "");
-	return 0;
 }
 
 static void *
@@ -195,7 +182,8 @@ serve(void *arg)
 		cl = FCGX_GetParam("CONTENT_LENGTH", fr->envp);
 		r->input_done = cl == NULL || *cl == '\0' ||
 		    strcmp(cl, "0") == 0;
-		ds_handle(r);
+		if (!ds_scrape(r))
+			ds_handle(r);
 		if (r->parked) {
 			ds_lot_handover(r);
 			r = NULL;
@@ -228,10 +216,8 @@ main(int argc, char *argv[])
 		{ "sse-lifetime", required_argument, NULL, 'S' },
 		{ "sse-heartbeat", required_argument, NULL, 'H' },
 		{ "check", no_argument, NULL, 'n' },
-		{ "recover", no_argument, NULL, 'R' },
-		{ "verify", no_argument, NULL, 'V' },
-		{ "list", no_argument, NULL, 'A' },
-		{ "orphan-age", required_argument, NULL, 'O' },
+		{ "metrics", required_argument, NULL, 'm' },
+		{ "user", required_argument, NULL, 'u' },
 		{ "test-hooks", no_argument, NULL, 'T' },
 		{ "webhook-loopback", no_argument, NULL, 'W' },
 		{ "no-webhook-loopback", no_argument, NULL, 'w' },
@@ -249,12 +235,12 @@ main(int argc, char *argv[])
 	pthread_attr_t attr;
 	sigset_t set;
 	enum ds_err e;
-	unsigned i, truncated, removed, nstreams, problems;
-	int ch, sig, check = 0, recover = 0, verify = 0, list = 0, waited;
-	int rotate = 0;
+	const char *metrics = NULL, *user = NULL, *retention = NULL;
+	uid_t uid = 0;
+	gid_t gid = 0;
+	unsigned i, retention_ms = 1000;
+	int ch, sig, check = 0, waited, rotate = 0;
 	char kid[DS_KID_MAX];
-	unsigned orphan_age = 60, retention_ms = 1000;
-	const char *retention = NULL;
 
 	while ((ch = getopt_long(argc, argv, "n", opts, NULL)) != -1) {
 		switch (ch) {
@@ -300,14 +286,11 @@ main(int argc, char *argv[])
 		case 'n':
 			check = 1;
 			break;
-		case 'R':
-			recover = 1;
+		case 'm':
+			metrics = optarg;
 			break;
-		case 'V':
-			verify = 1;
-			break;
-		case 'A':
-			list = 1;
+		case 'u':
+			user = optarg;
 			break;
 		case 'T':
 			cfg.test_hooks = 1;
@@ -339,10 +322,6 @@ main(int argc, char *argv[])
 			retention_ms = (unsigned)parse_size(
 			    "--retention-interval", optarg, 100, 86400000);
 			break;
-		case 'O':
-			orphan_age = (unsigned)parse_size("--orphan-age", optarg,
-			    0, 86400 * 365);
-			break;
 		default:
 			usage();
 		}
@@ -363,6 +342,39 @@ main(int argc, char *argv[])
 		ds_app_log("--retention %s has errors (above)", retention);
 		return 2;
 	}
+
+	if (user && ds_priv_lookup(user, &uid, &gid) == -1)
+		return 2;
+
+	/*
+	 * What may need root comes first: the descriptor limit, the
+	 * listening socket, the metrics file in the run directory. Then
+	 * the worker drops to --user for good, and opens the store as that
+	 * user, so that every file it makes is that user's.
+	 */
+	/* Parked readers hold descriptors: take all the kernel allows. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	listen_fd = 0;
+	if (!check) {
+		if (FCGX_Init() != 0) {
+			ds_app_log("FCGX_Init failed");
+			return 1;
+		}
+		if (cfg.listen &&
+		    (listen_fd = FCGX_OpenSocket(cfg.listen, 1024)) < 0) {
+			ds_app_log("cannot listen on %s", cfg.listen);
+			return 1;
+		}
+		if (ds_metrics_open(metrics) == -1 && metrics)
+			ds_app_log("metrics: this worker's counts stay "
+			    "private; a scrape shows the worker it reaches");
+	}
+	if (user && ds_priv_drop(uid, gid) == -1)
+		return 1;
+
 	memset(&scfg, 0, sizeof(scfg));
 	scfg.dir = cfg.data_dir;
 	if ((e = ds_store_open(&scfg, &store)) != DS_OK) {
@@ -371,40 +383,12 @@ main(int argc, char *argv[])
 		return 1;
 	}
 	if (check) {
-		printf("ds-fcgi: configuration and store in %s are fine\n",
+		printf("ds-fcgi: configuration and store in %s are fine",
 		    cfg.data_dir);
-		ds_store_close(store);
-		return 0;
-	}
-	if (list) {
-		if ((e = ds_store_foreach(store, print_stream, NULL)) !=
-		    DS_OK) {
-			ds_app_log("list failed: %s", ds_strerror(e));
-			return 1;
-		}
-		ds_store_close(store);
-		return 0;
-	}
-	if (verify) {
-		if ((e = ds_store_verify(store, ds_json_record_ok, &nstreams,
-		    &problems)) !=
-		    DS_OK) {
-			ds_app_log("verify failed: %s", ds_strerror(e));
-			return 1;
-		}
-		printf("ds-fcgi: verify: %u streams, %u problems\n",
-		    nstreams, problems);
-		ds_store_close(store);
-		return problems ? 1 : 0;
-	}
-	if (recover) {
-		if ((e = ds_store_recover(store, orphan_age, &truncated, &removed)) !=
-		    DS_OK) {
-			ds_app_log("recovery failed: %s", ds_strerror(e));
-			return 1;
-		}
-		printf("ds-fcgi: recovery: %u torn tails truncated, %u "
-		    "orphan segments removed\n", truncated, removed);
+		if (user)
+			printf("; running as %s (uid %ld, gid %ld), root "
+			    "cannot be regained", user, (long)uid, (long)gid);
+		printf("\n");
 		ds_store_close(store);
 		return 0;
 	}
@@ -419,25 +403,9 @@ main(int argc, char *argv[])
 		ds_store_close(store);
 		return 0;
 	}
-
-	/* Parked readers hold descriptors: take all the kernel allows. */
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 ||
 	    ds_keys_load(store) == -1) {
 		ds_app_log("cannot set up webhook signing and tokens");
-		return 1;
-	}
-	if (FCGX_Init() != 0) {
-		ds_app_log("FCGX_Init failed");
-		return 1;
-	}
-	listen_fd = 0;
-	if (cfg.listen &&
-	    (listen_fd = FCGX_OpenSocket(cfg.listen, 1024)) < 0) {
-		ds_app_log("cannot listen on %s", cfg.listen);
 		return 1;
 	}
 
@@ -511,5 +479,6 @@ main(int argc, char *argv[])
 	for (waited = 0; atomic_load(&busy) > 0 && waited < 500; waited++)
 		nanosleep(&(struct timespec){ 0, 10 * 1000000L }, NULL);
 	/* Threads are still blocked in accept: leave without joining. */
+	ds_metrics_close();
 	_exit(0);
 }

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "fcgi-app/log.h"
+#include "fcgi-app/metrics.h"
 #include "fcgi-app/notify.h"
 
 #define NBUCKETS 1024
@@ -174,6 +175,7 @@ run(void *arg)
 		pthread_mutex_lock(&mu);
 		sock = fd;
 		atomic_store(&connected, 1);
+		ds_metrics_gauge_set(DS_G_NOTIFIER, 1);
 		for (i = 0; i < NBUCKETS; i++)
 			for (w = buckets[i]; w; w = w->next)
 				send_locked(NOTIFY_SUB, w->id);
@@ -198,6 +200,7 @@ run(void *arg)
 		if (sock == fd) {
 			sock = -1;
 			atomic_store(&connected, 0);
+			ds_metrics_gauge_set(DS_G_NOTIFIER, 0);
 		}
 		wake_all_locked();
 		pthread_mutex_unlock(&mu);

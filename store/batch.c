@@ -130,7 +130,7 @@ write_data(int fd, uint64_t own, const void *body, size_t len)
 		unwrite(fd, own);
 		return ds_sys_err(err);
 	}
-	if (fdatasync(fd) == -1) {
+	if (ds_stats_fdatasync(fd) == -1) {
 		err = errno;
 		ds_log("fdatasync: %s", strerror(err));
 		unwrite(fd, own);
@@ -470,6 +470,8 @@ read_done:
 	ds_commit(s, &cm);
 	e = cm.e;
 	committed = cm.committed;
+	if (e == DS_OK)
+		ds_stats_batch((unsigned)naccepted, len);
 	if (bc.moved)
 		written = 0;	/* not ours to cut */
 	fd = bc.fd;	/* -1: committed, and the lock released */

@@ -65,7 +65,7 @@ commit_run(struct ds_store *s, struct ds_commit *list)
 		if (c->e == DS_OK && c->visible)
 			c->visible(c->arg);
 	e = DS_OK;
-	if ((rc = mdb_env_sync(s->env, 1)) != 0) {
+	if ((rc = ds_stats_env_sync(s->env)) != 0) {
 		ds_mdb_err(__func__, "mdb_env_sync", rc);
 		e = DS_EIO;
 	}

@@ -126,7 +126,7 @@ ds_txn_commit_sync(struct ds_store *s, MDB_txn *txn)
 
 	if ((rc = mdb_txn_commit(txn)) != 0)
 		return ds_mdb_err(__func__, "mdb_txn_commit", rc);
-	if ((rc = mdb_env_sync(s->env, 1)) != 0) {
+	if ((rc = ds_stats_env_sync(s->env)) != 0) {
 		ds_mdb_err(__func__, "mdb_env_sync", rc);
 		return DS_EIO;
 	}

@@ -98,8 +98,10 @@ expire(struct ds_store *s, const char *path, uint64_t id, int64_t now)
 		mdb_txn_abort(txn);
 		return;
 	}
-	if (ds_txn_commit_sync(s, txn) == DS_OK)
+	if (ds_txn_commit_sync(s, txn) == DS_OK) {
+		ds_stats_count(DS_STAT_EXPIRE);
 		unlink_doomed(s, &d);
+	}
 }
 
 /*
@@ -359,6 +361,8 @@ ds_store_create(struct ds_store *s, const char *path, struct ds_create *req,
 	do
 		e = create_once(s, path, req, now, &r, out, &again);
 	while (again);
+	if (e == DS_OK)
+		ds_stats_count(DS_STAT_CREATE);
 	return e;
 }
 
@@ -393,6 +397,7 @@ ds_store_delete(struct ds_store *s, const char *path)
 	if ((e2 = ds_txn_commit_sync(s, txn)) != DS_OK)
 		return e2;
 	unlink_doomed(s, &d);
+	ds_stats_count(e == DS_OK ? DS_STAT_DELETE : DS_STAT_EXPIRE);
 	return e;
 abort:
 	mdb_txn_abort(txn);

@@ -152,7 +152,7 @@ ds_seg_create(struct ds_store *s, uint64_t id, const void *body, size_t len)
 	}
 	if (ds_seg_write(fd, 0, body, len) == -1)
 		what = "write";
-	else if (fdatasync(fd) == -1)
+	else if (ds_stats_fdatasync(fd) == -1)
 		what = "fdatasync";
 	err = errno;
 	close(fd);

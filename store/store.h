@@ -541,4 +541,56 @@ DS_EXPORT enum ds_err ds_store_trim(struct ds_store *, const char *path,
 DS_EXPORT enum ds_err ds_store_punch(struct ds_store *, const char *path,
 	    int64_t now_ms, int64_t grace_ms);
 
+/*
+ * Counters the store keeps for metrics, in memory the caller provides (a
+ * shared mapping, say, that several processes count into). Every field only
+ * grows; the store adds to them with relaxed atomic operations
+ * (__atomic_fetch_add), so readers load them the same way. Histogram
+ * buckets are not cumulative: *_le[i] counts observations above bound i-1
+ * and at most bound i; the last bucket takes everything above.
+ */
+#define DS_SYNC_DATA	0	/* fdatasync of a segment after an append */
+#define DS_SYNC_META	1	/* sync of the LMDB environment */
+#define DS_SYNC_KINDS	2
+#define DS_FSYNC_BOUNDS_US 100, 250, 500, 1000, 2500, 5000, 10000, 25000, \
+	50000, 100000, 250000, 1000000	/* fsync latency bounds, in us */
+#define DS_FSYNC_BUCKETS 13	/* the bounds above, then +Inf */
+#define DS_BATCH_BOUNDS	1, 2, 4, 8, 16, 32	/* appends in a batch */
+#define DS_BATCH_BUCKETS 7	/* the bounds above, then +Inf */
+
+struct ds_store_stats {
+	uint64_t	appends;	/* appends stored (retries excluded) */
+	uint64_t	bytes_appended;	/* their bytes, as stored */
+	uint64_t	batches;	/* batches written and committed */
+	uint64_t	batch_le[DS_BATCH_BUCKETS]; /* batches by appends */
+	uint64_t	creates;	/* streams and forks created */
+	uint64_t	deletes;	/* streams deleted by request */
+	uint64_t	expiries;	/* streams dropped at their TTL or
+					   Expires-At */
+	uint64_t	syncs[DS_SYNC_KINDS];	/* fsyncs by DS_SYNC_* */
+	uint64_t	sync_us[DS_SYNC_KINDS];	/* their time, in us */
+	uint64_t	sync_le[DS_SYNC_KINDS][DS_FSYNC_BUCKETS];
+};
+
+/*
+ * Makes every store of this process count into *st from now on (NULL:
+ * stop counting). Call it before the threads that use the store start.
+ */
+DS_EXPORT void ds_store_stats_attach(struct ds_store_stats *st);
+
+/*
+ * The LMDB map: its size and the bytes of it in use (pages up to the last
+ * one used, free pages inside that range included).
+ */
+DS_EXPORT enum ds_err ds_store_space(struct ds_store *, uint64_t *map_bytes,
+	    uint64_t *used_bytes);
+
+/*
+ * Is the store in dir open in another process (a running server)? Tests
+ * the lock that LMDB holds on meta/lock.mdb while a process has the
+ * environment open, without opening it. DS_OK with *pid the holder's
+ * process id, or 0 when none holds it (or there is no store yet).
+ */
+DS_EXPORT enum ds_err ds_store_in_use(const char *dir, long *pid);
+
 #endif /* DS_STORE_H */

@@ -253,4 +253,12 @@ enum ds_err ds_stream_tail(struct ds_store *, MDB_txn *, const char *path,
 
 /* scan.c: ds_store_recover(), ds_store_verify(), ds_store_foreach() */
 
+/* stats.c: ds_store_stats_attach(), ds_store_space(), ds_store_in_use() */
+/* Each counts into the attached struct ds_store_stats, if any. */
+enum ds_stat_event { DS_STAT_CREATE, DS_STAT_DELETE, DS_STAT_EXPIRE };
+int	ds_stats_fdatasync(int fd);		/* fdatasync(), timed */
+int	ds_stats_env_sync(MDB_env *);		/* mdb_env_sync(env, 1), timed */
+void	ds_stats_batch(unsigned appends, uint64_t bytes);
+void	ds_stats_count(enum ds_stat_event);
+
 #endif /* DS_STORE_INT_H */

@@ -6,7 +6,7 @@
 #    stream and the store call for as long as its X-DS-Test-Pause header says, so the DELETE and
 #    PUT land in that window every time;
 #  - fork chains: as deep as the documented limit is created and read whole, one more is refused
-#    with a 4xx, and --verify stays clean;
+#    with a 4xx, and ds-admin verify stays clean;
 #  - ambiguous requests: a single-valued header sent twice with different values gets 400 and
 #    changes nothing; a Host unfit to echo in Location gets 400 before anything is created; the
 #    largest answer a PUT can produce still reaches the client; __ds is reserved in any case
@@ -257,9 +257,9 @@ subtest '__ds is reserved in any case' => sub {
 	is($s->req(PUT => 'a/__DS', $T)->{status}, 201, '__DS below the first segment is ordinary');
 };
 
-subtest 'ds-fcgi --verify finds the store clean after all of it' => sub {
-	my $out = `${\ Stack::fcgi_bin()} --data ${\ $s->data_dir} --verify 2>&1`;
-	is($? >> 8, 0, 'ds-fcgi --verify is clean') or diag($out);
+subtest 'ds-admin verify finds the store clean after all of it' => sub {
+	my $out = `${\ Stack::admin_bin()} --data ${\ $s->data_dir} verify 2>&1`;
+	is($? >> 8, 0, 'ds-admin verify is clean') or diag($out);
 };
 $s->stop;
 done_testing;

@@ -20,7 +20,7 @@
 # the values of one JSON append are stored next to each other; every refused append is absent;
 # the content is whole payloads only; a text append's Stream-Next-Offset points right after its
 # payload; HEAD's Stream-Next-Offset is the read's (and, for text, the byte length); no worker
-# died.  At the end ds-fcgi --verify passes on the stopped stack's data.
+# died.  At the end ds-admin verify passes on the stopped stack's data.
 #
 # Environment: DS_SEED=N replays a run (payload sizes, JSON shapes, the producers' timing);
 # DS_CONC_SECONDS=N sets each burst's length (default 4).
@@ -81,13 +81,13 @@ for my $st ([ 'conc/text', 0 ], [ 'conc/json', 1 ]) {
 	};
 }
 
-subtest 'ds-fcgi --verify passes on the stopped stack' => sub {
+subtest 'ds-admin verify passes on the stopped stack' => sub {
 	$s->stop;
 	is($s->{exit_status}, 0, 'the stack stopped cleanly');
-	my $bin = Stack::fcgi_bin();
-	my $out = `$bin --data ${\ $s->data_dir} --verify 2>&1`;
+	my $bin = Stack::admin_bin();
+	my $out = `$bin --data ${\ $s->data_dir} verify 2>&1`;
 	my $rc = $? >> 8;
-	is($rc, 0, 'ds-fcgi --verify exits 0') or diag($out);
+	is($rc, 0, 'ds-admin verify exits 0') or diag($out);
 	like($out, qr/verify: \d+ streams, 0 problems/, 'no problems reported') or diag($out);
 };
 

@@ -2,7 +2,7 @@
 # Forks over HTTP: a chain three deep reads stitched; deleting sources soft-deletes them; deleting
 # the last fork cascades up the chain and the segment files are really gone; and SIGKILLs of the
 # whole stack while forks are being created and deleted leave refcounts and links consistent
-# (ds-fcgi --verify) after a restart, with everything still collectable.
+# (ds-admin verify) after a restart, with everything still collectable.
 #
 # Environment: DS_SEED=N replays the create/delete mix.
 use strict;
@@ -22,7 +22,7 @@ diag("seed $seed");
 local $SIG{ALRM} = sub { die "60-forks: timed out after 100 s\n" };
 alarm 100;
 
-my $DS = Stack::fcgi_bin();    # the stack's ds-fcgi (the ASan one under make sanitize)
+my $ADMIN = Stack::admin_bin();    # ds-admin (the ASan one under make sanitize)
 my $s = Stack->start(workers => 2, threads => 8);
 my $T = { 'Content-Type' => 'text/plain' };
 my $prefix = '/v1/stream/';
@@ -34,7 +34,7 @@ sub segments {
 }
 
 sub verify {
-	my $out = `$DS --data ${\ $s->data_dir} --verify 2>&1`;
+	my $out = `$ADMIN --data ${\ $s->data_dir} verify 2>&1`;
 	my $rc = $? >> 8;
 	chomp $out;
 	return ($rc, $out);
@@ -117,7 +117,7 @@ subtest 'SIGKILLs of the whole stack during fork churn leave refcounts and links
 # whatever order (the cascade does not care), then the roots.
 subtest 'every stream the crashed clients left is collectable, down to the last segment file' => sub {
 	my @left = map { (split /\t/)[0] } grep { m{^k/r\d} }
-		split /\n/, `$DS --data ${\ $s->data_dir} --list`;
+		split /\n/, `$ADMIN --data ${\ $s->data_dir} list`;
 	diag(scalar(@left) . ' streams left by the crashed clients');
 	my $bad = 0;
 	for my $p (@left) {
@@ -131,7 +131,7 @@ subtest 'every stream the crashed clients left is collectable, down to the last 
 	is($rc, 0, "store consistent at the end: $out");
 	like($out, qr/verify: 0 streams/, 'no record left behind: soft-deleted ones were collected');
 	$s->stop;
-	my $rec = `$DS --data ${\ $s->data_dir} --recover --orphan-age 0 2>&1`;
+	my $rec = `$ADMIN --data ${\ $s->data_dir} recover --orphan-age 0 2>&1`;
 	chomp $rec;
 	diag($rec);
 	is(segments(), 0, 'no segment file left on disk after recovery');

@@ -7,7 +7,7 @@
 #     dies (every page a worker maps must be allocated before it is touched: a first touch of a
 #     sparse page on a full tmpfs is SIGBUS);
 #   - DELETE answers 204 and frees the space, so that a create and an append succeed again;
-# and at the end every acknowledged append reads back intact and `ds-fcgi --verify` passes.
+# and at the end every acknowledged append reads back intact and `ds-admin verify` passes.
 #
 # Mounting needs root with CAP_SYS_ADMIN: skipped otherwise.  The tmpfs is unmounted at the end,
 # also when a check dies.
@@ -389,10 +389,10 @@ subtest 'every acknowledged append reads back intact, nothing else' => sub {
 };
 
 # ---- the store verifies --------------------------------------------------------------------
-subtest 'ds-fcgi --verify passes on the stopped store' => sub {
+subtest 'ds-admin verify passes on the stopped store' => sub {
 	$s->stop;
-	my $verify = `${\ Stack::fcgi_bin()} --data $data --verify 2>&1`;
-	is($?, 0, 'ds-fcgi --verify passes') or diag($verify);
+	my $verify = `${\ Stack::admin_bin()} --data $data verify 2>&1`;
+	is($?, 0, 'ds-admin verify passes') or diag($verify);
 };
 diag(sprintf('seed %d: %.1f s', $seed, time - $t0));
 alarm 0;

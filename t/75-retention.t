@@ -181,6 +181,7 @@ subtest 'an edited policy file is reloaded' => sub {
 };
 
 $s->stop;
-$out = `$DS --data ${\ $s->data_dir} --verify 2>&1`;
+my $ADMIN = Stack::admin_bin();
+$out = `$ADMIN --data ${\ $s->data_dir} verify 2>&1`;
 is($? >> 8, 0, 'verify is clean after trims and punches') or diag($out);
 done_testing();

@@ -20,6 +20,7 @@ package Stack;
 #
 # Environment:
 #   DS_FCGI_BIN       ds-fcgi binary for the stack (read by scripts/run) and for fcgi_bin()
+#   DS_ADMIN_BIN      ds-admin binary for the stack's recovery (scripts/run) and for admin_bin()
 #   DS_STACK_RUN      run script to use instead of scripts/run
 #   DS_STACK_TIMEOUT  seconds to wait for the ready line (default 30)
 #   DS_TEST_PORTS     port range "LO-HI" to pick from (default 4600-4699)
@@ -79,9 +80,12 @@ sub new {
 	}
 }
 
-# fcgi_bin(): the ds-fcgi binary the stack runs, for tests that run it themselves (--verify, ...):
+# fcgi_bin(): the ds-fcgi binary the stack runs, for tests that run it themselves (--check, ...):
 # DS_FCGI_BIN as scripts/run resolves it (relative to the top directory), else build/ds-fcgi.
 sub fcgi_bin { _bin($ENV{DS_FCGI_BIN} // 'build/ds-fcgi') }
+
+# admin_bin(): the ds-admin binary (verify, list, recover, ...): DS_ADMIN_BIN, else build/ds-admin.
+sub admin_bin { _bin($ENV{DS_ADMIN_BIN} // 'build/ds-admin') }
 
 # ---- starting a stack from a test file -------------------------------------------------------
 #
