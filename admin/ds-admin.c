@@ -8,12 +8,13 @@
  *   ds-admin --data DIR [--json] recover [--orphan-age S]
  *   ds-admin --data DIR [--json] delete PATH
  *   ds-admin --data DIR [--json] dump PATH [--from OFFSET]
+ *   ds-admin --data DIR [--json] trim PATH --before OFFSET
  *
  * PATH is a stream path as the store keeps it: the URL path after
  * /v1/stream/, percent-decoded. Safe while the server runs: list, stat,
  * verify and dump only read (dump reads as of the stream's last access, so
- * it neither renews a sliding TTL nor expires the stream), and delete is
- * the server's own DELETE. recover refuses while another process has the
+ * it neither renews a sliding TTL nor expires the stream), delete is
+ * the server's own DELETE and trim the retention thread's own trim. recover refuses while another process has the
  * store open: it cuts bytes past committed tails, which an append in
  * flight is about to commit.
  *
@@ -58,6 +59,8 @@ usage(void)
 	    "  delete PATH                 delete a stream (as HTTP DELETE)\n"
 	    "  dump PATH [--from OFFSET]   the stream's bytes (JSON streams: "
 	    "one message a line)\n"
+	    "  trim PATH --before OFFSET   drop the data before OFFSET, "
+	    "in whole appends (retention)\n"
 	    "exit: 0 done, 1 verify found problems, 2 usage, 3 no such stream, "
 	    "4 store in use, 5 store failed\n");
 	exit(EX_USAGE);
@@ -272,6 +275,57 @@ cmd_delete(struct ds_store *s, const char *path, int json)
 	return EX_OK;
 }
 
+/*
+ * trim: a one-off retention trim up to the last index point at or below
+ * the offset (the rules of store.h: whole appends only), then the punch
+ * that frees the space, after the same grace the server gives readers
+ * that looked before a stream's first trim.
+ */
+static int
+cmd_trim(struct ds_store *s, const char *path, const char *before_arg,
+    int json)
+{
+	struct ds_retention pol;
+	struct ds_stream_info info;
+	enum ds_offset_kind kind;
+	char off[DS_OFFSET_LEN + 1];
+	uint64_t before, first;
+	enum ds_err e;
+
+	if (ds_offset_parse(before_arg, strlen(before_arg), &kind, &before) ==
+	    -1 || kind == DS_OFFSET_START) {
+		fprintf(stderr, "ds-admin: trim: --before %s is not an offset "
+		    "(now, or 16 digits _ 16 digits)\n", before_arg);
+		return EX_USAGE;
+	}
+	if ((e = ds_store_stat(s, path, now_ms(), &info)) != DS_OK) {
+		fprintf(stderr, "ds-admin: trim %s: %s\n", path,
+		    ds_strerror(e));
+		return e == DS_ENOTFOUND || e == DS_EGONE ? EX_NOSTREAM :
+		    EX_STORE;
+	}
+	memset(&pol, 0, sizeof(pol));
+	pol.before = kind == DS_OFFSET_NOW ? info.tail : before;
+	if ((e = ds_store_trim(s, path, &pol, now_ms(), &first)) == DS_OK &&
+	    first > info.first) {
+		nanosleep(&(struct timespec){ 2, 0 }, NULL);
+		e = ds_store_punch(s, path, now_ms(), 2000);
+	}
+	if (e != DS_OK) {
+		fprintf(stderr, "ds-admin: trim %s: %s\n", path,
+		    ds_strerror(e));
+		return EX_STORE;
+	}
+	ds_offset_format(first, off);
+	if (json) {
+		printf("{\"path\":");
+		admin_json_str(stdout, path);
+		printf(",\"earliest_offset\":\"%s\"}\n", off);
+	} else
+		printf("trimmed %s: earliest offset %s\n", path, off);
+	return EX_OK;
+}
+
 /* ---- dump ------------------------------------------------------------- */
 
 /*
@@ -410,6 +464,7 @@ main(int argc, char *argv[])
 		{ "data", required_argument, NULL, 'd' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "from", required_argument, NULL, 'f' },
+		{ "before", required_argument, NULL, 'b' },
 		{ "orphan-age", required_argument, NULL, 'o' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
@@ -417,7 +472,8 @@ main(int argc, char *argv[])
 	struct ds_store_cfg cfg;
 	struct ds_store *s;
 	struct stat st;
-	const char *dir = NULL, *from = NULL, *cmd, *path = NULL;
+	const char *dir = NULL, *from = NULL, *before = NULL, *cmd;
+	const char *path = NULL;
 	char meta[4096];
 	unsigned long age = 60;
 	char *end;
@@ -435,6 +491,9 @@ main(int argc, char *argv[])
 			break;
 		case 'f':
 			from = optarg;
+			break;
+		case 'b':
+			before = optarg;
 			break;
 		case 'o':
 			errno = 0;
@@ -455,7 +514,7 @@ main(int argc, char *argv[])
 	cmd = argv[optind];
 	nargs = argc - optind - 1;
 	if (strcmp(cmd, "stat") == 0 || strcmp(cmd, "delete") == 0 ||
-	    strcmp(cmd, "dump") == 0) {
+	    strcmp(cmd, "dump") == 0 || strcmp(cmd, "trim") == 0) {
 		if (nargs != 1)
 			usage();
 		path = argv[optind + 1];
@@ -474,6 +533,11 @@ main(int argc, char *argv[])
 	}
 	if (from && strcmp(cmd, "dump") != 0) {
 		fprintf(stderr, "ds-admin: --from goes with dump only\n");
+		return EX_USAGE;
+	}
+	if ((before != NULL) != (strcmp(cmd, "trim") == 0)) {
+		fprintf(stderr, "ds-admin: trim takes --before OFFSET, and "
+		    "only trim does\n");
 		return EX_USAGE;
 	}
 
@@ -516,6 +580,8 @@ main(int argc, char *argv[])
 		rc = cmd_recover(s, (unsigned)age, json);
 	else if (strcmp(cmd, "delete") == 0)
 		rc = cmd_delete(s, path, json);
+	else if (strcmp(cmd, "trim") == 0)
+		rc = cmd_trim(s, path, before, json);
 	else
 		rc = cmd_dump(s, path, from, json);
 	ds_store_close(s);

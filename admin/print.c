@@ -80,6 +80,11 @@ admin_print_stat(const struct admin_stream *s, int64_t now)
 	printf("size:          %" PRIu64 " bytes (%" PRIu64 " in its own "
 	    "segment)\n", i->tail, i->tail - i->base);
 	printf("tail:          %s\n", off);
+	if (i->first > 0) {
+		ds_offset_format(i->first, off);
+		printf("earliest:      %s (retention trimmed what is "
+		    "before)\n", off);
+	}
 	printf("state:         %s\n", state(i, now));
 	printf("expiry:        %s\n", exp);
 	printf("last access:   %s\n", ts);
@@ -108,6 +113,8 @@ admin_print_json(FILE *o, const struct admin_stream *s, int64_t now)
 	    i->tail - i->base, off, state(i, now),
 	    i->flags & DS_F_CLOSED ? "true" : "false",
 	    i->flags & DS_F_DELETED ? "true" : "false");
+	ds_offset_format(i->first, off);
+	fprintf(o, ",\"earliest_offset\":\"%s\"", off);
 	if (i->flags & DS_F_TTL)
 		fprintf(o, ",\"ttl_s\":%" PRIu64, i->ttl_s);
 	else

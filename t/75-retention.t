@@ -6,7 +6,8 @@
 # free the disk blocks; an age policy drops data older than its limit; a read before the earliest
 # retained offset answers 410 and reads from it, offset=-1 (catch-up and long-poll) start there,
 # HEAD and reads name it in Stream-Earliest-Offset; a fork below it is refused with 410 and a fork
-# above it reads from it; an edited policy file is reloaded; verify is clean afterwards.
+# above it reads from it; an edited policy file is reloaded; ds-admin trim does a one-off trim;
+# ds-admin verify is clean afterwards.
 use strict;
 use warnings;
 use FindBin;
@@ -180,8 +181,29 @@ subtest 'an edited policy file is reloaded' => sub {
 	is(wait_earliest($p, sub { $_[0] > 140002 }, 3), 280004, 'and the policies before it stay');
 };
 
-$s->stop;
+# ---- ds-admin trim ------------------------------------------------------------------------------
 my $ADMIN = Stack::admin_bin();
+subtest 'ds-admin trim PATH --before OFFSET' => sub {
+	my $p = 'ret/admin/t';    # no policy matches it
+	$s->must(201, PUT => $p, $T);
+	$s->must(204, POST => $p, $T, ('a' x 69999) . "\n") for 1 .. 3;    # an index point each
+	my $d = $s->data_dir;
+	my $o = `$ADMIN --data $d --json trim $p --before ${\ off_of(150000)} 2>&1`;
+	is($? >> 8, 0, 'trims while the server runs') or diag($o);
+	my $j = eval { decode_json($o) } // {};
+	is(pos_of($j->{earliest_offset}), 140000, 'to the last append boundary at or below the offset');
+	is(earliest($p), 140000, 'HEAD agrees');
+	is($s->req(GET => "$p?offset=" . off_of(139999))->{status}, 410, 'before it: 410');
+	is(length $s->req(GET => "$p?offset=-1")->{content}, 70000, 'offset=-1: the last append');
+	$o = `$ADMIN --data $d --json stat $p 2>&1`;
+	is(pos_of((eval { decode_json($o) } // {})->{earliest_offset}), 140000, 'stat --json shows it');
+	`$ADMIN --data $d trim $p 2>&1`;
+	is($? >> 8, 2, 'trim without --before: usage (2)');
+	`$ADMIN --data $d trim ret/admin/none --before ${\ off_of(1)} 2>&1`;
+	is($? >> 8, 3, 'trim of no stream: 3');
+};
+
+$s->stop;
 $out = `$ADMIN --data ${\ $s->data_dir} verify 2>&1`;
 is($? >> 8, 0, 'verify is clean after trims and punches') or diag($out);
 done_testing();
