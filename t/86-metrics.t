@@ -141,8 +141,8 @@ is($d{ds_append_batch_size_count}, 11, 'one batch per append: one stream each, o
 is($d{ds_append_batch_size_sum}, 11, 'batch sizes sum to the appends');
 is($d{'ds_append_batch_size_bucket{le="1"}'}, 11, 'every batch in the le="1" bucket');
 for my $f (qw(segment lmdb)) {
-	ok($d{"ds_fsyncs_total{file=\"$f\"}"} >= ($f eq 'segment' ? 11 + 10 : 11),
-		"$f fsyncs: at least one per batch" . ($f eq 'segment' ? ' and create' : ''));
+	# (A create without a body makes no segment file, so syncs none: store/segment.c.)
+	ok($d{"ds_fsyncs_total{file=\"$f\"}"} >= 11, "$f fsyncs: at least one per batch");
 	is($m1->{"ds_fsync_duration_seconds_count{file=\"$f\"}"}, $m1->{"ds_fsyncs_total{file=\"$f\"}"},
 		"$f fsync histogram counts every fsync");
 	is($m1->{"ds_fsync_duration_seconds_bucket{file=\"$f\",le=\"+Inf\"}"},

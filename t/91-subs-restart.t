@@ -142,6 +142,6 @@ subtest 'ds-fcgi --rotate-webhook-key: a new key signs, the old one stays publis
 
 $rcv->stop;
 $s->stop;
-my $out = `${\ Stack::fcgi_bin()} --data ${\ $s->data_dir} --verify 2>&1`;
-is($? >> 8, 0, 'ds-fcgi --verify is clean') or diag($out);
+my $out = `${\ Stack::admin_bin()} --data ${\ $s->data_dir} verify 2>&1`;
+is($? >> 8, 0, 'ds-admin verify is clean') or diag($out);
 done_testing;

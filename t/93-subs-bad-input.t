@@ -225,7 +225,7 @@ $r = $s->req(POST => '__ds/subscriptions/pull/ack', $A,
 	$ackdoc->(acks => [ { stream => 'ev/a', offset => $tail } ], done => $T));
 is($r->{status}, 200, 'and its token still acks');
 
-my $out = `${\ Stack::fcgi_bin()} --data ${\ $s->data_dir} --verify 2>&1`;
-is($? >> 8, 0, 'ds-fcgi --verify is clean') or diag($out);
+my $out = `${\ Stack::admin_bin()} --data ${\ $s->data_dir} verify 2>&1`;
+is($? >> 8, 0, 'ds-admin verify is clean') or diag($out);
 $s->stop;
 done_testing;
