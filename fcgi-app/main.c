@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -456,9 +457,16 @@ main(int argc, char *argv[])
 		return 1;
 	}
 
+	/*
+	 * Every 10 s, give the memory freed in malloc's per-thread arenas
+	 * back to the kernel: a burst of large reads leaves megabytes in
+	 * each arena that glibc keeps for reuse, which looked like a worker
+	 * growing without bound (98 MiB after scripts/bench, 14 MiB idle).
+	 */
 	for (;;) {
-		if (sigwait(&set, &sig) != 0)
-			continue;
+		sig = sigtimedwait(&set, NULL, &(struct timespec){ 10, 0 });
+		if (sig == -1 && errno == EAGAIN)
+			malloc_trim(0);
 		if (sig == SIGTERM || sig == SIGINT)
 			break;
 	}
