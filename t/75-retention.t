@@ -146,6 +146,16 @@ subtest 'max-age' => sub {
 	my $e = wait_earliest($p, sub { $_[0] >= 4 }, 6);
 	is($e, 4, 'the first append is dropped once it is 2 s old');
 	is($s->req(GET => "$p?offset=-1")->{content}, "newer\n", 'offset=-1 reads what is left');
+	# The same on a JSON stream: whole messages go.
+	my $q = 'ret/age/j';
+	$s->must(201, PUT => $q, $J);
+	$s->must(204, POST => $q, $J, '[{"m":"old"},{"m":"old2"}]');
+	sleep 1.2;
+	$s->must(204, POST => $q, $J, '{"m":"newer"}');
+	my $len = length(qq({"m":"old"}\n{"m":"old2"}\n));
+	is(wait_earliest($q, sub { $_[0] >= $len }, 6), $len, 'JSON: the first append goes, both its messages');
+	is_deeply(decode_json($s->req(GET => "$q?offset=-1")->{content}), [ { m => 'newer' } ],
+		'JSON: offset=-1 reads the message left');
 };
 
 # ---- forks --------------------------------------------------------------------------------------
