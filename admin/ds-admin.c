@@ -304,19 +304,29 @@ cmd_trim(struct ds_store *s, const char *path, const char *before_arg,
 		return e == DS_ENOTFOUND || e == DS_EGONE ? EX_NOSTREAM :
 		    EX_STORE;
 	}
+	if (kind == DS_OFFSET_NOW)
+		before = info.tail;
+	else if (before > info.tail) {
+		fprintf(stderr, "ds-admin: trim: --before %s is past the tail "
+		    "of %s\n", before_arg, path);
+		return EX_USAGE;
+	}
 	memset(&pol, 0, sizeof(pol));
-	pol.before = kind == DS_OFFSET_NOW ? info.tail : before;
+	pol.before = before;
+	/* (A fork's inherited data is its source's to trim.) */
 	if ((e = ds_store_trim(s, path, &pol, now_ms(), &first)) == DS_OK &&
 	    first > info.first) {
 		nanosleep(&(struct timespec){ 2, 0 }, NULL);
 		e = ds_store_punch(s, path, now_ms(), 2000);
 	}
+	if (e == DS_OK)
+		e = ds_store_stat(s, path, now_ms(), &info);
 	if (e != DS_OK) {
 		fprintf(stderr, "ds-admin: trim %s: %s\n", path,
 		    ds_strerror(e));
 		return EX_STORE;
 	}
-	ds_offset_format(first, off);
+	ds_offset_format(info.first, off);
 	if (json) {
 		printf("{\"path\":");
 		admin_json_str(stdout, path);

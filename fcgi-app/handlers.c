@@ -222,8 +222,8 @@ fork_headers(struct ds_req *r, struct ds_create *c, char *src,
 			ds_respond_error(r, 400, "malformed Stream-Fork-Offset");
 			return -1;
 		}
-		if (kind == DS_OFFSET_START)
-			c->fork_at = 0;
+		if (kind == DS_OFFSET_START)	/* what the source retains */
+			c->fork_at = DS_POS_FIRST;
 		c->has_fork_at = kind != DS_OFFSET_NOW;
 	}
 	if (sub && ds_parse_uint(sub, strlen(sub), DS_MAX_SAFE_INT,

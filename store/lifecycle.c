@@ -163,8 +163,9 @@ prepare_fork(struct ds_store *s, struct ds_create *req, int64_t now,
 	if (c.n >= DS_CHAIN_MAX)
 		return DS_EDEPTH;
 	if ((e = ds_resolve_fork_point(s, &c, src.info.tail,
-	    (src.info.flags & DS_F_MSG) != 0, req->has_fork_at ?
-	    req->fork_at : src.info.tail, req->sub, &req->base)) != DS_OK)
+	    (src.info.flags & DS_F_MSG) != 0, !req->has_fork_at ?
+	    src.info.tail : req->fork_at == DS_POS_FIRST ? ds_chain_first(&c) :
+	    req->fork_at, req->sub, &req->base)) != DS_OK)
 		return e;
 	req->src_id = src.info.id;
 	/* Copied, never pointed at: src dies with this frame. */

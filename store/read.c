@@ -41,9 +41,10 @@ snapshot(struct ds_store *s, const char *path, int64_t now, struct ds_rec *r,
 }
 
 /*
- * After a read from a trimmed stream: was from still retained when the
- * read ended? A trim committed meanwhile may have had its bytes punched
- * out under the read (retain.c); then the read answers DS_ETRIMMED.
+ * After a read: was from still retained when the read ended? A trim
+ * committed meanwhile may have had its bytes punched out under the read
+ * (retain.c); then the read answers DS_ETRIMMED. (Every read checks: one
+ * that looked before a stream's first trim cannot know it is coming.)
  */
 static enum ds_err
 still_there(struct ds_store *s, const char *path, int64_t now, uint64_t id,
@@ -72,14 +73,14 @@ ds_store_stat(struct ds_store *s, const char *path, int64_t now,
 	return DS_OK;
 }
 
-enum ds_err
-ds_store_read(struct ds_store *s, const char *path, uint64_t from,
-    size_t max, int64_t now, struct ds_stream_info *info, char **data,
-    size_t *len)
+/* One attempt of ds_store_read() (see below). */
+static enum ds_err
+read_once(struct ds_store *s, const char *path, uint64_t from, size_t max,
+    int64_t now, struct ds_stream_info *info, char **data, size_t *len)
 {
 	struct ds_rec r;
 	struct ds_chain c;
-	enum ds_err e;
+	enum ds_err e, e2;
 
 	*data = NULL;
 	*len = 0;
@@ -99,14 +100,39 @@ ds_store_read(struct ds_store *s, const char *path, uint64_t from,
 		    (r.info.flags & DS_F_MSG) != 0, data, len);
 	else if ((r.info.flags & DS_F_MSG) && from > r.info.first)
 		e = ds_chain_boundary(s, &c, from);
-	if (e == DS_OK && r.info.first > 0 && (e = still_there(s, path, now,
-	    r.info.id, from)) != DS_OK) {
+	/*
+	 * A trim committed while we read may have had its bytes punched out
+	 * under us (a record end read as a zero byte is DS_EOFFSET): check.
+	 */
+	if ((e == DS_OK || e == DS_EOFFSET) &&
+	    (e2 = still_there(s, path, now, r.info.id, from)) != DS_OK)
+		e = e2;
+	if (e != DS_OK) {
 		free(*data);
 		*data = NULL;
 		*len = 0;
 	}
 	if (e == DS_OK && (r.info.flags & DS_F_TTL))
 		ds_store_touch(s, path, now);
+	return e;
+}
+
+/*
+ * A read from the earliest retained position (DS_POS_FIRST) that a trim
+ * overtook starts again at the new one: the caller asked for whatever is
+ * retained, never for a position that can be gone.
+ */
+enum ds_err
+ds_store_read(struct ds_store *s, const char *path, uint64_t from,
+    size_t max, int64_t now, struct ds_stream_info *info, char **data,
+    size_t *len)
+{
+	enum ds_err e;
+	int tries = 0;
+
+	do
+		e = read_once(s, path, from, max, now, info, data, len);
+	while (e == DS_ETRIMMED && from == DS_POS_FIRST && ++tries < 8);
 	return e;
 }
 

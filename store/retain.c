@@ -6,11 +6,10 @@
  * A trim commits the new earliest position first; from then on no read
  * asks for the bytes below it. Bytes are punched out of the segment file
  * (fallocate(FALLOC_FL_PUNCH_HOLE), which keeps the file's size, so file
- * offsets stay positions) only when no reader can be misled by them: a
- * read of a stream trimmed before checks the earliest position again
- * after it read, and answers DS_ETRIMMED rather than bytes a punch may
- * have zeroed under it; a stream's first trim waits grace_ms for readers
- * that looked before it. A crash anywhere leaves the old or the new
+ * offsets stay positions) only when no reader can be misled by them:
+ * every read checks the earliest position again after it read, and
+ * answers DS_ETRIMMED rather than bytes a punch may have zeroed under it;
+ * a stream's first trim also waits grace_ms. A crash anywhere leaves the old or the new
  * earliest position committed, and bytes at worst unpunched, which the
  * next punch or ds_store_recover() frees.
  */
@@ -224,9 +223,9 @@ ds_store_punch(struct ds_store *s, const char *path, int64_t now,
 	if (e != DS_OK)
 		return e;
 	/*
-	 * A reader of a stream trimmed before re-checks the earliest
-	 * position after it read (ds_store_read()); one that looked before
-	 * the first trim does not, and has grace_ms to finish.
+	 * Every reader re-checks the earliest position after it read
+	 * (ds_store_read()); a stream's first trim waits grace_ms all the
+	 * same, a second line of defence for the trim readers least expect.
 	 */
 	upto = r.prev_first > r.info.base || now - r.first_ms >= grace_ms ?
 	    ds_own_first(&r) : r.prev_first;

@@ -374,11 +374,13 @@ foreach_one(struct ds_store *s, MDB_txn *txn, const char *path,
 {
 	struct foreach *f = arg;
 
-	(void)s;
-	(void)txn;
+	struct ds_chain c;
+
 	if (r == NULL)
 		return 0;
-	r->info.first = ds_own_first(r);
+	/* The earliest position reads get, across the fork chain. */
+	r->info.first = ds_chain_build(s, txn, r, r->info.tail, &c) == DS_OK ?
+	    ds_chain_first(&c) : ds_own_first(r);
 	return f->fn(path, &r->info, f->arg);
 }
 

@@ -162,7 +162,7 @@ DS_EXPORT enum ds_err ds_store_foreach(struct ds_store *,
 	    int (*fn)(const char *path, const struct ds_stream_info *,
 	    void *arg), void *arg);
 /* The same for the paths that start with prefix. info->first is the
- * stream's own earliest retained position. */
+ * earliest retained position, as ds_store_stat() gives it. */
 DS_EXPORT enum ds_err ds_store_foreach_prefix(struct ds_store *,
 	    const char *prefix, int (*fn)(const char *path,
 	    const struct ds_stream_info *, void *arg), void *arg);
@@ -190,7 +190,8 @@ struct ds_create {
 	uint64_t	 src_want;	/* the source's id as the caller saw
 					   it (0: whichever is at src_path) */
 	int		 has_fork_at;	/* Stream-Fork-Offset given */
-	uint64_t	 fork_at;	/* ...its position */
+	uint64_t	 fork_at;	/* ...its position (DS_POS_FIRST: the
+					   source's earliest retained one) */
 	uint64_t	 sub;		/* Stream-Fork-Sub-Offset (0: none) */
 	/* Filled in for forks by ds_store_create(): */
 	uint64_t	 src_id;	/* the source's id */
@@ -525,7 +526,9 @@ struct ds_retention {
  * Moves the earliest retained position of the stream at path as far as
  * the policy allows: to the furthest index point that the size limit, the
  * age limit or before asks for, never backwards. *first gets the earliest
- * retained position after the call. The commit is not synced (a pass
+ * retained position of the stream's own data after the call (a fork's
+ * reads may start lower, in its source: see ds_store_stat()). Trims only
+ * data of the stream's own. The commit is not synced (a pass
  * trims many streams; ds_store_punch() syncs before it punches), and the
  * freed bytes are not punched out yet.
  */

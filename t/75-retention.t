@@ -171,6 +171,18 @@ subtest 'forks across the trimmed boundary' => sub {
 	$s->must(204, POST => 'ret/fork/f', $T, "own\n");
 	$r = $s->req(GET => 'ret/fork/f?offset=-1');
 	is(length $r->{content}, tail_of($src) - $e + 4, 'and reads the retained source, then its own');
+	$r = $s->req(PUT => 'ret/fork/start', { %$T, 'Stream-Forked-From' => "/v1/stream/$src",
+		'Stream-Fork-Offset' => '-1' });
+	is($r->{status}, 201, 'a fork at offset -1 starts at the source\'s earliest offset')
+		or diag($r->{content});
+	is(earliest('ret/fork/start'), earliest($src), '... and reads from there');
+	# An untrimmed source: the fork has no earliest offset, for HEAD nor ds-admin.
+	$s->must(201, PUT => 'ret/plain/src', $T, 'abcdef');
+	$s->must(201, PUT => 'ret/plain/f', { %$T, 'Stream-Forked-From' => '/v1/stream/ret/plain/src' });
+	is(earliest('ret/plain/f'), undef, 'a fork of an untrimmed source: no Stream-Earliest-Offset');
+	my $o = `${\ Stack::admin_bin()} --data ${\ $s->data_dir} --json stat ret/plain/f 2>&1`;
+	is(pos_of((eval { decode_json($o) } // {})->{earliest_offset}), 0, '... and ds-admin stat says 0')
+		or diag($o);
 };
 
 # ---- reload -------------------------------------------------------------------------------------
@@ -209,6 +221,9 @@ subtest 'ds-admin trim PATH --before OFFSET' => sub {
 	is(pos_of((eval { decode_json($o) } // {})->{earliest_offset}), 140000, 'stat --json shows it');
 	`$ADMIN --data $d trim $p 2>&1`;
 	is($? >> 8, 2, 'trim without --before: usage (2)');
+	`$ADMIN --data $d trim $p --before ${\ off_of(999999)} 2>&1`;
+	is($? >> 8, 2, 'trim past the tail: usage (2)');
+	is(earliest($p), 140000, '... and nothing trimmed');
 	`$ADMIN --data $d trim ret/admin/none --before ${\ off_of(1)} 2>&1`;
 	is($? >> 8, 3, 'trim of no stream: 3');
 };
