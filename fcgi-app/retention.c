@@ -117,6 +117,12 @@ parse_line(char *line, struct policy *p, char *err, size_t errsz)
 		    "prefix or *");
 		return -1;
 	}
+	if (tok[0] == '/') {
+		snprintf(err, errsz, "prefix \"%.64s\" can match no stream: "
+		    "a prefix is the path after /v1/stream/, with no / first",
+		    tok);
+		return -1;
+	}
 	if ((p->prefix = strdup(tok)) == NULL) {
 		snprintf(err, errsz, "out of memory");
 		return -1;

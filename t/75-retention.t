@@ -37,7 +37,7 @@ sub write_file {
 
 # ---- --check ----------------------------------------------------------------------------------
 write_file("$tmp/bad.conf", "# retention\nlogs/ max-bytes=1MiB\nx/ max-size=3\n"
-	. "y/ max-age=soon\nlogs/ max-age=1d\nz/\n");
+	. "y/ max-age=soon\nlogs/ max-age=1d\nz/\n/v1/stream/a/ max-age=1d\n");
 my $out = `$DS --data $tmp/checkdata --retention $tmp/bad.conf --check 2>&1`;
 my $rc = $? >> 8;
 is($rc, 2, '--check refuses a policy file with errors');
@@ -45,6 +45,7 @@ like($out, qr/bad\.conf:3: bad rule "max-size=3"/, '... naming line 3 (unknown r
 like($out, qr/bad\.conf:4: bad rule "max-age=soon"/, '... line 4 (bad duration)');
 like($out, qr/bad\.conf:5: prefix "logs\/" given twice/, '... line 5 (prefix twice)');
 like($out, qr/bad\.conf:6: prefix "z\/" has no rule/, '... line 6 (no rule)');
+like($out, qr/bad\.conf:7: prefix "\/v1\/stream\/a\/" can match no stream/, '... line 7 (a URL path)');
 write_file("$tmp/ret.conf", "ret/size/ max-bytes=256KiB\nret/json/ max-bytes=128KiB\n"
 	. "ret/age/ max-age=2s\n* max-age=30d\n");
 $out = `$DS --data $tmp/checkdata --retention $tmp/ret.conf --check 2>&1`;
