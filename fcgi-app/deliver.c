@@ -44,6 +44,7 @@ static pthread_cond_t		 cv;
 static int			 kicked;
 static atomic_int		 sends;
 static atomic_int		 nsubs = 1;	/* subscriptions at the last look */
+static _Atomic int64_t		 missing_logged; /* a wake stream missing */
 
 /* A subscription was created here: kicks count from now on. */
 void
@@ -155,7 +156,8 @@ send_one(void *arg)
 /*
  * Appends the wake events of a pull-wake wake to its wake stream (PROTOCOL
  * 7.2): one per stream with pending data. Returns 0 when they are there
- * (or can never be: no such stream, closed), -1 to try again later.
+ * (or can never be: the wake stream is closed), -1 to try again later (the
+ * wake stream does not exist yet, say).
  */
 static int
 write_events(const char *id, const struct ds_sub *sub,
@@ -189,10 +191,17 @@ write_events(const char *id, const struct ds_sub *sub,
 	if ((text = json_dumps(arr, JSON_COMPACT)) == NULL)
 		goto out;
 	if ((e = ds_store_stat(store, sub->wake_stream, now, &info)) != DS_OK) {
-		ds_app_log("subscription %s: wake stream %s: %s", id,
-		    sub->wake_stream, ds_strerror(e));
+		/*
+		 * Not there (yet): the event stays due and is written once
+		 * the wake stream exists. Said once a minute at most.
+		 */
+		if (now - atomic_load(&missing_logged) >= 60000) {
+			atomic_store(&missing_logged, now);
+			ds_app_log("subscription %s: wake stream %s: %s; "
+			    "its wake events wait for it", id,
+			    sub->wake_stream, ds_strerror(e));
+		}
 		free(text);
-		rc = e == DS_ENOTFOUND || e == DS_EGONE ? 0 : -1;
 		goto out;
 	}
 	memset(&a, 0, sizeof(a));

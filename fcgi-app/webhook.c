@@ -63,8 +63,23 @@ v6_allowed(const unsigned char *b, int loopback_ok)
 		    (uint32_t)b[14] << 8 | b[15];
 		return v4_allowed(v4, loopback_ok);
 	}
+	if (memcmp(b, zero, 8) == 0 && b[8] == 0xff && b[9] == 0xff &&
+	    b[10] == 0 && b[11] == 0) {
+		/* IPv4-translated (::ffff:0:a.b.c.d): the IPv4 rules. */
+		v4 = (uint32_t)b[12] << 24 | (uint32_t)b[13] << 16 |
+		    (uint32_t)b[14] << 8 | b[15];
+		return v4_allowed(v4, loopback_ok);
+	}
+	if (b[0] == 0x20 && b[1] == 0x02) {
+		/* 6to4 (2002:a.b.c.d::/48): the embedded IPv4's rules. */
+		v4 = (uint32_t)b[2] << 24 | (uint32_t)b[3] << 16 |
+		    (uint32_t)b[4] << 8 | b[5];
+		return v4_allowed(v4, loopback_ok);
+	}
 	if (memcmp(b, zero, 15) == 0)
 		return b[15] == 1 ? loopback_ok : 0;	/* ::1, :: */
+	if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0 && b[3] == 0)
+		return 0;	/* Teredo: it hides the address it reaches */
 	return !((b[0] & 0xfe) == 0xfc ||		/* unique local */
 	    (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) ||	/* link-local */
 	    (b[0] == 0xfe && (b[1] & 0xc0) == 0xc0) ||	/* site-local */
@@ -84,6 +99,19 @@ ds_addr_allowed(const void *sa, int loopback_ok)
 		return v6_allowed(((const struct sockaddr_in6 *)sa)->
 		    sin6_addr.s6_addr, loopback_ok);
 	return 0;
+}
+
+/* "10.0.0.1.": a trailing dot, which resolvers take as the address. */
+static int
+v4_dotted(const char *h, size_t n, struct in_addr *a)
+{
+	char buf[256];
+
+	if (n < 2 || n >= sizeof(buf) || h[n - 1] != '.')
+		return 0;
+	memcpy(buf, h, n - 1);
+	buf[n - 1] = '\0';
+	return inet_aton(buf, a) == 1;
 }
 
 static int
@@ -166,7 +194,7 @@ ds_webhook_url_check(const char *url, int loopback_ok, const char **why)
 			loop = ds_addr_allowed(&sin6, 1);
 		if (!ds_addr_allowed(&sin6, 0) && !loop)
 			return DS_URL_REJECTED;
-	} else if (inet_aton(host, &a4) == 1) {
+	} else if (inet_aton(host, &a4) == 1 || v4_dotted(host, hl, &a4)) {
 		/* inet_aton takes "10.1" and "0x7f.1": so does curl. */
 		sin.sin_family = AF_INET;
 		sin.sin_addr = a4;

@@ -147,5 +147,23 @@ subtest 'explicit links' => sub {
 		lease_ttl_ms => 5000 }))->{status}, 409, 'another lease: 409');
 };
 
+subtest 'a wake stream created after the wake: the event waits for it' => sub {
+	my $r = $s->req(PUT => '__ds/subscriptions/late', $J, encode_json({ type => 'pull-wake',
+		pattern => 'lq/**', wake_stream => 'lw/wake' }));
+	is($r->{status}, 201, 'created, its wake stream not there yet');
+	$s->must(201, PUT => 'lq/a', $J, '{"n":1}');
+	sleep 0.6;    # a few delivery steps find no wake stream
+	$s->must(201, PUT => 'lw/wake', $J, '[]');
+	my @e;
+	for (1 .. 100) {
+		my ($body) = $s->read_all('lw/wake');
+		@e = grep { $_->{subscription_id} eq 'late' } @{ decode_json($body) };
+		last if @e;
+		sleep 0.03;
+	}
+	is(scalar @e, 1, 'the wake event is written once the stream exists');
+	is($e[0]{stream}, 'lq/a', '  for the stream with data');
+};
+
 $s->stop;
 done_testing;
