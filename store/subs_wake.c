@@ -363,12 +363,36 @@ out:
 	return e;
 }
 
+/*
+ * Is pos a place a reader may start from in the stream at path: in a JSON
+ * stream, just after a message (a read from inside one answers 400)?
+ */
+static enum ds_err
+ack_boundary(struct ds_store *s, MDB_txn *txn, const char *path, uint64_t pos)
+{
+	struct ds_rec r;
+	struct ds_chain c;
+	enum ds_err e;
+
+	if ((e = ds_rec_get(s, txn, path, &r)) != DS_OK)
+		return e == DS_ENOTFOUND ? DS_OK : e;	/* linked, not made */
+	if (!(r.info.flags & DS_F_MSG) || pos == 0 || pos == r.info.tail)
+		return DS_OK;
+	if ((e = ds_chain_build(s, txn, &r, r.info.tail, &c)) != DS_OK)
+		return e;
+	if (pos < ds_chain_first(&c))
+		return DS_OK;	/* trimmed: nothing to read there anyway */
+	e = ds_chain_boundary(s, &c, pos);
+	return e == DS_EOFFSET ? DS_EACKOFFSET : e;
+}
+
 /* Checks every ack against the links before any is applied. */
 static enum ds_err
-acks_check(const struct ds_sub_link *l, size_t n,
-    const struct ds_sub_ack *a, size_t na)
+acks_check(struct ds_store *s, MDB_txn *txn, const struct ds_sub_link *l,
+    size_t n, const struct ds_sub_ack *a, size_t na)
 {
 	size_t i, j;
+	enum ds_err e;
 
 	for (i = 0; i < na; i++) {
 		for (j = 0; j < n && strcmp(l[j].path, a[i].path); j++)
@@ -377,6 +401,8 @@ acks_check(const struct ds_sub_link *l, size_t n,
 			return DS_ENOTLINKED;
 		if (a[i].pos > l[j].tail)
 			return DS_EACKOFFSET;
+		if ((e = ack_boundary(s, txn, a[i].path, a[i].pos)) != DS_OK)
+			return e;
 	}
 	return DS_OK;
 }
@@ -410,7 +436,7 @@ ds_sub_ack(struct ds_store *s, const char *id, const struct ds_sub_fence *f,
 	    (f->pull && !sub->holder[0]) || now >= wake_end(sub))
 		e = DS_EFENCED;
 	else if (!f->release)
-		e = acks_check(l, n, a, na);
+		e = acks_check(s, txn, l, n, a, na);
 	if (e != DS_OK)
 		goto out;
 	for (i = 0; i < na && !f->release; i++) {

@@ -163,6 +163,16 @@ subtest 'a wake stream created after the wake: the event waits for it' => sub {
 	}
 	is(scalar @e, 1, 'the wake event is written once the stream exists');
 	is($e[0]{stream}, 'lq/a', '  for the stream with data');
+	# An ack inside a JSON message is refused: a read from there would answer 400.
+	my $c = doc(claim('late', 'w'));
+	my $before = links('late')->{'lq/a'}{acked_offset};
+	$r = op('ack', 'late', $c, acks => [ { stream => 'lq/a', offset => '0000000000000000_0000000000000001' } ]);
+	is($r->{status}, 409, 'an ack inside a JSON message: 409');
+	is(doc($r)->{error}{code}, 'INVALID_OFFSET', '  INVALID_OFFSET');
+	is(links('late')->{'lq/a'}{acked_offset}, $before, '  and the acked offset is unchanged');
+	my $tail = $s->req(HEAD => 'lq/a')->{headers}{'stream-next-offset'};
+	is(op('ack', 'late', $c, acks => [ { stream => 'lq/a', offset => $tail } ], done => JSON::PP::true)->{status},
+		200, 'an ack at the message end: 200');
 };
 
 $s->stop;
