@@ -347,7 +347,7 @@ sub _procs {
 		my $st = <$fh> // next;
 		$st =~ /\)\s+(.*)$/s or next;    # comm may contain spaces and parens
 		my @f = split ' ', $1;            # f[0]=state f[1]=ppid f[2]=pgrp ... f[19]=starttime
-		$p{$pid} = [ $f[1], $f[2], $f[19] ];
+		$p{$pid} = [ $f[1], $f[2], $f[19], $f[0] ];
 	}
 	return \%p;
 }
@@ -382,7 +382,9 @@ sub worker_pids {
 	my ($self) = @_;
 	my $pool = $self->pool_pid // return ();
 	my $procs = _procs();
-	return sort { $a <=> $b } grep { $procs->{$_}[0] == $pool } keys %$procs;
+	# (A worker killed but not yet reaped is a zombie: not a worker any more.)
+	return sort { $a <=> $b } grep { $procs->{$_}[0] == $pool && $procs->{$_}[3] ne 'Z' }
+		keys %$procs;
 }
 
 # kill_worker([$sig = 'KILL'], [$pid]): signal one worker (random unless $pid), return its pid.
