@@ -215,28 +215,25 @@ ds_rec_put(struct ds_store *s, MDB_txn *txn, const char *path,
 }
 
 /*
- * Deletes the keys of dbi that start with the 8-byte id and, when below is
- * given, whose next 8 bytes (a big-endian position) are below *below.
+ * Deletes the keys of dbi that start with the plen bytes of prefix and,
+ * when end is given, sort below its elen bytes.
  */
 enum ds_err
-ds_del_prefix(MDB_txn *txn, MDB_dbi dbi, uint64_t id, const uint64_t *below)
+ds_del_range(MDB_txn *txn, MDB_dbi dbi, const void *prefix, size_t plen,
+    const void *end, size_t elen)
 {
-	unsigned char key[16];
 	MDB_cursor *c;
 	MDB_val k, v;
-	int rc, i;
+	int rc;
 
 	if ((rc = mdb_cursor_open(txn, dbi, &c)) != 0)
 		return ds_mdb_err(__func__, "mdb_cursor_open", rc);
-	memcpy(key, &id, 8);
-	if (below)
-		for (i = 0; i < 8; i++)
-			key[8 + i] = (unsigned char)(*below >> (56 - 8 * i));
-	k.mv_data = key;
-	k.mv_size = 8;
+	k.mv_data = (void *)prefix;
+	k.mv_size = plen;
 	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-	while (rc == 0 && k.mv_size >= 8 && memcmp(k.mv_data, &id, 8) == 0 &&
-	    (!below || (k.mv_size >= 16 && memcmp(k.mv_data, key, 16) < 0))) {
+	while (rc == 0 && k.mv_size >= plen &&
+	    memcmp(k.mv_data, prefix, plen) == 0 && (end == NULL ||
+	    (k.mv_size >= elen && memcmp(k.mv_data, end, elen) < 0))) {
 		if ((rc = mdb_cursor_del(c, 0)) != 0)
 			break;
 		rc = mdb_cursor_get(c, &k, &v, MDB_GET_CURRENT);
@@ -247,6 +244,23 @@ ds_del_prefix(MDB_txn *txn, MDB_dbi dbi, uint64_t id, const uint64_t *below)
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		return ds_mdb_err(__func__, "cursor", rc);
 	return DS_OK;
+}
+
+/*
+ * Deletes the keys of dbi that start with the 8-byte id and, when below is
+ * given, whose next 8 bytes (a big-endian position) are below *below.
+ */
+enum ds_err
+ds_del_prefix(MDB_txn *txn, MDB_dbi dbi, uint64_t id, const uint64_t *below)
+{
+	unsigned char key[16];
+	int i;
+
+	memcpy(key, &id, 8);
+	if (below)
+		for (i = 0; i < 8; i++)
+			key[8 + i] = (unsigned char)(*below >> (56 - 8 * i));
+	return ds_del_range(txn, dbi, key, 8, below ? key : NULL, 16);
 }
 
 /*

@@ -149,6 +149,8 @@ enum ds_err ds_rec_put(struct ds_store *, MDB_txn *, const char *path,
 	    const struct ds_rec *);
 enum ds_err ds_rec_remove(struct ds_store *, MDB_txn *, const char *path,
 	    uint64_t id);
+enum ds_err ds_del_range(MDB_txn *, MDB_dbi, const void *prefix,
+	    size_t plen, const void *end, size_t elen);
 enum ds_err ds_del_prefix(MDB_txn *, MDB_dbi, uint64_t id,
 	    const uint64_t *below);
 size_t	ds_producer_key(uint64_t id, const char *pid, size_t pidlen,

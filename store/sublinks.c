@@ -221,26 +221,10 @@ ds_sub_pending(const struct ds_sub_link *l, size_t n)
 enum ds_err
 ds_links_drop(struct ds_store *s, MDB_txn *txn, uint64_t sid)
 {
-	MDB_cursor *c = NULL;
-	MDB_val k, v;
 	char kb[8];
-	int rc;
 
-	if ((rc = mdb_cursor_open(txn, s->sublinks, &c)) != 0)
-		return ds_mdb_err(__func__, "mdb_cursor_open", rc);
-	k.mv_data = kb;
-	k.mv_size = link_key(sid, "", kb);
-	for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
-	    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-		if (k.mv_size < 8 || memcmp(k.mv_data, kb, 8) != 0)
-			break;
-		if ((rc = mdb_cursor_del(c, 0)) != 0)
-			break;
-	}
-	mdb_cursor_close(c);
-	if (rc != 0 && rc != MDB_NOTFOUND)
-		return ds_mdb_err(__func__, "mdb_cursor", rc);
-	return DS_OK;
+	link_key(sid, "", kb);
+	return ds_del_range(txn, s->sublinks, kb, sizeof(kb), NULL, 0);
 }
 
 /* Links path to sid at its tail, or adds kind to the link there. */
