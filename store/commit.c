@@ -2,9 +2,9 @@
  * commit.c: the shared commit. Writers of this process that have a change
  * to commit (a stream's batch of appends, a create) queue it here; the
  * first to come takes every change waiting and makes them one LMDB
- * transaction and one sync, and the others wait for it. Each change is
- * applied in a nested transaction of its own, so one that fails (a stream
- * replaced meanwhile, a path taken) is undone alone and the rest commit.
+ * transaction and one sync, and the others wait for it. A change that
+ * fails (a stream replaced meanwhile, a path taken) is undone alone and the
+ * rest commit (see commit_run).
  *
  * LMDB's writer lock orders the shared commits of different processes;
  * while one process commits, the others' changes pile up in their queues,
@@ -14,42 +14,48 @@
 
 #include "store/store_int.h"
 
-/* Commits the list in one transaction (see above); each gets its ->e. */
+/*
+ * Commits the list in one transaction (see above); each gets its ->e.
+ *
+ * A change that fails is dropped and the transaction begun again with the
+ * others: failures are rare (a stream replaced or a path taken meanwhile),
+ * and each apply reads what it needs from the transaction it is given, so
+ * applying the same change again is the same change. Nested transactions
+ * did this without the retry, but LMDB allocates 3 MiB for each one (its
+ * dirty list and free list), which cost every batch an mmap, page faults
+ * and a munmap once large blocks get their own mappings (see main.c).
+ */
 static void
 commit_run(struct ds_store *s, struct ds_commit *list)
 {
 	struct ds_commit *c;
-	MDB_txn *txn = NULL, *child;
+	MDB_txn *txn = NULL;
 	enum ds_err e;
-	int rc, any = 0, committed;
+	int rc, any, committed, failed;
 
 	for (c = list; c; c = c->next)
 		c->e = DS_OK;
-	if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
-		goto fail;
-	if ((e = ds_meta_reserve(s)) != DS_OK)
-		goto fail;
-	for (c = list; c; c = c->next) {
-		if ((rc = mdb_txn_begin(s->env, txn, 0, &child)) != 0) {
-			e = ds_mdb_err(__func__, "mdb_txn_begin nested", rc);
+	do {
+		any = failed = 0;
+		if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
 			goto fail;
-		}
-		if ((c->e = c->apply(s, child, c->arg)) != DS_OK) {
-			mdb_txn_abort(child);
-			continue;
-		}
-		if ((rc = mdb_txn_commit(child)) != 0) {
-			/* The parent is unusable now. */
-			e = ds_mdb_err(__func__, "mdb_txn_commit nested", rc);
-			c->e = DS_OK;
+		if ((e = ds_meta_reserve(s)) != DS_OK)
 			goto fail;
+		for (c = list; c && !failed; c = c->next) {
+			if (c->e != DS_OK)
+				continue;
+			if ((c->e = c->apply(s, txn, c->arg)) != DS_OK)
+				failed = 1;
+			else
+				any = 1;
 		}
-		any = 1;
-	}
-	if (!any) {
-		mdb_txn_abort(txn);
+		if (failed || !any) {
+			mdb_txn_abort(txn);
+			txn = NULL;
+		}
+	} while (failed);
+	if (!any)
 		return;
-	}
 	/*
 	 * Committed, the changes are what every process reads: their
 	 * owners may let go of their locks before the sync (see

@@ -806,6 +806,122 @@ test_concurrency(struct ds_store *s)
 	free(p);
 }
 
+/*
+ * The shared commit: three changes queued behind a commit in progress go
+ * into one transaction; the middle one fails after writing, and only it
+ * is undone: the transaction is begun again without it.
+ */
+struct sc_change {
+	struct ds_commit cm;
+	uint64_t	 key;
+	enum ds_err	 ret;		/* what apply returns */
+	int		 calls;
+	int		 hold;		/* apply waits for sc_release */
+};
+static pthread_mutex_t sc_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sc_cv = PTHREAD_COND_INITIALIZER;
+static int sc_held, sc_release;
+
+static enum ds_err
+sc_apply(struct ds_store *s, MDB_txn *txn, void *arg)
+{
+	struct sc_change *c = arg;
+	static char x[] = "x";
+	MDB_val k = { sizeof(c->key), &c->key }, v = { 1, x };
+
+	c->calls++;
+	if (c->hold) {
+		pthread_mutex_lock(&sc_mu);
+		sc_held = 1;
+		pthread_cond_broadcast(&sc_cv);
+		while (!sc_release)
+			pthread_cond_wait(&sc_cv, &sc_mu);
+		pthread_mutex_unlock(&sc_mu);
+	}
+	if (mdb_put(txn, s->ids, &k, &v, 0) != 0)
+		return DS_EIO;
+	return c->ret;
+}
+
+static void *
+sc_commit(void *arg)
+{
+	struct sc_change *c = arg;
+
+	ds_commit(shared, &c->cm);
+	return NULL;
+}
+
+static int
+sc_queued(struct ds_store *s)
+{
+	struct ds_commit *c;
+	int n = 0;
+
+	pthread_mutex_lock(&s->cq_mu);
+	for (c = s->cq; c; c = c->next)
+		n++;
+	pthread_mutex_unlock(&s->cq_mu);
+	return n;
+}
+
+static int
+sc_present(struct ds_store *s, uint64_t key)
+{
+	MDB_txn *txn;
+	MDB_val k = { sizeof(key), &key }, v;
+	int rc;
+
+	must(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) == 0, "txn");
+	rc = mdb_get(txn, s->ids, &k, &v);
+	mdb_txn_abort(txn);
+	return rc == 0;
+}
+
+static void
+test_shared_commit(struct ds_store *s)
+{
+	struct sc_change c[4] = {
+		{ .key = 0x5c00, .ret = DS_OK, .hold = 1 },
+		{ .key = 0x5c01, .ret = DS_OK },
+		{ .key = 0x5c02, .ret = DS_EEXIST },
+		{ .key = 0x5c03, .ret = DS_OK },
+	};
+	pthread_t th[4];
+	int i, n;
+
+	shared = s;
+	for (i = 0; i < 4; i++)
+		c[i].cm.apply = sc_apply, c[i].cm.arg = &c[i];
+	must(pthread_create(&th[0], NULL, sc_commit, &c[0]) == 0, "create");
+	pthread_mutex_lock(&sc_mu);
+	while (!sc_held)
+		pthread_cond_wait(&sc_cv, &sc_mu);
+	pthread_mutex_unlock(&sc_mu);
+	/* Queued one after the other, behind the commit held in apply. */
+	for (i = 1; i < 4; i++) {
+		must(pthread_create(&th[i], NULL, sc_commit, &c[i]) == 0,
+		    "create");
+		for (n = 0; sc_queued(s) < i && n < 5000; n++)
+			usleep(1000);
+	}
+	is_int(sc_queued(s), 3, "three changes wait behind the commit");
+	pthread_mutex_lock(&sc_mu);
+	sc_release = 1;
+	pthread_cond_broadcast(&sc_cv);
+	pthread_mutex_unlock(&sc_mu);
+	for (i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	ok(c[0].cm.e == DS_OK && c[1].cm.e == DS_OK && c[3].cm.e == DS_OK &&
+	    c[0].cm.committed && c[1].cm.committed && c[3].cm.committed,
+	    "the changes that applied are committed");
+	is_int(c[2].cm.e, DS_EEXIST, "the failing change gets its own error");
+	ok(sc_present(s, 0x5c01) && sc_present(s, 0x5c03) &&
+	    !sc_present(s, 0x5c02), "its write is undone, the others' kept");
+	ok(c[1].calls == 2 && c[2].calls == 1 && c[3].calls == 1,
+	    "one transaction: begun again once, without the failed change");
+}
+
 /* Committed state is there after the store is closed and opened again. */
 static void
 test_reopen(void)
@@ -842,6 +958,7 @@ static const struct {
 	{ "retention", test_retention },
 	{ "depth", test_depth },
 	{ "concurrency", test_concurrency },
+	{ "shared-commit", test_shared_commit },
 };
 
 int
