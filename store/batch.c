@@ -243,6 +243,7 @@ apply_batch(struct ds_store *s, MDB_txn *txn, void *arg)
 	enum ds_err e;
 	int rc;
 
+	bc->moved = 0;	/* applied again when a shared commit begins again */
 	/*
 	 * A DELETE (or an expiry) does not take the segment lock: check the
 	 * id again, and whether the stream was deleted meanwhile but kept

@@ -15,15 +15,46 @@
 #include "store/store_int.h"
 
 /*
+ * Applies every change of the list to txn, each in a nested transaction
+ * of its own, so that one that fails is undone alone. Returns DS_OK with
+ * *any set when at least one applied, or the error that makes txn unusable.
+ */
+static enum ds_err
+apply_nested(struct ds_store *s, MDB_txn *txn, struct ds_commit *list,
+    int *any)
+{
+	struct ds_commit *c;
+	MDB_txn *child;
+	int rc;
+
+	*any = 0;
+	for (c = list; c; c = c->next) {
+		if ((rc = mdb_txn_begin(s->env, txn, 0, &child)) != 0)
+			return ds_mdb_err(__func__, "mdb_txn_begin nested", rc);
+		if ((c->e = c->apply(s, child, c->arg)) != DS_OK) {
+			mdb_txn_abort(child);
+			continue;
+		}
+		if ((rc = mdb_txn_commit(child)) != 0) {
+			c->e = DS_OK;	/* the parent is unusable now */
+			return ds_mdb_err(__func__, "mdb_txn_commit nested",
+			    rc);
+		}
+		*any = 1;
+	}
+	return DS_OK;
+}
+
+/*
  * Commits the list in one transaction (see above); each gets its ->e.
  *
- * A change that fails is dropped and the transaction begun again with the
- * others: failures are rare (a stream replaced or a path taken meanwhile),
- * and each apply reads what it needs from the transaction it is given, so
- * applying the same change again is the same change. Nested transactions
- * did this without the retry, but LMDB allocates 3 MiB for each one (its
- * dirty list and free list), which cost every batch an mmap, page faults
- * and a munmap once large blocks get their own mappings (see main.c).
+ * The changes are applied to the transaction itself, and only when one
+ * fails is it begun again with every change in a nested transaction of
+ * its own (apply_nested), so that each result, failures included, comes
+ * from the transaction that commits. LMDB allocates 3 MiB for each nested
+ * transaction (a dirty list and a free list), which cost every batch an
+ * mmap, page faults and a munmap (large blocks get their own mappings, see
+ * main.c); failures are rare (a stream replaced, a path taken meanwhile).
  */
 static void
 commit_run(struct ds_store *s, struct ds_commit *list)
@@ -31,31 +62,35 @@ commit_run(struct ds_store *s, struct ds_commit *list)
 	struct ds_commit *c;
 	MDB_txn *txn = NULL;
 	enum ds_err e;
-	int rc, any, committed, failed;
+	int rc, any = 1, committed;
 
 	for (c = list; c; c = c->next)
 		c->e = DS_OK;
-	do {
-		any = failed = 0;
-		if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
+	if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
+		goto fail;
+	if ((e = ds_meta_reserve(s)) != DS_OK)
+		goto fail;
+	for (c = list; c; c = c->next)
+		if ((c->e = c->apply(s, txn, c->arg)) != DS_OK)
+			break;
+	if (c != NULL) {
+		/*
+		 * Begun again from scratch: what the first attempt saw may
+		 * have changed once it let go of the writer lock.
+		 */
+		mdb_txn_abort(txn);
+		txn = NULL;
+		for (c = list; c; c = c->next)
+			c->e = DS_OK;
+		if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK ||
+		    (e = ds_meta_reserve(s)) != DS_OK ||
+		    (e = apply_nested(s, txn, list, &any)) != DS_OK)
 			goto fail;
-		if ((e = ds_meta_reserve(s)) != DS_OK)
-			goto fail;
-		for (c = list; c && !failed; c = c->next) {
-			if (c->e != DS_OK)
-				continue;
-			if ((c->e = c->apply(s, txn, c->arg)) != DS_OK)
-				failed = 1;
-			else
-				any = 1;
-		}
-		if (failed || !any) {
-			mdb_txn_abort(txn);
-			txn = NULL;
-		}
-	} while (failed);
-	if (!any)
+	}
+	if (!any) {
+		mdb_txn_abort(txn);
 		return;
+	}
 	/*
 	 * Committed, the changes are what every process reads: their
 	 * owners may let go of their locks before the sync (see

@@ -272,7 +272,8 @@ apply_create(struct ds_store *s, MDB_txn *txn, void *arg)
 	uint64_t id = cc->r->info.id;
 	int rc;
 
-	cc->d.n = 0;
+	cc->d.n = 0;	/* applied again when a shared commit begins again */
+	cc->again = 0;
 	e = ds_rec_get(s, txn, cc->path, &old);
 	if (e == DS_OK && ((old.info.flags & DS_F_DELETED) ||
 	    !ds_expired(&old.info, cc->now))) {

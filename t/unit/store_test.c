@@ -809,7 +809,7 @@ test_concurrency(struct ds_store *s)
 /*
  * The shared commit: three changes queued behind a commit in progress go
  * into one transaction; the middle one fails after writing, and only it
- * is undone: the transaction is begun again without it.
+ * is undone: the transaction is begun again with each change nested.
  */
 struct sc_change {
 	struct ds_commit cm;
@@ -817,6 +817,8 @@ struct sc_change {
 	enum ds_err	 ret;		/* what apply returns */
 	int		 calls;
 	int		 hold;		/* apply waits for sc_release */
+	int		 fail_call;	/* this call (1, 2, ...) fails */
+	uint64_t	 unless;	/* fails if this key is there */
 };
 static pthread_mutex_t sc_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t sc_cv = PTHREAD_COND_INITIALIZER;
@@ -837,6 +839,14 @@ sc_apply(struct ds_store *s, MDB_txn *txn, void *arg)
 		while (!sc_release)
 			pthread_cond_wait(&sc_cv, &sc_mu);
 		pthread_mutex_unlock(&sc_mu);
+	}
+	if (c->calls == c->fail_call)
+		return DS_EGONE;
+	if (c->unless) {
+		MDB_val uk = { sizeof(c->unless), &c->unless }, uv;
+
+		if (mdb_get(txn, s->ids, &uk, &uv) == 0)
+			return DS_EEXIST;
 	}
 	if (mdb_put(txn, s->ids, &k, &v, 0) != 0)
 		return DS_EIO;
@@ -878,19 +888,15 @@ sc_present(struct ds_store *s, uint64_t key)
 	return rc == 0;
 }
 
+/* Queues c[1..3] behind c[0], held in its apply, then lets them commit. */
 static void
-test_shared_commit(struct ds_store *s)
+sc_run(struct ds_store *s, struct sc_change *c)
 {
-	struct sc_change c[4] = {
-		{ .key = 0x5c00, .ret = DS_OK, .hold = 1 },
-		{ .key = 0x5c01, .ret = DS_OK },
-		{ .key = 0x5c02, .ret = DS_EEXIST },
-		{ .key = 0x5c03, .ret = DS_OK },
-	};
 	pthread_t th[4];
 	int i, n;
 
 	shared = s;
+	sc_held = sc_release = 0;
 	for (i = 0; i < 4; i++)
 		c[i].cm.apply = sc_apply, c[i].cm.arg = &c[i];
 	must(pthread_create(&th[0], NULL, sc_commit, &c[0]) == 0, "create");
@@ -898,7 +904,6 @@ test_shared_commit(struct ds_store *s)
 	while (!sc_held)
 		pthread_cond_wait(&sc_cv, &sc_mu);
 	pthread_mutex_unlock(&sc_mu);
-	/* Queued one after the other, behind the commit held in apply. */
 	for (i = 1; i < 4; i++) {
 		must(pthread_create(&th[i], NULL, sc_commit, &c[i]) == 0,
 		    "create");
@@ -912,14 +917,43 @@ test_shared_commit(struct ds_store *s)
 	pthread_mutex_unlock(&sc_mu);
 	for (i = 0; i < 4; i++)
 		pthread_join(th[i], NULL);
+}
+
+static void
+test_shared_commit(struct ds_store *s)
+{
+	struct sc_change c[4] = {
+		{ .key = 0x5c00, .ret = DS_OK, .hold = 1 },
+		{ .key = 0x5c01, .ret = DS_OK },
+		{ .key = 0x5c02, .ret = DS_EEXIST },
+		{ .key = 0x5c03, .ret = DS_OK },
+	};
+	struct sc_change d[4] = {
+		{ .key = 0x5d00, .ret = DS_OK, .hold = 1 },
+		{ .key = 0x5d01, .ret = DS_OK, .fail_call = 2 },
+		{ .key = 0x5d02, .ret = DS_OK, .unless = 0x5d01 },
+		{ .key = 0x5d03, .ret = DS_OK },
+	};
+
+	sc_run(s, c);
 	ok(c[0].cm.e == DS_OK && c[1].cm.e == DS_OK && c[3].cm.e == DS_OK &&
 	    c[0].cm.committed && c[1].cm.committed && c[3].cm.committed,
 	    "the changes that applied are committed");
 	is_int(c[2].cm.e, DS_EEXIST, "the failing change gets its own error");
 	ok(sc_present(s, 0x5c01) && sc_present(s, 0x5c03) &&
 	    !sc_present(s, 0x5c02), "its write is undone, the others' kept");
-	ok(c[1].calls == 2 && c[2].calls == 1 && c[3].calls == 1,
-	    "one transaction: begun again once, without the failed change");
+	ok(c[1].calls == 2 && c[2].calls == 2 && c[3].calls == 1,
+	    "begun again once, nested, after the failure");
+	/*
+	 * As when another process commits between the two attempts: d[2]
+	 * fails the first time only because of d[1], which then fails the
+	 * second time. d[2]'s answer must come from what commits.
+	 */
+	sc_run(s, d);
+	ok(d[1].cm.e == DS_EGONE && !sc_present(s, 0x5d01),
+	    "a change that fails when begun again is not there");
+	ok(d[2].cm.e == DS_OK && d[2].cm.committed && sc_present(s, 0x5d02),
+	    "the change it had made fail is judged again, and commits");
 }
 
 /* Committed state is there after the store is closed and opened again. */
