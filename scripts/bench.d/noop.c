@@ -88,11 +88,17 @@ park_run(void *arg)
 	unsigned g;
 
 	(void)arg;
+	g = atomic_load(park_gen);
 	for (;;) {
-		g = atomic_load(park_gen);
 		while (atomic_load(park_gen) == g)
 			syscall(SYS_futex, (unsigned *)park_gen, FUTEX_WAIT, g, NULL, NULL, 0);
+		/*
+		 * The generation is read with the list: a POST while the list is
+		 * answered is seen on the next turn, and what parked before it is
+		 * on the list then.
+		 */
 		pthread_mutex_lock(&park_mu);
+		g = atomic_load(park_gen);
 		p = park_list;
 		park_list = NULL;
 		pthread_mutex_unlock(&park_mu);
@@ -142,15 +148,17 @@ park_answer(FCGX_Request *req, unsigned g)
 	p->sse = sse;
 	/*
 	 * Under the lock park_run() takes the list with: a POST since the request came in
-	 * (g) is answered here, anything later finds the request on the list.
+	 * (g) is answered here, a later one finds the request on the list.
 	 */
-	pthread_mutex_lock(&park_mu);
+	/* Closed when answered, whatever the front server asked (as ds-fcgi's lot). */
+	req->keepConnection = 0;
 	if (sse) {
 		FCGX_PutS("Status: 200 OK\r\n" PARK_HEADERS
 		    "Content-Type: text/event-stream\r\nCache-Control: no-store\r\n\r\n"
 		    "event: control\ndata: {}\n\n", req->out);
 		FCGX_FFlush(req->out);
 	}
+	pthread_mutex_lock(&park_mu);
 	if (atomic_load(park_gen) != g) {
 		pthread_mutex_unlock(&park_mu);
 		free(p);
@@ -246,10 +254,6 @@ main(int argc, char *argv[])
 		}
 		close(fd);
 		park_gen = p;
-		if ((rc = pthread_create(&tid, NULL, park_run, NULL)) != 0) {
-			fprintf(stderr, "noop: pthread_create: %s\n", strerror(rc));
-			return 1;
-		}
 	}
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&set);
@@ -257,6 +261,11 @@ main(int argc, char *argv[])
 	sigaddset(&set, SIGINT);
 	if ((rc = pthread_sigmask(SIG_BLOCK, &set, NULL)) != 0) {
 		fprintf(stderr, "noop: pthread_sigmask: %s\n", strerror(rc));
+		return 1;
+	}
+	/* After the signal mask: every thread leaves SIGTERM to sigwait. */
+	if (park_gen != NULL && (rc = pthread_create(&tid, NULL, park_run, NULL)) != 0) {
+		fprintf(stderr, "noop: pthread_create: %s\n", strerror(rc));
 		return 1;
 	}
 	if (FCGX_Init() != 0) {
