@@ -43,6 +43,7 @@ ds_sub_store_error(struct ds_req *r, enum ds_err e)
 	case DS_ESUBTYPE:
 	case DS_ENOTLINKED:
 	case DS_ETOOBIG:
+	case DS_ELINKS:
 		return ds_sub_error(r, 400, "INVALID_REQUEST", ds_strerror(e));
 	case DS_EACKOFFSET:
 		return ds_sub_error(r, 409, "INVALID_OFFSET", ds_strerror(e));

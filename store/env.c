@@ -49,6 +49,7 @@ static const char *const errtab[] = {
 	[DS_ESTALE_TOKEN] = "the token is for a deleted subscription",
 	[DS_ENOTLINKED] = "the stream is not linked to the subscription",
 	[DS_EACKOFFSET] = "the offset is past the stream's tail",
+	[DS_ELINKS] = "a subscription links at most 10000 streams by name",
 	[DS_ETRIMMED] = "offset is before the earliest retained position",
 };
 

@@ -67,7 +67,9 @@ enum ds_err {
 	DS_ESTALE_TOKEN,	/* the token names an older subscription of
 				   that id */
 	DS_ENOTLINKED,		/* ack: the stream is not linked */
-	DS_EACKOFFSET		/* ack: offset past the stream's tail */
+	DS_EACKOFFSET,		/* ack: offset past the stream's tail */
+	DS_ELINKS		/* the subscription has DS_SUB_LINKS_MAX
+				   explicit streams already */
 };
 
 DS_EXPORT const char *ds_strerror(enum ds_err);
@@ -319,6 +321,7 @@ DS_EXPORT enum ds_err ds_store_delete(struct ds_store *, const char *path);
 #define DS_DESC_MAX	1024	/* description bytes */
 #define DS_WAKEID_LEN	24	/* "w_" and 22 characters */
 #define DS_SUB_STREAMS_MAX 256	/* explicit streams in one request */
+#define DS_SUB_LINKS_MAX 10000	/* explicit streams of one subscription */
 
 enum ds_sub_type { DS_SUB_WEBHOOK = 1, DS_SUB_PULL = 2 };
 

@@ -283,24 +283,80 @@ ds_links_backfill(struct ds_store *s, MDB_txn *txn, const struct ds_sub *sub)
 	return e;
 }
 
+/* Counts the explicit links of sid into *n, stopping at max. */
+static enum ds_err
+count_explicit(struct ds_store *s, MDB_txn *txn, uint64_t sid, size_t max,
+    size_t *n)
+{
+	struct ds_link_rec lr;
+	MDB_cursor *c;
+	MDB_val k, v;
+	char kb[8];
+	enum ds_err e = DS_OK;
+	int rc;
+
+	*n = 0;
+	if ((rc = mdb_cursor_open(txn, s->sublinks, &c)) != 0)
+		return ds_mdb_err(__func__, "mdb_cursor_open", rc);
+	k.mv_data = kb;
+	k.mv_size = link_key(sid, "", kb);
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	    rc == 0 && *n < max && k.mv_size > 8 &&
+	    memcmp(k.mv_data, kb, 8) == 0;
+	    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		if (v.mv_size != sizeof(lr)) {
+			e = DS_ECORRUPT;
+			break;
+		}
+		memcpy(&lr, v.mv_data, sizeof(lr));
+		if (lr.kind & DS_LINK_EXPLICIT)
+			(*n)++;
+	}
+	if (e == DS_OK && rc != 0 && rc != MDB_NOTFOUND)
+		e = ds_mdb_err(__func__, "mdb_cursor_get", rc);
+	mdb_cursor_close(c);
+	return e;
+}
+
+/*
+ * Links paths explicitly, all or none: DS_ELINKS when the subscription
+ * would hold more than DS_SUB_LINKS_MAX of them (a delivery step reads
+ * every link of a subscription).
+ */
 enum ds_err
 ds_sub_link_add(struct ds_store *s, const char *id,
     const char *const *paths, size_t n)
 {
+	struct ds_link_rec lr;
 	struct ds_sub sub;
 	MDB_txn *txn;
 	enum ds_err e;
-	size_t i;
+	size_t i, have;
 
 	if ((e = ds_sub_begin_live(s, id, &txn, &sub)) != DS_OK)
 		return e;
-	for (i = 0; i < n; i++)
-		if ((e = ds_link_at_tail(s, txn, sub.sid, paths[i],
-		    DS_LINK_EXPLICIT)) != DS_OK) {
-			mdb_txn_abort(txn);
-			return e;
+	if ((e = count_explicit(s, txn, sub.sid, DS_SUB_LINKS_MAX, &have)) !=
+	    DS_OK)
+		goto fail;
+	for (i = 0; i < n; i++) {
+		e = link_get(s, txn, sub.sid, paths[i], &lr);
+		if (e == DS_OK && (lr.kind & DS_LINK_EXPLICIT))
+			continue;
+		if (e != DS_OK && e != DS_ENOTFOUND)
+			goto fail;
+		if (have >= DS_SUB_LINKS_MAX) {
+			e = DS_ELINKS;
+			goto fail;
 		}
+		if ((e = ds_link_at_tail(s, txn, sub.sid, paths[i],
+		    DS_LINK_EXPLICIT)) != DS_OK)
+			goto fail;
+		have++;
+	}
 	return ds_txn_commit_sync(s, txn);
+fail:
+	mdb_txn_abort(txn);
+	return e;
 }
 
 enum ds_err

@@ -225,6 +225,31 @@ $r = $s->req(POST => '__ds/subscriptions/pull/ack', $A,
 	$ackdoc->(acks => [ { stream => 'ev/a', offset => $tail } ], done => $T));
 is($r->{status}, 200, 'and its token still acks');
 
+subtest 'a subscription links at most 10000 streams by name' => sub {
+	$s->must(201, PUT => '__ds/subscriptions/cap', $J,
+		encode_json({ type => 'pull-wake', streams => ['cap/00000'], wake_stream => 'cap-wake' }));
+	my ($at, $ok) = (1, 1);
+	while ($at < 10000) {
+		my @b = map { sprintf 'cap/%05d', $_ } $at .. ($at + 255 < 10000 ? $at + 255 : 9999);
+		my $r = $s->req(POST => '__ds/subscriptions/cap/streams', $J, encode_json({ streams => \@b }));
+		$ok &&= $r->{status} == 204;
+		$at += @b;
+	}
+	ok($ok, '10000 streams linked, 256 a request');
+	my $r = $s->req(POST => '__ds/subscriptions/cap/streams', $J,
+		encode_json({ streams => [ 'cap/00001', 'cap/10000' ] }));
+	is($r->{status}, 400, 'one more: 400');
+	is(doc($r)->{error}{code}, 'INVALID_REQUEST', '  INVALID_REQUEST');
+	$r = $s->req(GET => '__ds/subscriptions/cap');
+	my @l = @{ doc($r)->{streams} // [] };
+	is(scalar(@l), 10000, '  nothing of that request linked');
+	ok(!grep({ $_->{path} eq 'cap/10000' } @l) && (grep { $_->{path} eq 'cap/09999' } @l), '  cap/10000 is not there, cap/09999 is');
+	is($s->req(POST => '__ds/subscriptions/cap/streams', $J,
+		encode_json({ streams => [ 'cap/00001', 'cap/09999' ] }))->{status}, 204,
+		'streams already linked can be named again');
+	$s->must(204, DELETE => '__ds/subscriptions/cap');
+};
+
 my $out = `${\ Stack::admin_bin()} --data ${\ $s->data_dir} verify 2>&1`;
 is($? >> 8, 0, 'ds-admin verify is clean') or diag($out);
 $s->stop;

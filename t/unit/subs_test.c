@@ -15,6 +15,7 @@
 #include <sodium.h>
 
 #include "fcgi-app/subs.h"
+#include "store/store_int.h"
 #include "t/unit/store_util.h"
 
 static void
@@ -319,6 +320,54 @@ test_pull_states(void)
 	store_end(s);
 }
 
+/*
+ * A subscription holds at most DS_SUB_LINKS_MAX streams by name: a request
+ * that would pass it links none of its streams, and streams already linked
+ * do not count again.
+ */
+static void
+test_link_cap(void)
+{
+	struct ds_store *s = store_begin("subs", "linkcap");
+	struct ds_sub *sub = new_sub(DS_SUB_PULL, ""), out;
+	const char *one[] = { "cap/00000" }, *batch[DS_SUB_STREAMS_MAX];
+	char names[DS_SUB_STREAMS_MAX][16];
+	struct ds_sub_link *l;
+	MDB_txn *txn;
+	size_t i, n, k, at = 1;
+	enum ds_err e = DS_OK;
+
+	must_ds(ds_sub_create(s, "cap", sub, one, 1, &out));
+	while (at < DS_SUB_LINKS_MAX && e == DS_OK) {
+		for (k = 0; k < DS_SUB_STREAMS_MAX && at + k < DS_SUB_LINKS_MAX;
+		    k++) {
+			snprintf(names[k], sizeof(names[k]), "cap/%05zu", at + k);
+			batch[k] = names[k];
+		}
+		e = ds_sub_link_add(s, "cap", batch, k);
+		at += k;
+	}
+	is_int(e, DS_OK, "10000 streams linked by name, 256 at a time");
+	/* Two already linked and one new: the new one is one too many. */
+	batch[0] = "cap/00000";
+	batch[1] = "cap/09999";
+	batch[2] = "cap/10000";
+	is_int(ds_sub_link_add(s, "cap", batch, 3), DS_ELINKS,
+	    "the 10001st is refused");
+	is_int(ds_sub_link_add(s, "cap", batch, 2), DS_OK,
+	    "linking streams already linked is no change");
+	must(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) == 0, "txn");
+	must_ds(ds_sub_links(s, txn, out.sid, &l, &n));
+	mdb_txn_abort(txn);
+	for (i = 0, k = 0; i < n; i++)
+		k += strcmp(l[i].path, "cap/10000") == 0;
+	ok(n == DS_SUB_LINKS_MAX && k == 0,
+	    "the refused request linked nothing (%zu links)", n);
+	free(l);
+	free(sub);
+	store_end(s);
+}
+
 int
 main(void)
 {
@@ -333,5 +382,6 @@ main(void)
 	store_end(s);
 	test_webhook_states();
 	test_pull_states();
+	test_link_cap();
 	return done_testing();
 }
