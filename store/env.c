@@ -46,7 +46,8 @@ static const char *const errtab[] = {
 	[DS_ECLAIMED] = "another worker holds the lease",
 	[DS_ENOWORK] = "the subscription has no pending work",
 	[DS_ESUBTYPE] = "not for this type of subscription",
-	[DS_ESTALE_TOKEN] = "the token is for a deleted subscription",
+	[DS_ESTALE_TOKEN] = "the token is for another subscription, or for an "
+	    "older one of this id",
 	[DS_ENOTLINKED] = "the stream is not linked to the subscription",
 	[DS_EACKOFFSET] = "the offset is past the stream's tail",
 	[DS_ELINKS] = "a subscription links at most 10000 streams by name",

@@ -64,8 +64,8 @@ enum ds_err {
 	DS_ECLAIMED,		/* another worker holds the lease */
 	DS_ENOWORK,		/* claim: nothing is pending */
 	DS_ESUBTYPE,		/* the operation is for the other type */
-	DS_ESTALE_TOKEN,	/* the token names an older subscription of
-				   that id */
+	DS_ESTALE_TOKEN,	/* the token names another subscription, or
+				   an older one of that id */
 	DS_ENOTLINKED,		/* ack: the stream is not linked */
 	DS_EACKOFFSET,		/* ack: offset past the stream's tail */
 	DS_ELINKS		/* the subscription has DS_SUB_LINKS_MAX
