@@ -392,7 +392,7 @@ ds_json_strerror(enum ds_json_err err)
 	return "unknown JSON error";
 }
 
-/* 16 bytes handled as one (GCC and Clang vectors: SSE2 on x86-64, NEON on arm64). */
+/* 16 bytes as one (GCC and Clang vectors: SSE2 on x86-64, NEON on arm64). */
 typedef char ds_v16 __attribute__((vector_size(16)));
 
 /*

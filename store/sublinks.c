@@ -142,26 +142,21 @@ link_del(struct ds_store *s, MDB_txn *txn, uint64_t sid, const char *path)
 }
 
 /*
- * Reads every link of sid with its stream's tail. A link whose stream was
- * deleted and created again since it was acked counts from 0 (the store
- * links a created stream at 0 itself; see ds_sub_on_create()).
+ * Calls fn for every link of sid, in path order, until fn returns other
+ * than DS_OK (DS_EOFFSET: stop, and return DS_OK).
  */
-enum ds_err
-ds_sub_links(struct ds_store *s, MDB_txn *txn, uint64_t sid,
-    struct ds_sub_link **out, size_t *nout)
+static enum ds_err
+links_each(struct ds_store *s, MDB_txn *txn, uint64_t sid,
+    enum ds_err (*fn)(void *, const char *, size_t, const struct ds_link_rec *),
+    void *arg)
 {
-	struct ds_sub_link *a = NULL, *na;
 	struct ds_link_rec lr;
-	MDB_cursor *c = NULL;
+	MDB_cursor *c;
 	MDB_val k, v;
 	char kb[8];
-	size_t n = 0, cap = 0;
-	uint64_t id, tail;
 	enum ds_err e = DS_OK;
 	int rc;
 
-	*out = NULL;
-	*nout = 0;
 	if ((rc = mdb_cursor_open(txn, s->sublinks, &c)) != 0)
 		return ds_mdb_err(__func__, "mdb_cursor_open", rc);
 	k.mv_data = kb;
@@ -172,37 +167,74 @@ ds_sub_links(struct ds_store *s, MDB_txn *txn, uint64_t sid,
 			break;
 		if (k.mv_size - 8 > DS_PATH_MAX || v.mv_size != sizeof(lr)) {
 			e = DS_ECORRUPT;
-			goto out;
-		}
-		if (n == cap) {
-			cap = cap ? cap * 2 : 8;
-			if ((na = realloc(a, cap * sizeof(*a))) == NULL) {
-				e = DS_ENOMEM;
-				goto out;
-			}
-			a = na;
+			break;
 		}
 		memcpy(&lr, v.mv_data, sizeof(lr));
-		memcpy(a[n].path, (char *)k.mv_data + 8, k.mv_size - 8);
-		a[n].path[k.mv_size - 8] = '\0';
-		if ((e = ds_stream_tail(s, txn, a[n].path, &id, &tail)) !=
+		if ((e = fn(arg, (char *)k.mv_data + 8, k.mv_size - 8, &lr)) !=
 		    DS_OK)
-			goto out;
-		a[n].kind = lr.kind;
-		a[n].tail = tail;
-		a[n].acked = lr.id == id && lr.acked <= tail ? lr.acked : 0;
-		n++;
+			break;
 	}
-	if (rc != 0 && rc != MDB_NOTFOUND)
+	if (e == DS_OK && rc != 0 && rc != MDB_NOTFOUND)
 		e = ds_mdb_err(__func__, "mdb_cursor_get", rc);
-out:
 	mdb_cursor_close(c);
-	if (e != DS_OK) {
-		free(a);
+	return e == DS_EOFFSET ? DS_OK : e;
+}
+
+struct links_acc {
+	struct ds_store	*s;
+	MDB_txn		*txn;
+	struct ds_sub_link *a;
+	size_t		 n, cap;
+};
+
+static enum ds_err
+links_add(void *arg, const char *path, size_t plen,
+    const struct ds_link_rec *lr)
+{
+	struct links_acc *acc = arg;
+	struct ds_sub_link *na, *l;
+	uint64_t id, tail;
+	enum ds_err e;
+
+	if (acc->n == acc->cap) {
+		acc->cap = acc->cap ? acc->cap * 2 : 8;
+		if ((na = realloc(acc->a, acc->cap * sizeof(*na))) == NULL)
+			return DS_ENOMEM;
+		acc->a = na;
+	}
+	l = &acc->a[acc->n];
+	memcpy(l->path, path, plen);
+	l->path[plen] = '\0';
+	if ((e = ds_stream_tail(acc->s, acc->txn, l->path, &id, &tail)) !=
+	    DS_OK)
+		return e;
+	l->kind = lr->kind;
+	l->tail = tail;
+	l->acked = lr->id == id && lr->acked <= tail ? lr->acked : 0;
+	acc->n++;
+	return DS_OK;
+}
+
+/*
+ * Reads every link of sid with its stream's tail. A link whose stream was
+ * deleted and created again since it was acked counts from 0 (the store
+ * links a created stream at 0 itself; see ds_sub_on_create()).
+ */
+enum ds_err
+ds_sub_links(struct ds_store *s, MDB_txn *txn, uint64_t sid,
+    struct ds_sub_link **out, size_t *nout)
+{
+	struct links_acc acc = { s, txn, NULL, 0, 0 };
+	enum ds_err e;
+
+	*out = NULL;
+	*nout = 0;
+	if ((e = links_each(s, txn, sid, links_add, &acc)) != DS_OK) {
+		free(acc.a);
 		return e;
 	}
-	*out = a;
-	*nout = n;
+	*out = acc.a;
+	*nout = acc.n;
 	return DS_OK;
 }
 
@@ -283,38 +315,33 @@ ds_links_backfill(struct ds_store *s, MDB_txn *txn, const struct ds_sub *sub)
 	return e;
 }
 
+struct explicit_count {
+	size_t	n, max;
+};
+
+static enum ds_err
+count_one(void *arg, const char *path, size_t plen,
+    const struct ds_link_rec *lr)
+{
+	struct explicit_count *ec = arg;
+
+	(void)path;
+	(void)plen;
+	if (lr->kind & DS_LINK_EXPLICIT)
+		ec->n++;
+	return ec->n < ec->max ? DS_OK : DS_EOFFSET;
+}
+
 /* Counts the explicit links of sid into *n, stopping at max. */
 static enum ds_err
 count_explicit(struct ds_store *s, MDB_txn *txn, uint64_t sid, size_t max,
     size_t *n)
 {
-	struct ds_link_rec lr;
-	MDB_cursor *c;
-	MDB_val k, v;
-	char kb[8];
-	enum ds_err e = DS_OK;
-	int rc;
+	struct explicit_count ec = { 0, max };
+	enum ds_err e;
 
-	*n = 0;
-	if ((rc = mdb_cursor_open(txn, s->sublinks, &c)) != 0)
-		return ds_mdb_err(__func__, "mdb_cursor_open", rc);
-	k.mv_data = kb;
-	k.mv_size = link_key(sid, "", kb);
-	for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-	    rc == 0 && *n < max && k.mv_size > 8 &&
-	    memcmp(k.mv_data, kb, 8) == 0;
-	    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-		if (v.mv_size != sizeof(lr)) {
-			e = DS_ECORRUPT;
-			break;
-		}
-		memcpy(&lr, v.mv_data, sizeof(lr));
-		if (lr.kind & DS_LINK_EXPLICIT)
-			(*n)++;
-	}
-	if (e == DS_OK && rc != 0 && rc != MDB_NOTFOUND)
-		e = ds_mdb_err(__func__, "mdb_cursor_get", rc);
-	mdb_cursor_close(c);
+	e = links_each(s, txn, sid, count_one, &ec);
+	*n = ec.n;
 	return e;
 }
 
