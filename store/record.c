@@ -254,13 +254,35 @@ enum ds_err
 ds_del_prefix(MDB_txn *txn, MDB_dbi dbi, uint64_t id, const uint64_t *below)
 {
 	unsigned char key[16];
-	int i;
 
 	memcpy(key, &id, 8);
 	if (below)
-		for (i = 0; i < 8; i++)
-			key[8 + i] = (unsigned char)(*below >> (56 - 8 * i));
+		ds_be64_put(key + 8, *below);
 	return ds_del_range(txn, dbi, key, 8, below ? key : NULL, 16);
+}
+
+/* v as 8 big-endian bytes at p, so that keys sort as the numbers do. */
+void
+ds_be64_put(void *p, uint64_t v)
+{
+	unsigned char *b = p;
+	int i;
+
+	for (i = 0; i < 8; i++)
+		b[i] = (unsigned char)(v >> (56 - 8 * i));
+}
+
+/* The number ds_be64_put() wrote at p. */
+uint64_t
+ds_be64_get(const void *p)
+{
+	const unsigned char *b = p;
+	uint64_t v = 0;
+	int i;
+
+	for (i = 0; i < 8; i++)
+		v = v << 8 | b[i];
+	return v;
 }
 
 /*

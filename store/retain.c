@@ -25,23 +25,14 @@
 static void
 point_key(uint64_t id, uint64_t pos, unsigned char key[16])
 {
-	int i;
-
 	memcpy(key, &id, 8);
-	for (i = 0; i < 8; i++)
-		key[8 + i] = (unsigned char)(pos >> (56 - 8 * i));
+	ds_be64_put(key + 8, pos);
 }
 
 static uint64_t
 point_pos(const MDB_val *k)
 {
-	const unsigned char *p = (const unsigned char *)k->mv_data + 8;
-	uint64_t pos = 0;
-	int i;
-
-	for (i = 0; i < 8; i++)
-		pos = pos << 8 | p[i];
-	return pos;
+	return ds_be64_get((const char *)k->mv_data + 8);
 }
 
 /* The earliest position of r's own data that is retained. */

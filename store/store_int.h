@@ -155,6 +155,8 @@ enum ds_err ds_del_prefix(MDB_txn *, MDB_dbi, uint64_t id,
 	    const uint64_t *below);
 size_t	ds_producer_key(uint64_t id, const char *pid, size_t pidlen,
 	    char *buf);
+void	ds_be64_put(void *p, uint64_t v);
+uint64_t ds_be64_get(const void *p);
 
 /* segment.c */
 int	ds_seg_path(const struct ds_store *, uint64_t id, char *buf, size_t sz);

@@ -60,10 +60,8 @@ static size_t
 link_key(uint64_t sid, const char *path, char *buf)
 {
 	size_t n = strlen(path);
-	int i;
 
-	for (i = 0; i < 8; i++)
-		buf[i] = (char)(sid >> (56 - 8 * i));
+	ds_be64_put(buf, sid);
 	memcpy(buf + 8, path, n);
 	return 8 + n;
 }
