@@ -396,6 +396,7 @@ sub kill_worker {
 		$pid = $w[ int rand @w ];
 	}
 	kill($sig, $pid) or croak "kill_worker: kill $sig $pid: $!";
+	$self->{dying}{$pid} = 1;
 	return $pid;
 }
 
@@ -409,7 +410,11 @@ sub wait_pool {
 	my $http = HTTP::Tiny->new(keep_alive => 0, timeout => 5);
 	while (time < $deadline) {
 		my @w = $self->worker_pids;
-		if (!defined $want || @w >= $want) {
+		# A signalled worker may not have died yet: it is not part of the pool.
+		my %alive = map { $_ => 1 } @w;
+		delete @{ $self->{dying} }{ grep { !$alive{$_} } keys %{ $self->{dying} || {} } };
+		@w = grep { !$self->{dying}{$_} } @w;
+		if (!%{ $self->{dying} || {} } && (!defined $want || @w >= $want)) {
 			my $r = $http->request(HEAD => $self->url('__pool_probe__'));
 			return 1 if $r->{status} < 500;
 		}
