@@ -15,8 +15,8 @@
  * verify and dump only read (dump reads as of the stream's last access, so
  * it neither renews a sliding TTL nor expires the stream), delete is
  * the server's own DELETE and trim the retention thread's own trim. recover refuses while another process has the
- * store open: it cuts bytes past committed tails, which an append in
- * flight is about to commit.
+ * store open: it cuts bytes past segments' rooms and zero-fills rooms, where
+ * an append in flight may be writing.
  *
  * Exit status: 0 done; 1 verify found problems; 2 bad usage; 3 no such
  * stream (or soft-deleted, for delete and dump); 4 refused: the store is
@@ -567,8 +567,8 @@ main(int argc, char *argv[])
 		if (pid != 0) {
 			fprintf(stderr, "ds-admin: recover: the store in %s is "
 			    "open in process %ld (a running server?); stop it "
-			    "first: recovery cuts bytes past committed tails, "
-			    "which an append in flight is about to commit\n",
+			    "first: recovery cuts and zero-fills segments "
+			    "where an append in flight may be writing\n",
 			    dir, pid);
 			return EX_INUSE;
 		}

@@ -8,7 +8,9 @@
  * a process dies). Under that lock the batch validates each append in
  * arrival order against the committed record and producer state as the
  * appends before it leave them, writes the accepted bytes past the
- * committed tail with one pwrite() and one fdatasync(), and hands the new
+ * committed tail with one pwrite() and one sync (an fdatasync(), or a
+ * range written and a flush shared with other streams' batches when the
+ * bytes fit in the segment's room: see segment.c), and hands the new
  * tail and producer states to the shared commit (commit.c), which lets go
  * of the lock once they are committed. append.c forms the batches.
  */
@@ -91,52 +93,77 @@ validate(const struct ds_rec *r, const struct ds_pstate *ps, int have_ps,
 	return DS_OK;
 }
 
+/* How a batch's bytes went out, for write_data() and its undoing. */
+struct seg_write {
+	uint64_t	size0;		/* the file's length before */
+	int		grew;		/* the file is longer than size0 */
+	int		flush;		/* in room: needs the shared flush */
+};
+
 /*
- * Cuts a segment back to its committed length own after an append that
- * will not be committed, so that a refused append leaves nothing behind:
- * not even unreachable bytes holding space on a full disk.
+ * Cuts a segment back to the length it had before a batch that will not
+ * be committed made it longer, so that a refused append leaves nothing
+ * behind: not even unreachable bytes holding space on a full disk. Bytes
+ * written inside the room need no undoing: they are past the tail.
  */
 static void
-unwrite(int fd, uint64_t own)
+unwrite(int fd, const struct seg_write *w)
 {
-	if (ftruncate(fd, (off_t)own) == -1)
+	if (w->grew && ftruncate(fd, (off_t)w->size0) == -1)
 		ds_log("ftruncate: %s", strerror(errno));
 }
 
 /*
- * Writes bytes at own, the segment's committed length, and syncs them. Bytes a
- * crashed append left past the tail are cut off first (as
- * ds_store_recover() does for every stream at start-up). On failure
- * nothing is left past the tail.
+ * Writes bytes at own, the segment's committed length (see "Room" in
+ * segment.c). Inside the room, the range is written out and w->flush asks
+ * the shared commit for the device flush that makes it durable. Past it,
+ * the file is zero-filled up to the room of the new tail and fdatasync()ed
+ * whole, which also makes durable anything a crashed append left past the
+ * tail. On failure the file is as long as it was.
  */
 static enum ds_err
-write_data(int fd, uint64_t own, const void *body, size_t len)
+write_data(struct ds_store *s, int fd, uint64_t own, const void *body,
+    size_t len, struct seg_write *w)
 {
 	struct stat st;
+	uint64_t end = own + len, room = ds_seg_room(end);
 	int err;
 
+	memset(w, 0, sizeof(*w));
 	if (fstat(fd, &st) == -1) {
 		err = errno;
 		ds_log("fstat: %s", strerror(err));
 		return ds_sys_err(err);
 	}
-	if ((uint64_t)st.st_size > own && ftruncate(fd, (off_t)own) == -1) {
-		err = errno;
-		ds_log("ftruncate: %s", strerror(err));
-		return ds_sys_err(err);
+	w->size0 = (uint64_t)st.st_size;
+	w->grew = end > w->size0;
+	if (ds_seg_write(fd, own, body, len) == -1)
+		goto fail;
+	if (s->range_sync && end <= ds_seg_room(own)) {
+		if (sync_file_range(fd, (off_t)own, (off_t)len,
+		    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+		    SYNC_FILE_RANGE_WAIT_AFTER) == -1) {
+			ds_log("sync_file_range: %s", strerror(errno));
+			goto fail;
+		}
+		w->flush = 1;
+		return DS_OK;
 	}
-	if (ds_seg_write(fd, own, body, len) == -1) {
-		err = errno;
-		unwrite(fd, own);
-		return ds_sys_err(err);
+	if (room > w->size0) {
+		w->grew = 1;
+		if (ds_seg_zero(fd, end > w->size0 ? end : w->size0,
+		    room) == -1)
+			goto fail;
 	}
 	if (ds_stats_fdatasync(fd) == -1) {
-		err = errno;
-		ds_log("fdatasync: %s", strerror(err));
-		unwrite(fd, own);
-		return ds_sys_err(err);
+		ds_log("fdatasync: %s", strerror(errno));
+		goto fail;
 	}
 	return DS_OK;
+fail:
+	err = errno;
+	unwrite(fd, w);
+	return ds_sys_err(err);
 }
 
 /* One producer's state as the batch leaves it. */
@@ -336,6 +363,7 @@ ds_batch_run(struct ds_store *s, const char *path, uint64_t id,
 	struct pslot slots[BATCH_MAX];
 	struct pending *b;
 	struct batch_commit bc;
+	struct seg_write w = { 0 };
 	struct ds_commit cm;
 	struct ds_rec r;
 	const struct ds_producer *p;
@@ -445,7 +473,7 @@ read_done:
 				}
 			data = buf;
 		}
-		if ((e = write_data(fd, own, data, len)) != DS_OK)
+		if ((e = write_data(s, fd, own, data, len, &w)) != DS_OK)
 			goto out;
 		written = 1;	/* from here, undone unless committed */
 		/* The stream's first bytes: its file may be new (see above). */
@@ -468,6 +496,8 @@ read_done:
 	cm.apply = apply_batch;
 	cm.visible = batch_visible;
 	cm.arg = &bc;
+	cm.flush = written && w.flush;
+	cm.flush_fd = fd;
 	ds_commit(s, &cm);
 	e = cm.e;
 	committed = cm.committed;
@@ -478,7 +508,7 @@ read_done:
 	fd = bc.fd;	/* -1: committed, and the lock released */
 out:
 	if (written && !committed)
-		unwrite(fd, own);
+		unwrite(fd, &w);
 	/* A file made for a stream deleted meanwhile: nobody else will. */
 	if (created && (e == DS_ENOTFOUND || e == DS_EREPLACED ||
 	    e == DS_EGONE))

@@ -4,7 +4,9 @@
  * first to come takes every change waiting and makes them one LMDB
  * transaction and one sync, and the others wait for it. A change that
  * fails (a stream replaced meanwhile, a path taken) is undone alone and the
- * rest commit (see commit_run).
+ * rest commit (see commit_run). Batches whose bytes went into their
+ * segment's room (segment.c) have been written but not flushed from the
+ * device's cache: one flush, before the transaction, serves them all.
  *
  * LMDB's writer lock orders the shared commits of different processes;
  * while one process commits, the others' changes pile up in their queues,
@@ -46,6 +48,30 @@ apply_nested(struct ds_store *s, MDB_txn *txn, struct ds_commit *list,
 }
 
 /*
+ * Makes the bytes of the list's batches that were written into room
+ * durable before their commit: one fdatasync() of one of their segments,
+ * whose data is all written, flushes the device's cache, and with it
+ * every write completed before it (ext4 and XFS flush on every fdatasync,
+ * which is why segment.c allows room writes only there).
+ */
+static enum ds_err
+flush(struct ds_commit *list)
+{
+	struct ds_commit *c;
+
+	for (c = list; c; c = c->next)
+		if (c->flush) {
+			if (ds_stats_fdatasync(c->flush_fd) == -1) {
+				ds_log("fdatasync (shared flush): %s",
+				    strerror(errno));
+				return DS_EIO;
+			}
+			break;
+		}
+	return DS_OK;
+}
+
+/*
  * Commits the list in one transaction (see above); each gets its ->e.
  *
  * The changes are applied to the transaction itself, and only when one
@@ -66,6 +92,8 @@ commit_run(struct ds_store *s, struct ds_commit *list)
 
 	for (c = list; c; c = c->next)
 		c->e = DS_OK;
+	if ((e = flush(list)) != DS_OK)
+		goto fail;
 	if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
 		goto fail;
 	if ((e = ds_meta_reserve(s)) != DS_OK)

@@ -405,6 +405,7 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 		ds_log("open %s: %s", s->segdir, strerror(errno));
 		goto out;
 	}
+	s->range_sync = ds_seg_range_sync_ok(s->segdirfd);
 	if ((rc = mdb_env_create(&s->env)) != 0 ||
 	    (rc = mdb_env_set_maxdbs(s->env, 8)) != 0 ||
 	    (rc = mdb_env_set_maxreaders(s->env,

@@ -74,14 +74,20 @@ each_record(struct ds_store *s, const char *prefix, int (*fn)(struct ds_store *,
 	return DS_OK;
 }
 
-/* Truncates bytes past a stream's committed tail (see ds_store_recover()). */
+/*
+ * Cuts bytes past a stream's room (segment.c): what a crash left of an
+ * append that grew the file. Bytes between the tail and the room are free
+ * space and stay. A segment shorter than its room (one written before
+ * segments had room) is zero-filled up to it. Either is made durable.
+ */
 static int
 recover_tail(struct ds_store *s, MDB_txn *txn, const char *path,
     struct ds_rec *r, void *arg)
 {
 	unsigned *truncated = arg;
+	uint64_t own, room;
 	struct stat st;
-	int fd;
+	int fd, rc = 0;
 
 	(void)txn;
 	if (r == NULL)
@@ -89,14 +95,21 @@ recover_tail(struct ds_store *s, MDB_txn *txn, const char *path,
 	ds_punch_all(s, r);	/* finishes a trim a crash cut short */
 	if ((fd = ds_seg_open(s, r->info.id, O_RDWR)) == -1)
 		return 0;
-	if (ds_seg_lock(fd) == 0 && fstat(fd, &st) == 0 &&
-	    (uint64_t)st.st_size > r->info.tail - r->info.base) {
-		if (ftruncate(fd, (off_t)(r->info.tail - r->info.base)) == 0 &&
-		    fdatasync(fd) == 0)
-			(*truncated)++;
-		else
-			ds_log("%s: truncate: %s", path, strerror(errno));
+	own = r->info.tail - r->info.base;
+	room = ds_seg_room(own);
+	if (ds_seg_lock(fd) == -1 || fstat(fd, &st) == -1) {
+		close(fd);
+		return 0;
 	}
+	if ((uint64_t)st.st_size > room) {
+		if ((rc = ftruncate(fd, (off_t)room)) == 0)
+			(*truncated)++;
+	} else if ((uint64_t)st.st_size < room && (uint64_t)st.st_size >= own)
+		rc = ds_seg_zero(fd, (uint64_t)st.st_size, room);
+	if (rc == 0 && (uint64_t)st.st_size != room)
+		rc = fdatasync(fd);
+	if (rc == -1)
+		ds_log("%s: cut back to its room: %s", path, strerror(errno));
 	close(fd);
 	return 0;
 }

@@ -5,9 +5,21 @@
  * A stream's file is made with its first bytes: a stream created empty has
  * none until its first append, and readers never open a file that holds
  * no committed byte.
+ *
+ * Room. A segment file is kept longer than its committed bytes, zero-filled
+ * up to ds_seg_room() of them, and that length is made durable whenever the
+ * tail moves into new room (write_data() in batch.c, ds_seg_create(),
+ * ds_store_recover()). An append that lands inside the room only
+ * overwrites blocks the file system has already allocated, under a size
+ * it has already recorded: it needs its data written and the device's
+ * cache flushed, not an inode write, and the flush can be shared by every
+ * batch of the process's shared commit (commit.c). Bytes past the tail
+ * are free space: readers never read them and the next append overwrites
+ * them.
  */
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 
 #include <fcntl.h>
 #include <inttypes.h>
@@ -42,6 +54,68 @@ sync_dir(const char *path)
 	close(fd);
 	errno = err;
 	return rc;
+}
+
+/*
+ * The length a segment holding own committed bytes is kept at: 4 KiB (a
+ * block: no more disk than own itself takes), then the next power of two
+ * up to 64 KiB, then the next multiple of 64 KiB. A function of own
+ * alone, so that any process can tell which bytes of any segment are
+ * durable room without asking the file.
+ */
+uint64_t
+ds_seg_room(uint64_t own)
+{
+	uint64_t r;
+
+	if (own == 0)
+		return 0;
+	if (own > DS_SEG_ROOM_STEP)
+		return (own + DS_SEG_ROOM_STEP - 1) & ~(DS_SEG_ROOM_STEP - 1);
+	for (r = 4096; r < own; r <<= 1)
+		;
+	return r;
+}
+
+/*
+ * Zero-fills the file from at up to len (at < len), so that every block
+ * is allocated and written: a range fallocate() leaves unwritten would
+ * need its extents converted by the first write there, an inode change
+ * again. Returns 0, or -1 with errno set.
+ */
+int
+ds_seg_zero(int fd, uint64_t at, uint64_t len)
+{
+	static const char zeros[16384];
+	size_t n;
+
+	while (at < len) {
+		n = len - at < sizeof(zeros) ? (size_t)(len - at) :
+		    sizeof(zeros);
+		if (ds_seg_write(fd, at, zeros, n) == -1)
+			return -1;
+		at += n;
+	}
+	return 0;
+}
+
+/*
+ * Whether appends inside a segment's room may be made durable by writing
+ * their range (sync_file_range()) and one shared flush of the device
+ * cache: true on the file systems that overwrite allocated blocks in
+ * place and flush the device on fdatasync() whatever is dirty, ext4 and
+ * XFS. Elsewhere (btrfs and other copy-on-write file systems, tmpfs,
+ * network file systems) every append is fdatasync()ed.
+ */
+int
+ds_seg_range_sync_ok(int dirfd)
+{
+	struct statfs sf;
+
+	if (fstatfs(dirfd, &sf) == -1)
+		return 0;
+	return sf.f_type == 0xEF53 /* ext2/3/4 */ ||
+	    sf.f_type == 0x58465342 /* XFS */;
 }
 
 /* Writes all of buf at file offset at, retrying short writes and EINTR. */
@@ -130,7 +204,7 @@ seg_dir(struct ds_store *s, uint64_t id, char *dir, size_t sz)
 
 /*
  * Creates the segment file of a new stream with its initial bytes (len >
- * 0), and makes both the bytes and the directory entry durable before the
+ * 0) and its room, and makes both and the directory entry durable before the
  * caller commits the record that names the file. A stream created empty
  * has no file until its first append (ds_seg_open_new()): a create then
  * costs no file system work at all. Returns 0, or -1 with errno set and no
@@ -152,6 +226,8 @@ ds_seg_create(struct ds_store *s, uint64_t id, const void *body, size_t len)
 	}
 	if (ds_seg_write(fd, 0, body, len) == -1)
 		what = "write";
+	else if (ds_seg_zero(fd, len, ds_seg_room(len)) == -1)
+		what = "zero-fill";
 	else if (ds_stats_fdatasync(fd) == -1)
 		what = "fdatasync";
 	err = errno;

@@ -271,6 +271,100 @@ seg_exists(uint64_t id)
 	return access(path, F_OK) == 0;
 }
 
+static off_t
+seg_size(uint64_t id)
+{
+	char path[512];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/segments/%02x/%016" PRIx64 ".seg",
+	    store_dir, (unsigned)(id >> 56), id);
+	return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+/*
+ * Room (segment.c): a segment is kept zero-filled up to ds_seg_room() of
+ * its committed bytes; an append inside the room is not fdatasync()ed on
+ * its own but flushed by its shared commit; recovery keeps the room,
+ * cuts what lies past it and gives a segment written without room its
+ * room.
+ */
+static void
+test_room(struct ds_store *s)
+{
+	static const uint64_t own[] = { 0, 1, 4096, 4097, 40000, 65536,
+	    65537, 131072 };
+	static const uint64_t room[] = { 0, 4096, 4096, 8192, 65536, 65536,
+	    131072, 131072 };
+	struct ds_create c = { .ctype = "text/plain" };
+	struct ds_store_stats st;
+	struct ds_stream_info info;
+	struct ds_append_res res;
+	char path[512], big[5000], *data;
+	size_t i, len;
+	unsigned reads, trunc, removed;
+	uint64_t syncs;
+	int fd, zero;
+
+	for (i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+		is_int((long long)ds_seg_room(own[i]), (long long)room[i],
+		    "room of %llu bytes", (unsigned long long)own[i]);
+
+	must_ds(ds_store_create(s, "room/a", &c, 1000, &info));
+	memset(&st, 0, sizeof(st));
+	ds_store_stats_attach(&st);
+	must_ds(append(s, "room/a", "hello", 0, NULL, NULL, &res));
+	is_int(seg_size(info.id), 4096, "first append: the file is its room");
+	syncs = st.syncs[DS_SYNC_DATA];
+	is_int((long long)syncs, 1, "... made durable with one fdatasync");
+	must_ds(append(s, "room/a", " world", 0, NULL, NULL, &res));
+	is_int(seg_size(info.id), 4096, "an append inside the room");
+	is_int((long long)st.syncs[DS_SYNC_DATA], (long long)syncs + 1,
+	    "... costs one segment sync (fdatasync, or the shared flush)");
+	memset(big, 'b', sizeof(big));
+	big[sizeof(big) - 1] = '\0';
+	must_ds(append(s, "room/a", big, 0, NULL, NULL, &res));
+	is_int(seg_size(info.id), 8192, "an append past it: the next room");
+	ds_store_stats_attach(NULL);
+	data = read_all(s, "room/a", 65536, &len, &reads);
+	ok(len == 11 + sizeof(big) - 1 && memcmp(data, "hello world", 11) ==
+	    0 && memcmp(data + 11, big, sizeof(big) - 1) == 0,
+	    "reads give the appended bytes only");
+	free(data);
+
+	snprintf(path, sizeof(path), "%s/segments/%02x/%016" PRIx64 ".seg",
+	    store_dir, (unsigned)(info.id >> 56), info.id);
+	must((fd = open(path, O_RDWR)) != -1, "open %s", path);
+	/* Left by crashed appends: inside the room, and past it. */
+	must(pwrite(fd, "TORN", 4, (off_t)(11 + sizeof(big) - 1)) == 4,
+	    "write in the room");
+	must(pwrite(fd, "TORN", 4, 8192) == 4, "write past the room");
+	is_int(ds_store_recover(s, 0, &trunc, &removed), DS_OK, "recover");
+	is_int(trunc, 1, "one segment cut back to its room");
+	is_int(seg_size(info.id), 8192, "... to its room, not its tail");
+	must_ds(append(s, "room/a", "!", 0, NULL, NULL, &res));
+	data = read_all(s, "room/a", 65536, &len, &reads);
+	ok(len == 11 + sizeof(big) && data[len - 1] == '!',
+	    "the next append overwrites the free space past the tail");
+	free(data);
+
+	/* A segment written before segments had room. */
+	must(ftruncate(fd, (off_t)(11 + sizeof(big))) == 0, "truncate");
+	is_int(ds_store_recover(s, 0, &trunc, &removed), DS_OK, "recover");
+	is_int(trunc, 0, "nothing to cut");
+	is_int(seg_size(info.id), 8192, "the segment gets its room");
+	zero = 1;
+	for (i = 11 + sizeof(big); i < 8192; i++) {
+		must(pread(fd, big, 1, (off_t)i) == 1, "pread");
+		zero &= big[0] == 0;
+	}
+	ok(zero, "... zero-filled");
+	close(fd);
+	is_int(ds_store_verify(s, NULL, &reads, &trunc), DS_OK, "verify");
+	is_int(trunc, 0, "verify finds nothing wrong");
+	errno = 0;
+}
+
 /* A fork of src at (at, sub), no body. */
 static enum ds_err
 fork_of(struct ds_store *s, const char *path, const char *src, uint64_t at,
@@ -993,6 +1087,7 @@ static const struct {
 	{ "depth", test_depth },
 	{ "concurrency", test_concurrency },
 	{ "shared-commit", test_shared_commit },
+	{ "room", test_room },
 };
 
 int
