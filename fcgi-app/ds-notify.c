@@ -4,9 +4,12 @@
  * One epoll loop. It keeps, for every stream id some worker subscribed to,
  * the list of worker connections to wake, and forwards each publish to
  * them. It holds no durable state: if it dies, workers fall back to polling
- * and re-subscribe when it comes back.
+ * and re-subscribe when it comes back. It also makes the interest table
+ * (see notify.h), hands it to every worker that connects, and uncounts the
+ * subscriptions it drops.
  */
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -15,6 +18,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +43,8 @@ struct conn {
 };
 
 static struct sub	*subs[NBUCKETS];
+static _Atomic uint32_t	*table;		/* the interest table, or NULL */
+static int		 table_fd = -1;
 static struct conn	*conns;		/* indexed by fd */
 static size_t		 nconns;
 static volatile sig_atomic_t quit;
@@ -99,6 +105,21 @@ subscribe(int fd, uint64_t id)
 		ds_app_log("out of memory");
 }
 
+/* Takes a subscription of id out of the interest table; never below 0. */
+static void
+uncount(uint64_t id)
+{
+	_Atomic uint32_t *slot;
+	uint32_t v;
+
+	if (table == NULL)
+		return;
+	slot = &table[notify_slot(id)];
+	v = atomic_load(slot);
+	while (v > 0 && !atomic_compare_exchange_weak(slot, &v, v - 1))
+		;
+}
+
 static void
 unsubscribe(int fd, uint64_t id, int from_conn)
 {
@@ -110,6 +131,7 @@ unsubscribe(int fd, uint64_t id, int from_conn)
 		for (i = 0; i < s->n; i++)
 			if (s->fds[i] == fd) {
 				s->fds[i] = s->fds[--s->n];
+				uncount(id);
 				break;
 			}
 		if (s->n == 0) {
@@ -163,6 +185,66 @@ publish(int from, uint64_t id)
 		(void)send(s->fds[i], &m, sizeof(m),
 		    MSG_DONTWAIT | MSG_NOSIGNAL);
 	}
+}
+
+/*
+ * Makes the interest table: shared memory of its own, zeroed. Without it
+ * (logged), workers publish every append.
+ */
+static void
+table_make(void)
+{
+	void *p;
+
+	table_fd = memfd_create("ds-notify-interest", MFD_CLOEXEC);
+	if (table_fd == -1 ||
+	    ftruncate(table_fd, NOTIFY_SLOTS * sizeof(uint32_t)) == -1 ||
+	    (p = mmap(NULL, NOTIFY_SLOTS * sizeof(uint32_t),
+	    PROT_READ | PROT_WRITE, MAP_SHARED, table_fd, 0)) == MAP_FAILED) {
+		ds_app_log("interest table: %s; workers will publish every "
+		    "append", strerror(errno));
+		if (table_fd != -1)
+			close(table_fd);
+		table_fd = -1;
+		return;
+	}
+	table = p;
+}
+
+/*
+ * Greets a new connection with NOTIFY_HELLO and the interest table. Returns
+ * 0, or -1 when the worker cannot be told (it is then dropped, and dials
+ * again).
+ */
+static int
+greet(int fd)
+{
+	union {
+		struct cmsghdr	 h;
+		char		 buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct notify_msg m;
+	struct iovec iov = { &m, sizeof(m) };
+	struct msghdr msg;
+	struct cmsghdr *c;
+
+	memset(&m, 0, sizeof(m));
+	m.type = NOTIFY_HELLO;
+	memset(&msg, 0, sizeof(msg));
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	if (table_fd != -1) {
+		memset(&ctl, 0, sizeof(ctl));
+		msg.msg_control = ctl.buf;
+		msg.msg_controllen = sizeof(ctl.buf);
+		c = CMSG_FIRSTHDR(&msg);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &table_fd, sizeof(int));
+	}
+	return sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) ==
+	    (ssize_t)sizeof(m) ? 0 : -1;
 }
 
 static int
@@ -290,6 +372,7 @@ main(int argc, char *argv[])
 
 	if ((lfd = listen_on(path)) == -1)
 		return 1;
+	table_make();
 	/*
 	 * The socket is all that needs root: it is made in a directory the
 	 * user may not write, and given to the user, whose workers connect.
@@ -329,7 +412,8 @@ main(int argc, char *argv[])
 					}
 					ev.events = EPOLLIN;
 					ev.data.fd = fd;
-					if (epoll_ctl(ep, EPOLL_CTL_ADD, fd,
+					if (greet(fd) == -1 ||
+					    epoll_ctl(ep, EPOLL_CTL_ADD, fd,
 					    &ev) == -1)
 						close(fd);
 				}

@@ -212,6 +212,13 @@ ds_metrics_bytes_read(size_t n)
 }
 
 void
+ds_metrics_notify_pub(void)
+{
+	if (me)
+		ADD(me->notify_pubs, 1);
+}
+
+void
 ds_metrics_gauge_add(enum ds_gauge g, int delta)
 {
 	if (me)
@@ -231,6 +238,7 @@ ds_metrics_gauge_set(enum ds_gauge g, int value)
 struct sums {
 	uint64_t		requests[DSM_METHODS][DSM_CLASSES];
 	uint64_t		bytes_read;
+	uint64_t		notify_pubs;
 	struct ds_store_stats	st;
 	int64_t			gauge[DS_G_COUNT];
 	unsigned		workers;
@@ -250,6 +258,7 @@ sum_slots(struct sums *t)
 			for (j = 0; j < DSM_CLASSES; j++)
 				t->requests[i][j] += LOAD(s->requests[i][j]);
 		t->bytes_read += LOAD(s->bytes_read);
+		t->notify_pubs += LOAD(s->notify_pubs);
 		a = &s->store;
 		t->st.appends += LOAD(a->appends);
 		t->st.bytes_appended += LOAD(a->bytes_appended);
@@ -367,6 +376,9 @@ ds_metrics_text(struct ds_store *store, size_t *len)
 	    (uint64_t)(t.gauge[DS_G_LONGPOLL] > 0 ? t.gauge[DS_G_LONGPOLL] : 0));
 	one(o, "ds_sse_readers", "gauge", "SSE readers connected.",
 	    (uint64_t)(t.gauge[DS_G_SSE] > 0 ? t.gauge[DS_G_SSE] : 0));
+	one(o, "ds_notify_publishes_total", "counter",
+	    "Appends published to ds-notify (only to streams a worker "
+	    "waits on).", t.notify_pubs);
 	one(o, "ds_notifier_connected", "gauge",
 	    "Workers connected to ds-notify (compare with ds_workers).",
 	    (uint64_t)(t.gauge[DS_G_NOTIFIER] > 0 ? t.gauge[DS_G_NOTIFIER] : 0));

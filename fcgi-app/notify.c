@@ -9,6 +9,7 @@
  * the counter and goes straight back to the store.
  */
 #include <linux/futex.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -40,6 +41,7 @@ struct notify_watch {
 static pthread_mutex_t	 mu = PTHREAD_MUTEX_INITIALIZER;
 static struct notify_watch *buckets[NBUCKETS];
 static int		 sock = -1;	/* daemon connection, or -1 */
+static _Atomic uint32_t	*table;		/* its interest table, or NULL */
 static atomic_int	 connected;	/* sock != -1, read without mu */
 static char		*sockpath;
 
@@ -63,23 +65,44 @@ slot(uint64_t id)
 	return pp;
 }
 
-/* Sends one message to the daemon; call with mu held. Errors drop it. */
-static void
+/*
+ * Sends one message to the daemon; call with mu held. Errors drop it.
+ * Returns whether it was sent.
+ */
+static int
 send_locked(uint32_t type, uint64_t id)
 {
 	struct notify_msg m;
 
 	if (sock == -1)
-		return;
+		return 0;
 	memset(&m, 0, sizeof(m));
 	m.type = type;
 	m.id = id;
 	/* SO_SNDTIMEO bounds this; a lost message costs latency only. */
-	if (send(sock, &m, sizeof(m), MSG_NOSIGNAL) != (ssize_t)sizeof(m) &&
-	    errno != EAGAIN && errno != EWOULDBLOCK) {
+	if (send(sock, &m, sizeof(m), MSG_NOSIGNAL) == (ssize_t)sizeof(m))
+		return 1;
+	if (errno != EAGAIN && errno != EWOULDBLOCK) {
 		close(sock);
 		sock = -1;
 	}
+	return 0;
+}
+
+/*
+ * Subscribes to id, counting it in the interest table first (see
+ * notify.h); call with mu held. The daemon takes the count away with the
+ * subscription, so a subscription that was not sent takes its own away.
+ */
+static void
+sub_locked(uint64_t id)
+{
+	if (sock == -1)
+		return;
+	if (table)
+		atomic_fetch_add(&table[notify_slot(id)], 1);
+	if (!send_locked(NOTIFY_SUB, id) && table)
+		atomic_fetch_sub(&table[notify_slot(id)], 1);
 }
 
 static void	(*on_change)(void);
@@ -128,6 +151,63 @@ wake_all_locked(void)
 			bump(w);
 }
 
+/*
+ * Reads the daemon's NOTIFY_HELLO and maps the interest table it carries
+ * into *tbl (NULL when it carries none). Returns 0, or -1 when the daemon
+ * said nothing within a second.
+ */
+static int
+hello(int fd, _Atomic uint32_t **tbl)
+{
+	union {
+		struct cmsghdr	 h;
+		char		 buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct timeval tv = { 1, 0 }, none = { 0, 0 };
+	struct notify_msg m;
+	struct iovec iov = { &m, sizeof(m) };
+	struct msghdr msg;
+	struct cmsghdr *c;
+	void *p;
+	ssize_t n;
+	int tfd = -1;
+
+	*tbl = NULL;
+	memset(&msg, 0, sizeof(msg));
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = ctl.buf;
+	msg.msg_controllen = sizeof(ctl.buf);
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == -1)
+		return -1;
+	while ((n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC)) == -1 &&
+	    errno == EINTR)
+		;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
+	for (c = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL; c;
+	    c = CMSG_NXTHDR(&msg, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+		    c->cmsg_len == CMSG_LEN(sizeof(int)))
+			memcpy(&tfd, CMSG_DATA(c), sizeof(int));
+	if (n != (ssize_t)sizeof(m) || m.type != NOTIFY_HELLO) {
+		if (tfd != -1)
+			close(tfd);
+		return -1;
+	}
+	if (tfd == -1)
+		return 0;
+	p = mmap(NULL, NOTIFY_SLOTS * sizeof(uint32_t), PROT_READ | PROT_WRITE,
+	    MAP_SHARED, tfd, 0);
+	close(tfd);
+	if (p == MAP_FAILED) {
+		ds_app_log("notifier: mapping its interest table: %s",
+		    strerror(errno));
+		return 0;	/* publish everything */
+	}
+	*tbl = p;
+	return 0;
+}
+
 static int
 dial(const char *path)
 {
@@ -159,13 +239,16 @@ run(void *arg)
 {
 	struct notify_msg m;
 	struct notify_watch *w;
+	_Atomic uint32_t *tbl;
 	ssize_t n;
 	size_t i;
 	int fd, down_logged = 0;
 
 	(void)arg;
 	for (;;) {
-		if ((fd = dial(sockpath)) == -1) {
+		if ((fd = dial(sockpath)) == -1 || hello(fd, &tbl) == -1) {
+			if (fd != -1)
+				close(fd);
 			if (!down_logged++)
 				ds_app_log("notifier %s unreachable; "
 				    "parked requests poll", sockpath);
@@ -173,12 +256,15 @@ run(void *arg)
 			continue;
 		}
 		pthread_mutex_lock(&mu);
+		if (table)
+			munmap(table, NOTIFY_SLOTS * sizeof(uint32_t));
+		table = tbl;
 		sock = fd;
 		atomic_store(&connected, 1);
 		ds_metrics_gauge_set(DS_G_NOTIFIER, 1);
 		for (i = 0; i < NBUCKETS; i++)
 			for (w = buckets[i]; w; w = w->next)
-				send_locked(NOTIFY_SUB, w->id);
+				sub_locked(w->id);
 		wake_all_locked();
 		pthread_mutex_unlock(&mu);
 		if (down_logged)
@@ -232,9 +318,14 @@ notify_recheck_ms(void)
 void
 notify_publish(uint64_t id)
 {
+	/* The commit before, the count after: see notify.h. */
+	atomic_thread_fence(memory_order_seq_cst);
 	pthread_mutex_lock(&mu);
 	wake_locked(id);
-	send_locked(NOTIFY_PUB, id);
+	if (sock != -1 && (table == NULL ||
+	    atomic_load_explicit(&table[notify_slot(id)],
+	    memory_order_relaxed) != 0) && send_locked(NOTIFY_PUB, id))
+		ds_metrics_notify_pub();
 	pthread_mutex_unlock(&mu);
 }
 
@@ -252,7 +343,7 @@ notify_watch_begin(uint64_t id)
 		}
 		w->id = id;
 		*pp = w;
-		send_locked(NOTIFY_SUB, id);
+		sub_locked(id);
 	}
 	w->refs++;
 	pthread_mutex_unlock(&mu);

@@ -7,6 +7,18 @@
  * an appender publishes the id after its commit; the daemon forwards the
  * id to every subscribed worker, which wakes its parked requests.
  *
+ * An appender publishes only the ids some worker subscribed to, which it
+ * reads from the interest table: shared memory the daemon makes and hands
+ * every worker with NOTIFY_HELLO on connecting. Slot notify_slot(id)
+ * counts the subscriptions of the ids that hash there: a worker adds one
+ * before it sends NOTIFY_SUB (and before its request checks the store), the
+ * daemon takes it away when it handles the NOTIFY_UNSUB or drops the
+ * connection. A reader counts itself in and then checks the store; an
+ * appender commits and then reads the count (both with full barriers):
+ * one of them sees the other, so no wake-up is lost. A slot shared with
+ * another watched id, or one left counted by a worker that died between
+ * the two steps, only costs a publish nobody needed.
+ *
  * Wake-ups are hints, never the truth: a woken request re-reads the store.
  * When the daemon is unreachable, parked requests poll the store every
  * NOTIFY_POLL_MS instead and the worker reconnects in the background, so
@@ -28,8 +40,19 @@ enum {
 	NOTIFY_SUB = 1,		/* worker -> daemon: wake me for id */
 	NOTIFY_UNSUB,		/* worker -> daemon: no longer */
 	NOTIFY_PUB,		/* worker -> daemon: id has a new tail */
-	NOTIFY_WAKE		/* daemon -> worker: id has a new tail */
+	NOTIFY_WAKE,		/* daemon -> worker: id has a new tail */
+	NOTIFY_HELLO		/* daemon -> worker, first: the interest
+				   table's descriptor (SCM_RIGHTS), if any */
 };
+
+/* The interest table: NOTIFY_SLOTS counters of 32 bits. */
+#define NOTIFY_SLOTS	65536
+
+static inline uint32_t
+notify_slot(uint64_t id)
+{
+	return (uint32_t)((id * 0x9e3779b97f4a7c15ull) >> 48);
+}
 
 #define NOTIFY_POLL_MS	100	/* poll interval while the daemon is away */
 #define NOTIFY_SAFETY_MS 1000	/* re-check interval even when connected */

@@ -65,7 +65,7 @@ sub slots {
 	local $/;
 	my $d = <$fh>;
 	my ($magic, $size, $nslots) = unpack('a8 L L', $d);
-	die "$f: magic $magic" unless $magic eq 'DSMETRC1' && $size == length $d;
+	die "$f: magic $magic" unless $magic eq 'DSMETRC2' && $size == length $d;
 	my $slot = (length($d) - 64) / $nslots;    # the slots start at byte 64
 	my (@per, $total);
 	for my $i (0 .. $nslots - 1) {
@@ -201,6 +201,46 @@ subtest 'gauges: long-polls waiting, SSE readers, notifier, LMDB map' => sub {
 	is(wait_for('ds_sse_readers', 1, 5), 1, 'a connected SSE reader counts');
 	close $sse;
 	is(wait_for('ds_sse_readers', 0, 10), 0, 'gone, it counts no more (seen at a heartbeat)');
+};
+
+# ---- 3b: publishes ------------------------------------------------------------------------------
+# An append is published to ds-notify only while some worker waits on its stream (the interest
+# table, fcgi-app/notify.h); the waiting reader still gets it at once.
+subtest 'appends are published to ds-notify only while a reader waits on the stream' => sub {
+	my $pubs = sub { scrape($s)->{ds_notify_publishes_total} };
+	$s->must(201, PUT => 'quiet', $T);
+	my $p0 = $pubs->();
+	$s->must(204, POST => 'quiet', $T, "n$_") for 1 .. 20;
+	is($pubs->(), $p0, '20 appends nobody waits for: nothing published');
+
+	my $lp = open_live('quiet', 'long-poll');
+	is(wait_for('ds_longpolls_waiting', 1, 5), 1, 'a long-poll parks on the stream');
+	my $t0 = time;
+	$s->must(204, POST => 'quiet', $T, 'wake');
+	my $got = '';
+	$lp->blocking(0);
+	while (time - $t0 < 5 && $got !~ /wake/) {
+		my $n = sysread($lp, my $buf, 65536);
+		$got .= $buf if $n;
+		sleep 0.01 unless $n;
+	}
+	close $lp;
+	like($got, qr/wake/, 'the parked reader gets the append');
+	cmp_ok(time - $t0, '<', 0.5, '... at once, not at a re-check');
+	is($pubs->(), $p0 + 1, 'that append was published');
+
+	# The daemon uncounts the reader's subscription when the worker drops it.
+	my ($n, $t1) = (0, time);
+	while (time - $t1 < 5) {
+		my $before = $pubs->();
+		$s->must(204, POST => 'quiet', $T, 'after');
+		last if $pubs->() == $before;
+		$n++;
+	}
+	cmp_ok($n, '<', 50, "once the reader is gone, appends stop being published ($n were)");
+	my $p1 = $pubs->();
+	$s->must(204, POST => 'quiet', $T, "m$_") for 1 .. 20;
+	is($pubs->(), $p1, '20 more appends: nothing published');
 };
 
 # ---- 4: a worker restart ----------------------------------------------------------------------
