@@ -139,7 +139,15 @@ write_data(struct ds_store *s, int fd, uint64_t own, const void *body,
 	w->grew = end > w->size0;
 	if (ds_seg_write(fd, own, body, len) == -1)
 		goto fail;
-	if (s->range_sync && end <= ds_seg_room(own)) {
+	/*
+	 * Only a file that spans its room has it: one written before rooms
+	 * (a server started without ds-admin recover), or one whose
+	 * zero-fill recovery could not finish, would grow its length, and
+	 * maybe its blocks, under a flush of another member's file that
+	 * commits neither. The growth path below gives it its room.
+	 */
+	if (s->range_sync && end <= ds_seg_room(own) &&
+	    w->size0 >= ds_seg_room(own)) {
 		if (sync_file_range(fd, (off_t)own, (off_t)len,
 		    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
 		    SYNC_FILE_RANGE_WAIT_AFTER) == -1) {

@@ -74,6 +74,16 @@ each_record(struct ds_store *s, const char *prefix, int (*fn)(struct ds_store *,
 	return DS_OK;
 }
 
+/* Whether [own, room) of fd holds a hole: SEEK_HOLE from own's block. */
+static int
+room_has_hole(int fd, uint64_t own, uint64_t room)
+{
+	off_t h;
+
+	h = lseek(fd, (off_t)(own & ~(uint64_t)4095), SEEK_HOLE);
+	return h != -1 && (uint64_t)h < room;
+}
+
 /*
  * Cuts bytes past a stream's room (segment.c): what a crash left of an
  * append that grew the file. Bytes between the tail and the room are free
@@ -106,6 +116,17 @@ recover_tail(struct ds_store *s, MDB_txn *txn, const char *path,
 			(*truncated)++;
 	} else if ((uint64_t)st.st_size < room && (uint64_t)st.st_size >= own)
 		rc = ds_seg_zero(fd, (uint64_t)st.st_size, room);
+	/*
+	 * A room with a hole (or an unwritten extent) in it, as a restore
+	 * with rsync -S or tar -S makes of the zeros: the first append
+	 * there would allocate, which the shared flush does not make
+	 * durable. Written again, it is allocated.
+	 */
+	if (rc == 0 && own > 0 && (uint64_t)st.st_size >= own &&
+	    room_has_hole(fd, own, room)) {
+		rc = ds_seg_zero(fd, own, room);
+		st.st_size = -1;	/* sync below */
+	}
 	if (rc == 0 && (uint64_t)st.st_size != room)
 		rc = fdatasync(fd);
 	if (rc == -1)

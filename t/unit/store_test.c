@@ -5,12 +5,14 @@
  * threads sharing one store. Each test case runs in a data directory of its
  * own (store_begin()).
  */
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1050,6 +1052,188 @@ test_shared_commit(struct ds_store *s)
 	    "the change it had made fail is judged again, and commits");
 }
 
+/*
+ * Room gone short. The in-room path (write_data(), batch.c) trusts that
+ * the file already spans ds_seg_room(own), allocated and durable, and
+ * checks nothing. A segment shorter than its room (one written before
+ * rooms, on a server started without ds-admin recover; or one whose
+ * zero-fill recovery could not finish) then grows its length, and maybe
+ * its blocks, with sync_file_range() and a flush made by fdatasync() of
+ * another member's file: the new length is in no committed journal
+ * transaction, and a power loss takes the acknowledged bytes.
+ */
+struct rs_arg {
+	struct ds_store	*s;
+	const char	*path;
+	const char	*body;
+	enum ds_err	 e;
+};
+
+static void *
+rs_append(void *arg)
+{
+	struct rs_arg *a = arg;
+	struct ds_append_res res;
+
+	a->e = append(a->s, a->path, a->body, 0, NULL, NULL, &res);
+	return NULL;
+}
+
+static void
+seg_name(uint64_t id, char *path, size_t sz)
+{
+	snprintf(path, sz, "%s/segments/%02x/%016" PRIx64 ".seg", store_dir,
+	    (unsigned)(id >> 56), id);
+}
+
+static void
+test_room_short(struct ds_store *s)
+{
+	struct ds_create c = { .ctype = "text/plain" };
+	struct sc_change hold = { .key = 0x7200, .ret = DS_OK, .hold = 1 };
+	struct ds_stream_info ia, ib;
+	struct ds_append_res res;
+	struct ds_store_stats st;
+	struct rs_arg aa = { s, "rs/a", "!!!!!", DS_OK };
+	struct rs_arg ab = { s, "rs/b", "?????", DS_OK };
+	pthread_t th[3];
+	char path[512];
+	off_t before;
+	int n;
+
+	if (!s->range_sync) {
+		note("no room writes on this file system (not ext4 or XFS)");
+		return;
+	}
+	must_ds(ds_store_create(s, "rs/a", &c, 1000, &ia));
+	must_ds(ds_store_create(s, "rs/b", &c, 1000, &ib));
+	must_ds(append(s, "rs/a", "hello world", 0, NULL, NULL, &res));
+	must_ds(append(s, "rs/b", "hello world", 0, NULL, NULL, &res));
+	/* rs/a as written before rooms existed: as long as its tail. */
+	seg_name(ia.id, path, sizeof(path));
+	must(truncate(path, 11) == 0, "truncate %s", path);
+	sync();
+
+	/* Both batches queue behind a commit in progress: one shared commit. */
+	shared = s;
+	sc_held = sc_release = 0;
+	hold.cm.apply = sc_apply;
+	hold.cm.arg = &hold;
+	must(pthread_create(&th[0], NULL, sc_commit, &hold) == 0, "create");
+	pthread_mutex_lock(&sc_mu);
+	while (!sc_held)
+		pthread_cond_wait(&sc_cv, &sc_mu);
+	pthread_mutex_unlock(&sc_mu);
+	memset(&st, 0, sizeof(st));
+	ds_store_stats_attach(&st);
+	before = seg_size(ia.id);
+	/* rs/b first: its file is the one the shared flush fdatasync()s. */
+	must(pthread_create(&th[1], NULL, rs_append, &ab) == 0, "create");
+	for (n = 0; sc_queued(s) < 1 && n < 5000; n++)
+		usleep(1000);
+	must(pthread_create(&th[2], NULL, rs_append, &aa) == 0, "create");
+	for (n = 0; sc_queued(s) < 2 && n < 5000; n++)
+		usleep(1000);
+	is_int(sc_queued(s), 2, "both batches wait for one shared commit");
+	pthread_mutex_lock(&sc_mu);
+	sc_release = 1;
+	pthread_cond_broadcast(&sc_cv);
+	pthread_mutex_unlock(&sc_mu);
+	for (n = 0; n < 3; n++)
+		pthread_join(th[n], NULL);
+	ds_store_stats_attach(NULL);
+	ok(aa.e == DS_OK && ab.e == DS_OK, "both appends acknowledged");
+	diag("rs/a: %lld -> %lld bytes; segment fdatasyncs: %llu",
+	    (long long)before, (long long)seg_size(ia.id),
+	    (unsigned long long)st.syncs[DS_SYNC_DATA]);
+	ok(seg_size(ia.id) == before ||
+	    st.syncs[DS_SYNC_DATA] >= 2,
+	    "an append that changed its file's length had that file "
+	    "fdatasync()ed (not only another member's)");
+	is_int(seg_size(ia.id), (long long)ds_seg_room(16),
+	    "... and the segment spans its room again");
+	errno = 0;
+}
+
+/*
+ * Recovery that cannot finish a zero-fill (a full disk; here a file size
+ * limit) leaves a segment shorter than its room, partly zero-filled and
+ * not synced, reports nothing (exit 0) and the server then appends into
+ * that "room" with sync_file_range() only.
+ */
+static void
+test_room_recover_short(struct ds_store *s)
+{
+	struct ds_create c = { .ctype = "text/plain" };
+	struct ds_stream_info info;
+	struct ds_append_res res;
+	struct rlimit rl0, rl;
+	unsigned trunc, removed;
+	char path[512], body[5001];
+	enum ds_err e;
+
+	must_ds(ds_store_create(s, "rr/a", &c, 1000, &info));
+	memset(body, 'x', 5000);
+	body[5000] = '\0';
+	must_ds(append(s, "rr/a", body, 0, NULL, NULL, &res));
+	seg_name(info.id, path, sizeof(path));
+	must(truncate(path, 5000) == 0, "truncate %s", path);	/* no room */
+	must(getrlimit(RLIMIT_FSIZE, &rl0) == 0, "getrlimit");
+	signal(SIGXFSZ, SIG_IGN);
+	rl = rl0;
+	rl.rlim_cur = 6000;
+	must(setrlimit(RLIMIT_FSIZE, &rl) == 0, "setrlimit");
+	e = ds_store_recover(s, 0, &trunc, &removed);
+	must(setrlimit(RLIMIT_FSIZE, &rl0) == 0, "setrlimit");
+	signal(SIGXFSZ, SIG_DFL);
+	diag("recover: %d, segment %lld bytes of its room %llu", (int)e,
+	    (long long)seg_size(info.id),
+	    (unsigned long long)ds_seg_room(5000));
+	/* Recovery does not report it; the next append must not trust it. */
+	must_ds(append(s, "rr/a", "tail", 0, NULL, NULL, &res));
+	is_int(seg_size(info.id), (long long)ds_seg_room(5004),
+	    "an append into a room recovery left short gives it its room");
+	errno = 0;
+}
+
+/*
+ * A room restored as a hole (rsync -S, tar -S, cp --sparse=always turn
+ * its zeros into one): recovery must allocate it again, or the first
+ * append there allocates under a flush that does not commit it.
+ */
+static void
+test_room_hole(struct ds_store *s)
+{
+	struct ds_create c = { .ctype = "text/plain" };
+	struct ds_stream_info info;
+	struct ds_append_res res;
+	unsigned trunc, removed;
+	char path[512], body[10001];
+	off_t h;
+	int fd;
+
+	must_ds(ds_store_create(s, "rh/a", &c, 1000, &info));
+	memset(body, 'x', 10000);
+	body[10000] = '\0';
+	must_ds(append(s, "rh/a", body, 0, NULL, NULL, &res));
+	is_int(seg_size(info.id), 16384, "10000 bytes: a 16 KiB room");
+	seg_name(info.id, path, sizeof(path));
+	must((fd = open(path, O_RDWR)) != -1, "open %s", path);
+	must(fsync(fd) == 0, "fsync");
+	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 12288,
+	    4096) == -1) {
+		note("no hole punching here: %s", strerror(errno));
+		close(fd);
+		return;
+	}
+	must_ds(ds_store_recover(s, 0, &trunc, &removed));
+	h = lseek(fd, 8192, SEEK_HOLE);
+	is_int(h, 16384, "recover leaves no hole in the room (first hole at "
+	    "%lld)", (long long)h);
+	close(fd);
+	errno = 0;
+}
+
 /* Committed state is there after the store is closed and opened again. */
 static void
 test_reopen(void)
@@ -1088,6 +1272,9 @@ static const struct {
 	{ "concurrency", test_concurrency },
 	{ "shared-commit", test_shared_commit },
 	{ "room", test_room },
+	{ "room-short", test_room_short },
+	{ "room-recover-short", test_room_recover_short },
+	{ "room-hole", test_room_hole },
 };
 
 int
