@@ -505,7 +505,6 @@ read_done:
 	cm.visible = batch_visible;
 	cm.arg = &bc;
 	cm.flush = written && w.flush;
-	cm.flush_fd = fd;
 	ds_commit(s, &cm);
 	e = cm.e;
 	committed = cm.committed;

@@ -49,21 +49,17 @@ apply_nested(struct ds_store *s, MDB_txn *txn, struct ds_commit *list,
 
 /*
  * Makes the bytes of the list's batches that were written into room
- * durable before their commit: one fdatasync() of one of their segments,
- * whose data is all written, flushes the device's cache, and with it
- * every write completed before it (ext4 and XFS flush on every fdatasync,
- * which is why segment.c allows room writes only there).
+ * durable before their commit: one flush (ds_seg_flush()) for them all.
  */
 static enum ds_err
-flush(struct ds_commit *list)
+flush(struct ds_store *s, struct ds_commit *list)
 {
 	struct ds_commit *c;
 
 	for (c = list; c; c = c->next)
 		if (c->flush) {
-			if (ds_stats_fdatasync(c->flush_fd) == -1) {
-				ds_log("fdatasync (shared flush): %s",
-				    strerror(errno));
+			if (ds_seg_flush(s) == -1) {
+				ds_log("shared flush: %s", strerror(errno));
 				return DS_EIO;
 			}
 			break;
@@ -92,7 +88,7 @@ commit_run(struct ds_store *s, struct ds_commit *list)
 
 	for (c = list; c; c = c->next)
 		c->e = DS_OK;
-	if ((e = flush(list)) != DS_OK)
+	if ((e = flush(s, list)) != DS_OK)
 		goto fail;
 	if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
 		goto fail;

@@ -385,6 +385,7 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return DS_ENOMEM;
 	s->segdirfd = -1;
+	s->flushfd = -1;
 	pthread_mutex_init(&s->aq_mu, NULL);
 	pthread_mutex_init(&s->cq_mu, NULL);
 	s->cq_tailp = &s->cq;
@@ -405,7 +406,7 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 		ds_log("open %s: %s", s->segdir, strerror(errno));
 		goto out;
 	}
-	s->range_sync = ds_seg_range_sync_ok(s->segdirfd);
+	s->range_sync = ds_seg_flush_open(s);
 	if ((rc = mdb_env_create(&s->env)) != 0 ||
 	    (rc = mdb_env_set_maxdbs(s->env, 8)) != 0 ||
 	    (rc = mdb_env_set_maxreaders(s->env,
@@ -469,6 +470,8 @@ ds_store_close(struct ds_store *s)
 	}
 	if (s->segdirfd != -1)
 		close(s->segdirfd);
+	if (s->flushfd != -1)
+		close(s->flushfd);
 	pthread_mutex_destroy(&s->aq_mu);
 	pthread_mutex_destroy(&s->cq_mu);
 	free(s->segdir);

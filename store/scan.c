@@ -88,7 +88,9 @@ room_has_hole(int fd, uint64_t own, uint64_t room)
  * Cuts bytes past a stream's room (segment.c): what a crash left of an
  * append that grew the file. Bytes between the tail and the room are free
  * space and stay. A segment shorter than its room (one written before
- * segments had room) is zero-filled up to it. Either is made durable.
+ * segments had room) is zero-filled up to it. Either is made durable. A
+ * segment whose room cannot be written (a full disk) is cut back to its
+ * committed bytes, so that its next append gives it its room (batch.c).
  */
 static int
 recover_tail(struct ds_store *s, MDB_txn *txn, const char *path,
@@ -127,10 +129,16 @@ recover_tail(struct ds_store *s, MDB_txn *txn, const char *path,
 		rc = ds_seg_zero(fd, own, room);
 		st.st_size = -1;	/* sync below */
 	}
+	if (rc == -1) {
+		ds_log("%s: writing its room: %s; cut back to its tail", path,
+		    strerror(errno));
+		rc = ftruncate(fd, (off_t)own);
+		st.st_size = -1;
+	}
 	if (rc == 0 && (uint64_t)st.st_size != room)
 		rc = fdatasync(fd);
 	if (rc == -1)
-		ds_log("%s: cut back to its room: %s", path, strerror(errno));
+		ds_log("%s: recovering its segment: %s", path, strerror(errno));
 	close(fd);
 	return 0;
 }

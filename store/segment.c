@@ -100,22 +100,48 @@ ds_seg_zero(int fd, uint64_t at, uint64_t len)
 }
 
 /*
- * Whether appends inside a segment's room may be made durable by writing
- * their range (sync_file_range()) and one shared flush of the device
- * cache: true on the file systems that overwrite allocated blocks in
- * place and flush the device on fdatasync() whatever is dirty, ext4 and
- * XFS. Elsewhere (btrfs and other copy-on-write file systems, tmpfs,
- * network file systems) every append is fdatasync()ed.
+ * Sets up the room writes of s: appends inside a segment's room are made
+ * durable by writing their range (sync_file_range()) and one flush that
+ * the shared commit makes for all of them (ds_seg_flush()). Only on ext4,
+ * which overwrites allocated blocks in place (XFS would copy shared
+ * blocks on write after a reflink copy, as cp makes by default, and btrfs
+ * copies every write: there, and on tmpfs and network file systems, every
+ * batch is fdatasync()ed). Returns whether room writes are on.
  */
 int
-ds_seg_range_sync_ok(int dirfd)
+ds_seg_flush_open(struct ds_store *s)
 {
 	struct statfs sf;
 
-	if (fstatfs(dirfd, &sf) == -1)
+	s->flushfd = -1;
+	if (fstatfs(s->segdirfd, &sf) == -1 || sf.f_type != 0xEF53)
 		return 0;
-	return sf.f_type == 0xEF53 /* ext2/3/4 */ ||
-	    sf.f_type == 0x58465342 /* XFS */;
+	s->flushfd = openat(s->segdirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC,
+	    0600);
+	if (s->flushfd == -1) {
+		ds_log("O_TMPFILE in %s: %s; every append batch is "
+		    "fdatasync()ed", s->segdir, strerror(errno));
+		return 0;
+	}
+	return 1;
+}
+
+/*
+ * The shared flush: makes durable every range written (and waited for)
+ * before it. It changes the length of the store's unnamed flush file and
+ * fdatasync()s that: an fdatasync() with only timestamps to write does not
+ * flush the device's cache on ext4 without a journal before Linux 6.5,
+ * nor commit the running journal transaction (which holds the data of
+ * data=journal files); a length change makes every ext4 mode do both.
+ * Call from one thread at a time. Returns 0, or -1 with errno set.
+ */
+int
+ds_seg_flush(struct ds_store *s)
+{
+	s->flush_len ^= 1;
+	if (ftruncate(s->flushfd, (off_t)s->flush_len) == -1)
+		return -1;
+	return ds_stats_fdatasync(s->flushfd);
 }
 
 /* Writes all of buf at file offset at, retrying short writes and EINTR. */

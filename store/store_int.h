@@ -36,7 +36,9 @@ struct ds_store {
 	unsigned	 psize;		/* LMDB page size */
 	uint64_t	 reserved;	/* data.mdb pages known allocated */
 	int		 no_reserve;	/* fallocate() unsupported here */
-	int		 range_sync;	/* appends in room: ds_seg_range_sync_ok() */
+	int		 range_sync;	/* room writes (ds_seg_flush_open()) */
+	int		 flushfd;	/* ...flushed with this file */
+	unsigned	 flush_len;	/* its length, 0 or 1 */
 	pthread_mutex_t	 aq_mu;		/* guards aq */
 	pthread_mutex_t	 cq_mu;		/* guards cq* */
 	struct ds_aq	*aq;		/* appends queued by stream (append.c) */
@@ -130,8 +132,7 @@ struct ds_commit {
 	enum ds_err	(*apply)(struct ds_store *, MDB_txn *, void *arg);
 	void		(*visible)(void *arg);
 	void		*arg;
-	int		 flush;		/* data written in room (batch.c)... */
-	int		 flush_fd;	/* ...in this file, to flush */
+	int		 flush;		/* data written in room (batch.c) */
 	enum ds_err	 e;
 	int		 committed;
 	int		 done;
@@ -175,7 +176,8 @@ int	ds_seg_unlink(const struct ds_store *, uint64_t id);
 #define DS_SEG_ROOM_STEP	((uint64_t)65536)
 uint64_t ds_seg_room(uint64_t own);
 int	ds_seg_zero(int fd, uint64_t at, uint64_t len);
-int	ds_seg_range_sync_ok(int dirfd);
+int	ds_seg_flush_open(struct ds_store *);
+int	ds_seg_flush(struct ds_store *);
 
 /* retain.c: ds_store_trim(), ds_store_punch() */
 uint64_t ds_own_first(const struct ds_rec *);

@@ -1189,7 +1189,9 @@ test_room_recover_short(struct ds_store *s)
 	diag("recover: %d, segment %lld bytes of its room %llu", (int)e,
 	    (long long)seg_size(info.id),
 	    (unsigned long long)ds_seg_room(5000));
-	/* Recovery does not report it; the next append must not trust it. */
+	is_int(seg_size(info.id), 5000,
+	    "a room recovery cannot write is cut back to the tail");
+	/* The next append must not trust a room that is not there. */
 	must_ds(append(s, "rr/a", "tail", 0, NULL, NULL, &res));
 	is_int(seg_size(info.id), (long long)ds_seg_room(5004),
 	    "an append into a room recovery left short gives it its room");
