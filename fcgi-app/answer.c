@@ -176,7 +176,8 @@ ds_send_read(struct ds_req *r, const struct ds_stream_info *info,
  * answering nothing, when the request should go on waiting, or, setting
  * *large, when the data is larger than inline_max (0: no limit; large may
  * then be NULL). With a memo, a read is shared by the requests of one
- * stream waiting at the same offset.
+ * stream waiting at the same offset. from DS_POS_FIRST (offset=-1) reads
+ * from the earliest retained position as of each look.
  */
 int
 ds_longpoll_check(struct ds_req *r, uint64_t id, uint64_t from,
@@ -209,7 +210,8 @@ ds_longpoll_check(struct ds_req *r, uint64_t id, uint64_t from,
 		done = 0;
 	}
 	else if (m->len > 0)
-		ds_send_read(r, &m->info, from, m->data, m->len, 0,
+		ds_send_read(r, &m->info, from == DS_POS_FIRST ?
+		    m->info.first : from, m->data, m->len, 0,
 		    ds_cursor_next(ds_now_ms(), cursor));
 	else if ((m->info.flags & DS_F_CLOSED) ||
 	    notify_mono_ms() >= deadline) {

@@ -102,10 +102,10 @@ closed_header(struct ds_req *r, int *closed)
  * Test hook, only with ds-fcgi --test-hooks: sleeps as long as the
  * X-DS-Test-Pause header asks (ms, at most 10 s) between a handler's check
  * of a stream and the store call that acts on it, so that a test can race
- * a DELETE and a PUT against that window deterministically.
+ * a DELETE and a PUT (or a trim) against that window deterministically.
  */
-static void
-test_pause(struct ds_req *r)
+void
+ds_test_pause(struct ds_req *r)
 {
 	const char *v;
 	uint64_t ms;
@@ -308,7 +308,7 @@ handle_put(struct ds_req *r)
 			}
 		}
 		if (tries == 1 && c.src_path)
-			test_pause(r);
+			ds_test_pause(r);
 		e = ds_store_create(r->store, r->path, &c, r->now, &info);
 		free(msgs);
 		msgs = NULL;
@@ -433,7 +433,7 @@ handle_post(struct ds_req *r)
 			a.len = msglen;
 		}
 		if (tries == 1)
-			test_pause(r);
+			ds_test_pause(r);
 		e = ds_store_append(r->store, r->path, &a, r->now, &res);
 		free(msgs);
 		msgs = NULL;

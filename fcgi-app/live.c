@@ -35,7 +35,10 @@ client_gone(struct ds_req *r)
  * What both live modes do first: find the stream (answering 404/410 when it
  * is not there), resolve offset=now to its tail, refuse an offset past the
  * tail, and renew a sliding TTL, which a live read does when it starts
- * (PROTOCOL 5.1). Returns 0, or -1 after answering.
+ * (PROTOCOL 5.1). offset=-1 (DS_POS_FIRST) stays as it is: the first read
+ * resolves it to the earliest retained position as of that read, so that a
+ * trim landing after this look cannot make it answer 410.
+ * Returns 0, or -1 after answering.
  */
 static int
 live_start(struct ds_req *r, uint64_t *from, struct ds_stream_info *info)
@@ -52,11 +55,12 @@ live_start(struct ds_req *r, uint64_t *from, struct ds_stream_info *info)
 		ds_respond_store_error(r, e);
 		return -1;
 	}
+	ds_test_pause(r);	/* a trim may land here */
 	if (*from == DS_POS_NOW)
 		*from = info->tail;
-	else if (*from == DS_POS_FIRST)
-		*from = info->first;
-	if (*from > info->tail) {
+	if (*from == DS_POS_FIRST)
+		;
+	else if (*from > info->tail) {
 		ds_respond_store_error(r, DS_EOFFSET);
 		return -1;
 	}
@@ -132,6 +136,8 @@ live_sse(struct ds_req *r, uint64_t from, const char *cursor)
 		    ds_now_ms(), &info, &data, &len);
 		if (e != DS_OK || info.id != id)
 			break;		/* deleted: end the stream */
+		if (from == DS_POS_FIRST)
+			from = info.first;	/* where this read began */
 		at_tail = from + len == info.tail;
 		closed = at_tail && (info.flags & DS_F_CLOSED);
 		wrote = len > 0 || first || closed;

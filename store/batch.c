@@ -143,8 +143,8 @@ write_data(struct ds_store *s, int fd, uint64_t own, const void *body,
 	 * Only a file that spans its room has it: one written before rooms
 	 * (a server started without ds-admin recover), or one whose
 	 * zero-fill recovery could not finish, would grow its length, and
-	 * maybe its blocks, under a flush of another member's file that
-	 * commits neither. The growth path below gives it its room.
+	 * maybe its blocks, under the shared flush, which commits neither.
+	 * The growth path below gives it its room.
 	 */
 	if (s->range_sync && end <= ds_seg_room(own) &&
 	    w->size0 >= ds_seg_room(own)) {

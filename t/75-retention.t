@@ -17,6 +17,8 @@ use File::Find;
 use File::Temp qw(tempdir);
 use JSON::PP;
 use Time::HiRes qw(time sleep);
+use IO::Select;
+use IO::Socket::INET;
 use Stack;
 
 local $SIG{ALRM} = sub { die "75-retention: timed out after 120 s\n" };
@@ -52,7 +54,7 @@ $out = `$DS --data $tmp/checkdata --retention $tmp/ret.conf --check 2>&1`;
 is($? >> 8, 0, '--check accepts a good one') or diag($out);
 
 my $s = Stack->start(workers => 2, threads => 8,
-	args => [ '--', '--retention', "$tmp/ret.conf", '--retention-interval', 200 ]);
+	args => [ '--', '--retention', "$tmp/ret.conf", '--retention-interval', 200, '--test-hooks' ]);
 
 sub pos_of { my ($o) = @_; return defined $o && $o =~ /_(\d+)$/ ? $1 + 0 : undef }
 sub off_of { sprintf('%016d_%016d', 0, $_[0]) }
@@ -114,6 +116,53 @@ subtest 'max-bytes on a byte stream' => sub {
 	my $kib = (seg_blocks() - $blocks0) / 2;
 	ok($kib <= $bound, "the segment holds about what is retained ($kib KiB on disk, of "
 		. $tail / 1024 . ' KiB appended)');
+};
+
+# ---- offset=-1 live reads and a trim between their first look and their first read -----------
+# ds-fcgi --test-hooks: X-DS-Test-Pause holds a live read between its look at the stream and its
+# first read; the trim that lands there must not make offset=-1 answer 410 (or end an SSE stream).
+sub open_paused {
+	my ($path, $mode, $ms) = @_;
+	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $s->port,
+		Proto => 'tcp', Timeout => 5) or die "connect: $!";
+	$sock->autoflush(1);
+	print $sock "GET /v1/stream/$path?offset=-1&live=$mode HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+		. "X-DS-Test-Pause: $ms\r\nConnection: close\r\n\r\n";
+	return $sock;
+}
+
+sub read_until {    # what $sock sends until $re matches or it closes, within $secs
+	my ($sock, $re, $secs) = @_;
+	my $sel = IO::Select->new($sock);
+	my ($buf, $t0) = ('', time);
+	while (time - $t0 < $secs && $buf !~ $re && $sel->can_read($secs - (time - $t0))) {
+		last unless sysread($sock, $buf, 65536, length $buf);
+	}
+	close $sock;
+	return $buf;
+}
+
+subtest 'offset=-1 live reads start where a trim left off, even one after their first look' => sub {
+	my $p = 'ret/size/race';
+	$s->must(201, PUT => $p, $T);
+	$s->must(204, POST => $p, $T, sprintf('%05d', $_) . ('x' x 10234) . "\n") for 0 .. 59;
+	my $e1 = wait_earliest($p, sub { $_[0] > 0 }, 5);
+	ok($e1, "trimmed once (earliest $e1)") or return;
+	my $lp = open_paused($p, 'long-poll', 2000);
+	my $sse = open_paused($p, 'sse', 2000);
+	sleep 0.5;    # both have looked at the stream and sleep before their first read
+	$s->must(204, POST => $p, $T, sprintf('%05d', $_) . ('x' x 10234) . "\n") for 60 .. 99;
+	my $e2 = wait_earliest($p, sub { $_[0] > $e1 + 200 * 1024 }, 5);
+	ok($e2 && $e2 > $e1 + 200 * 1024, "trimmed again past what they saw (earliest $e2)") or return;
+	my $a = Stack::parse_response(read_until($lp, qr/\r\n\r\n.{5}/s, 10));
+	is($a->{status}, 200, 'the long-poll answers 200, not 410');
+	my $first = pos_of($a->{headers}{'stream-earliest-offset'});
+	cmp_ok($first // 0, '>=', $e2, '... from the earliest offset as of its read');
+	is(substr($a->{content} // '', 0, 5), sprintf('%05d', ($first // 0) / 10240), '... starting there');
+	my $ev = read_until($sse, qr/event: data\r?\ndata:[^\n]*\n/, 10);
+	my ($d) = $ev =~ /event: data\r?\ndata:\s?(\d{5})/;
+	ok(defined $d, 'the SSE stream sends data rather than ending') or diag(substr($ev, 0, 300));
+	cmp_ok(($d // 0) * 10240, '>=', $e2, '... from the earliest offset as of its first read');
 };
 
 # ---- size policy, JSON stream -------------------------------------------------------------------
