@@ -84,27 +84,6 @@ push(void *arrp, size_t *n, size_t *cap, size_t sz, const void *v)
 	return 0;
 }
 
-static void
-subscribe(int fd, uint64_t id)
-{
-	struct sub **pp = sub_slot(id), *s = *pp;
-	struct conn *c = &conns[fd];
-	size_t i;
-
-	if (s == NULL) {
-		if ((s = calloc(1, sizeof(*s))) == NULL)
-			return;
-		s->id = id;
-		*pp = s;
-	}
-	for (i = 0; i < s->n; i++)
-		if (s->fds[i] == fd)
-			return;
-	if (push(&s->fds, &s->n, &s->cap, sizeof(int), &fd) == -1 ||
-	    push(&c->ids, &c->n, &c->cap, sizeof(uint64_t), &id) == -1)
-		ds_app_log("out of memory");
-}
-
 /* Takes a subscription of id out of the interest table; never below 0. */
 static void
 uncount(uint64_t id)
@@ -118,6 +97,47 @@ uncount(uint64_t id)
 	v = atomic_load(slot);
 	while (v > 0 && !atomic_compare_exchange_weak(slot, &v, v - 1))
 		;
+}
+
+static void
+subscribe(int fd, uint64_t id)
+{
+	struct sub **pp = sub_slot(id), *s = *pp;
+	struct conn *c = &conns[fd];
+	size_t i;
+
+	/*
+	 * The worker counted this SUB in: a SUB that makes no subscription
+	 * here (a repeat, after its UNSUB was lost; no memory) is counted out
+	 * at once, or its slot would stay up for good.
+	 */
+	if (s == NULL) {
+		if ((s = calloc(1, sizeof(*s))) == NULL) {
+			uncount(id);
+			return;
+		}
+		s->id = id;
+		*pp = s;
+	}
+	for (i = 0; i < s->n; i++)
+		if (s->fds[i] == fd) {
+			uncount(id);
+			return;
+		}
+	if (push(&s->fds, &s->n, &s->cap, sizeof(int), &fd) == -1) {
+		ds_app_log("out of memory");
+		uncount(id);
+		if (s->n == 0) {
+			*pp = s->next;
+			free(s->fds);
+			free(s);
+		}
+		return;
+	}
+	if (push(&c->ids, &c->n, &c->cap, sizeof(uint64_t), &id) == -1) {
+		/* Not dropped with the connection: leave it counted. */
+		ds_app_log("out of memory");
+	}
 }
 
 static void
