@@ -99,8 +99,26 @@ uncount(uint64_t id)
 		;
 }
 
+/*
+ * A new subscriber of id whose slot was published since it counted itself
+ * in (gen) may have lost that publish to the order epoll gave us: wake it.
+ */
 static void
-subscribe(int fd, uint64_t id)
+woken_if_moved(int fd, uint64_t id, uint32_t gen)
+{
+	struct notify_msg m;
+
+	if (table == NULL ||
+	    atomic_load(&table[NOTIFY_SLOTS + notify_slot(id)]) == gen)
+		return;
+	memset(&m, 0, sizeof(m));
+	m.type = NOTIFY_WAKE;
+	m.id = id;
+	(void)send(fd, &m, sizeof(m), MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+static void
+subscribe(int fd, uint64_t id, uint32_t gen)
 {
 	struct sub **pp = sub_slot(id), *s = *pp;
 	struct conn *c = &conns[fd];
@@ -122,6 +140,7 @@ subscribe(int fd, uint64_t id)
 	for (i = 0; i < s->n; i++)
 		if (s->fds[i] == fd) {
 			uncount(id);
+			woken_if_moved(fd, id, gen);
 			return;
 		}
 	if (push(&s->fds, &s->n, &s->cap, sizeof(int), &fd) == -1) {
@@ -138,6 +157,7 @@ subscribe(int fd, uint64_t id)
 		/* Not dropped with the connection: leave it counted. */
 		ds_app_log("out of memory");
 	}
+	woken_if_moved(fd, id, gen);
 }
 
 static void
@@ -218,8 +238,8 @@ table_make(void)
 
 	table_fd = memfd_create("ds-notify-interest", MFD_CLOEXEC);
 	if (table_fd == -1 ||
-	    ftruncate(table_fd, NOTIFY_SLOTS * sizeof(uint32_t)) == -1 ||
-	    (p = mmap(NULL, NOTIFY_SLOTS * sizeof(uint32_t),
+	    ftruncate(table_fd, NOTIFY_TABLE_BYTES) == -1 ||
+	    (p = mmap(NULL, NOTIFY_TABLE_BYTES,
 	    PROT_READ | PROT_WRITE, MAP_SHARED, table_fd, 0)) == MAP_FAILED) {
 		ds_app_log("interest table: %s; workers will publish every "
 		    "append", strerror(errno));
@@ -451,7 +471,7 @@ main(int argc, char *argv[])
 					break;
 				}
 				if (m.type == NOTIFY_SUB)
-					subscribe(fd, m.id);
+					subscribe(fd, m.id, m.gen);
 				else if (m.type == NOTIFY_UNSUB)
 					unsubscribe(fd, m.id, 1);
 				else if (m.type == NOTIFY_PUB)

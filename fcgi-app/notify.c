@@ -70,7 +70,7 @@ slot(uint64_t id)
  * Returns whether it was sent.
  */
 static int
-send_locked(uint32_t type, uint64_t id)
+send_locked(uint32_t type, uint64_t id, uint32_t gen)
 {
 	struct notify_msg m;
 
@@ -78,6 +78,7 @@ send_locked(uint32_t type, uint64_t id)
 		return 0;
 	memset(&m, 0, sizeof(m));
 	m.type = type;
+	m.gen = gen;
 	m.id = id;
 	/* SO_SNDTIMEO bounds this; a lost message costs latency only. */
 	if (send(sock, &m, sizeof(m), MSG_NOSIGNAL) == (ssize_t)sizeof(m))
@@ -97,11 +98,15 @@ send_locked(uint32_t type, uint64_t id)
 static void
 sub_locked(uint64_t id)
 {
+	uint32_t gen = 0;
+
 	if (sock == -1)
 		return;
-	if (table)
+	if (table) {
 		atomic_fetch_add(&table[notify_slot(id)], 1);
-	if (!send_locked(NOTIFY_SUB, id) && table)
+		gen = atomic_load(&table[NOTIFY_SLOTS + notify_slot(id)]);
+	}
+	if (!send_locked(NOTIFY_SUB, id, gen) && table)
 		atomic_fetch_sub(&table[notify_slot(id)], 1);
 }
 
@@ -196,7 +201,7 @@ hello(int fd, _Atomic uint32_t **tbl)
 	}
 	if (tfd == -1)
 		return 0;
-	p = mmap(NULL, NOTIFY_SLOTS * sizeof(uint32_t), PROT_READ | PROT_WRITE,
+	p = mmap(NULL, NOTIFY_TABLE_BYTES, PROT_READ | PROT_WRITE,
 	    MAP_SHARED, tfd, 0);
 	close(tfd);
 	if (p == MAP_FAILED) {
@@ -257,7 +262,7 @@ run(void *arg)
 		}
 		pthread_mutex_lock(&mu);
 		if (table)
-			munmap(table, NOTIFY_SLOTS * sizeof(uint32_t));
+			munmap(table, NOTIFY_TABLE_BYTES);
 		table = tbl;
 		sock = fd;
 		atomic_store(&connected, 1);
@@ -324,8 +329,14 @@ notify_publish(uint64_t id)
 	wake_locked(id);
 	if (sock != -1 && (table == NULL ||
 	    atomic_load_explicit(&table[notify_slot(id)],
-	    memory_order_relaxed) != 0) && send_locked(NOTIFY_PUB, id))
-		ds_metrics_notify_pub();
+	    memory_order_relaxed) != 0)) {
+		/* The generation before the PUB: see notify.h. */
+		if (table)
+			atomic_fetch_add(&table[NOTIFY_SLOTS +
+			    notify_slot(id)], 1);
+		if (send_locked(NOTIFY_PUB, id, 0))
+			ds_metrics_notify_pub();
+	}
 	pthread_mutex_unlock(&mu);
 }
 
@@ -391,7 +402,7 @@ notify_watch_end(struct notify_watch *w)
 	if (--w->refs == 0) {
 		pp = slot(w->id);
 		*pp = w->next;
-		send_locked(NOTIFY_UNSUB, w->id);
+		send_locked(NOTIFY_UNSUB, w->id, 0);
 		free(w);
 	}
 	pthread_mutex_unlock(&mu);

@@ -32,7 +32,8 @@
 /* One message each way; SOCK_SEQPACKET keeps the boundaries. */
 struct notify_msg {
 	uint32_t	type;		/* NOTIFY_* */
-	uint32_t	pad;
+	uint32_t	gen;		/* NOTIFY_SUB: the slot's publish
+					   generation when counted in */
 	uint64_t	id;		/* stream id */
 };
 
@@ -45,8 +46,16 @@ enum {
 				   table's descriptor (SCM_RIGHTS), if any */
 };
 
-/* The interest table: NOTIFY_SLOTS counters of 32 bits. */
+/*
+ * The interest table: NOTIFY_SLOTS counters of 32 bits, then NOTIFY_SLOTS
+ * publish generations. An appender that sees a slot counted bumps its
+ * generation before it sends NOTIFY_PUB; a worker sends with NOTIFY_SUB the
+ * generation it read after counting in, and the daemon wakes the new
+ * subscriber at once when it has moved since: a PUB handled before the SUB
+ * it raced (another connection, ahead in epoll) is not lost.
+ */
 #define NOTIFY_SLOTS	65536
+#define NOTIFY_TABLE_BYTES (2 * NOTIFY_SLOTS * sizeof(uint32_t))
 
 static inline uint32_t
 notify_slot(uint64_t id)

@@ -8,6 +8,9 @@
 # preempted: SIGSTOP stands in for that here). If the appender's connection is ahead of the
 # reader's in epoll's ready list (it had sent something before: a busy appender), the PUB is
 # handled first, finds no subscriber and is dropped; the reader waits for its 1 s re-check.
+# The fake workers do with the interest table (reached through /proc) what notify.c does:
+# the reader counts in and sends the slot's publish generation with its SUB, the appender
+# reads the count and bumps the generation before its PUB.
 use strict;
 use warnings;
 use FindBin;
@@ -44,7 +47,7 @@ sub dial {
 	$m->[0] == HELLO or die "first message is $m->[0], not HELLO";
 	return $fh;
 }
-sub send_msg { my ($fh, $t, $id) = @_; defined send($fh, pack('L L Q', $t, 0, $id), 0) or die "send: $!" }
+sub send_msg { my ($fh, $t, $id, $gen) = @_; defined send($fh, pack('L L Q', $t, $gen // 0, $id), 0) or die "send: $!" }
 sub recv_msg {
 	my ($fh, $limit) = @_;
 	return undef unless IO::Select->new($fh)->can_read($limit);
@@ -63,30 +66,44 @@ sub woken {
 }
 
 my ($r, $a) = (dial(), dial());
+use Math::BigInt;
+sub slot_of { my $x = Math::BigInt->new($_[0]) * Math::BigInt->from_hex('9e3779b97f4a7c15');
+	return (($x % Math::BigInt->new(2)**64) >> 48)->numify }
+my ($memfd) = grep { (readlink($_) // '') =~ /ds-notify-interest/ } glob("/proc/$pid/fd/*");
+my $tb;
+plan skip_all => 'interest table not reachable through /proc' unless $memfd && open($tb, '+<', $memfd);
+sub word { my ($i) = @_; sysseek($tb, 4 * $i, 0); sysread($tb, my $b, 4); unpack 'L', $b }
+sub word_add { my ($i, $d) = @_; my $v = word($i) + $d; sysseek($tb, 4 * $i, 0); syswrite($tb, pack 'L', $v) }
+sub count_of { word(slot_of($_[0])) }
+# reader_sub($fh, $id): count in, then SUB with the generation read after.
+sub reader_sub { my ($fh, $id) = @_; word_add(slot_of($id), 1); send_msg($fh, SUB, $id, word(65536 + slot_of($id))) }
+sub reader_unsub { my ($fh, $id) = @_; send_msg($fh, UNSUB, $id) }
+# appender_pub($fh, $id): when counted, bump the generation, then PUB.
+sub appender_pub { my ($fh, $id) = @_; return unless count_of($id); word_add(65536 + slot_of($id), 1); send_msg($fh, PUB, $id) }
 sleep 0.1;
 
 # Control: SUB first, then PUB, ds-notify idle: the wake comes.
-send_msg($r, SUB, 42);
+reader_sub($r, 42);
 sleep 0.05;
-send_msg($a, PUB, 42);
+appender_pub($a, 42);
 ok(woken($r, 42, 0.5), 'idle daemon: SUB then PUB wakes the reader');
-send_msg($r, UNSUB, 42);
+reader_unsub($r, 42);
 
 # Both waiting at once, reader's connection first in the ready list: the wake comes.
 kill 'STOP', $pid;
-send_msg($r, SUB, 43);
-send_msg($a, PUB, 43);
+reader_sub($r, 43);
+appender_pub($a, 43);
 kill 'CONT', $pid;
 ok(woken($r, 43, 0.5), 'busy daemon, reader ready first: the wake comes');
-send_msg($r, UNSUB, 43);
+reader_unsub($r, 43);
 sleep 0.05;
 
 # Both waiting at once, the appender's connection ready first (it had published another
 # stream a moment before): the SUB was sent before the PUB, yet the wake is lost.
 kill 'STOP', $pid;
 send_msg($a, PUB, 999);    # the busy appender's earlier publish
-send_msg($r, SUB, 44);     # reader counted in, SUB sent, store checked: nothing yet
-send_msg($a, PUB, 44);     # append committed after that check, count seen, PUB sent
+reader_sub($r, 44);        # reader counted in, SUB sent, store checked: nothing yet
+appender_pub($a, 44);      # append committed after that check, count seen, PUB sent
 kill 'CONT', $pid;
 ok(woken($r, 44, 0.5), 'busy daemon, appender ready first: a SUB sent before the PUB still gets the wake');
 
@@ -96,19 +113,10 @@ ok(woken($r, 44, 0.5), 'busy daemon, appender ready first: a SUB sent before the
 # timeout) sends NOTIFY_SUB again for its next reader: the daemon keeps one subscription, so
 # the slot stays one too high for good (every append to the streams hashing there is then
 # published). Read through /proc, as a worker sees it.
-use Math::BigInt;
-sub slot_of { my $x = Math::BigInt->new($_[0]) * Math::BigInt->from_hex('9e3779b97f4a7c15');
-	return (($x % Math::BigInt->new(2)**64) >> 48)->numify }
-my ($memfd) = grep { (readlink($_) // '') =~ /ds-notify-interest/ } glob("/proc/$pid/fd/*");
-SKIP: {
-	skip 'interest table not reachable through /proc', 1 unless $memfd && open(my $tb, '+<', $memfd);
-	my $count = sub { sysseek($tb, 4 * slot_of(77), 0); sysread($tb, my $b, 4); unpack 'L', $b };
-	my $add = sub { my $v = $count->() + $_[0]; sysseek($tb, 4 * slot_of(77), 0); syswrite($tb, pack 'L', $v) };
-	$add->(1); send_msg($r, SUB, 77);      # reader 1: counted, subscribed
-	# (its NOTIFY_UNSUB is lost: never sent)
-	$add->(1); send_msg($r, SUB, 77);      # reader 2: counted, subscribed again
-	send_msg($r, UNSUB, 77);               # reader 2 leaves; its UNSUB arrives
-	sleep 0.1;
-	is($count->(), 0, 'no reader left on stream 77: its slot is back to 0');
-}
+reader_sub($r, 77);                # reader 1: counted, subscribed
+# (its NOTIFY_UNSUB is lost: never sent)
+reader_sub($r, 77);                # reader 2: counted, subscribed again
+reader_unsub($r, 77);              # reader 2 leaves; its UNSUB arrives
+sleep 0.1;
+is(count_of(77), 0, 'no reader left on stream 77: its slot is back to 0');
 done_testing;
