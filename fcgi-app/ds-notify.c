@@ -108,8 +108,9 @@ woken_if_moved(int fd, uint64_t id, uint32_t gen)
 {
 	struct notify_msg m;
 
-	if (table == NULL ||
-	    atomic_load(&table[NOTIFY_SLOTS + notify_slot(id)]) == gen)
+	if (table == NULL || !(gen & NOTIFY_COUNTED) ||
+	    (atomic_load(&table[NOTIFY_SLOTS + notify_slot(id)]) &
+	    NOTIFY_GEN_MASK) == (gen & NOTIFY_GEN_MASK))
 		return;
 	memset(&m, 0, sizeof(m));
 	m.type = NOTIFY_WAKE;
@@ -125,10 +126,13 @@ subscribe(int fd, uint64_t id, uint32_t gen)
 	size_t i;
 
 	/*
-	 * The worker counted this SUB in: a SUB that makes no subscription
-	 * here (a repeat, after its UNSUB was lost; no memory) is counted out
-	 * at once, or its slot would stay up for good.
+	 * The worker counted this SUB in (or we do, for one that could not):
+	 * a SUB that makes no subscription here (a repeat, after its UNSUB
+	 * was lost; no memory) is counted out at once, or its slot would stay
+	 * up for good.
 	 */
+	if (table && !(gen & NOTIFY_COUNTED))
+		atomic_fetch_add(&table[notify_slot(id)], 1);
 	if (s == NULL) {
 		if ((s = calloc(1, sizeof(*s))) == NULL) {
 			uncount(id);
@@ -200,6 +204,30 @@ drop(int ep, int fd)
 	memset(c, 0, sizeof(*c));
 	epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
 	close(fd);
+}
+
+/*
+ * A worker that has just connected may have committed appends before it
+ * could publish them (it starts serving before it connects, and connects
+ * again after a restart of ours at its own pace): every subscriber looks
+ * again. Rare, and a wake-up is only a hint.
+ */
+static void
+wake_everyone(void)
+{
+	struct notify_msg m;
+	struct sub *s;
+	size_t b, i;
+
+	memset(&m, 0, sizeof(m));
+	m.type = NOTIFY_WAKE;
+	for (b = 0; b < NBUCKETS; b++)
+		for (s = subs[b]; s; s = s->next) {
+			m.id = s->id;
+			for (i = 0; i < s->n; i++)
+				(void)send(s->fds[i], &m, sizeof(m),
+				    MSG_DONTWAIT | MSG_NOSIGNAL);
+		}
 }
 
 /* Forwards a publish to every subscriber but the publisher. */
@@ -456,6 +484,8 @@ main(int argc, char *argv[])
 					    epoll_ctl(ep, EPOLL_CTL_ADD, fd,
 					    &ev) == -1)
 						close(fd);
+					else
+						wake_everyone();
 				}
 				continue;
 			}

@@ -84,7 +84,11 @@ send_locked(uint32_t type, uint64_t id, uint32_t gen)
 	if (send(sock, &m, sizeof(m), MSG_NOSIGNAL) == (ssize_t)sizeof(m))
 		return 1;
 	if (errno != EAGAIN && errno != EWOULDBLOCK) {
-		close(sock);
+		/*
+		 * The connection thread closes it (run()): closing it here
+		 * would let it close a number reused by then.
+		 */
+		shutdown(sock, SHUT_RDWR);
 		sock = -1;
 	}
 	return 0;
@@ -104,7 +108,10 @@ sub_locked(uint64_t id)
 		return;
 	if (table) {
 		atomic_fetch_add(&table[notify_slot(id)], 1);
-		gen = atomic_load(&table[NOTIFY_SLOTS + notify_slot(id)]);
+		/* Counted in before the caller looks at the store. */
+		atomic_thread_fence(memory_order_seq_cst);
+		gen = NOTIFY_COUNTED | (atomic_load(&table[NOTIFY_SLOTS +
+		    notify_slot(id)]) & NOTIFY_GEN_MASK);
 	}
 	if (!send_locked(NOTIFY_SUB, id, gen) && table)
 		atomic_fetch_sub(&table[notify_slot(id)], 1);
@@ -158,8 +165,10 @@ wake_all_locked(void)
 
 /*
  * Reads the daemon's NOTIFY_HELLO and maps the interest table it carries
- * into *tbl (NULL when it carries none). Returns 0, or -1 when the daemon
- * said nothing within a second.
+ * into *tbl. Without a table (none sent, a mapping that fails, no HELLO
+ * within a second from a ds-notify older than the table) *tbl is NULL: the
+ * worker publishes every append, and the daemon counts its subscriptions
+ * in for it (NOTIFY_COUNTED). Returns 0, or -1 when the connection failed.
  */
 static int
 hello(int fd, _Atomic uint32_t **tbl)
@@ -175,7 +184,7 @@ hello(int fd, _Atomic uint32_t **tbl)
 	struct cmsghdr *c;
 	void *p;
 	ssize_t n;
-	int tfd = -1;
+	int tfd = -1, err;
 
 	*tbl = NULL;
 	memset(&msg, 0, sizeof(msg));
@@ -188,7 +197,13 @@ hello(int fd, _Atomic uint32_t **tbl)
 	while ((n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC)) == -1 &&
 	    errno == EINTR)
 		;
+	err = errno;
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
+	if (n == -1 && (err == EAGAIN || err == EWOULDBLOCK)) {
+		ds_app_log("notifier: no hello within a second (an older "
+		    "ds-notify?); publishing every append");
+		return 0;
+	}
 	for (c = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL; c;
 	    c = CMSG_NXTHDR(&msg, c))
 		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
@@ -288,11 +303,9 @@ run(void *arg)
 			pthread_mutex_unlock(&mu);
 		}
 		pthread_mutex_lock(&mu);
-		if (sock == fd) {
-			sock = -1;
-			atomic_store(&connected, 0);
-			ds_metrics_gauge_set(DS_G_NOTIFIER, 0);
-		}
+		sock = -1;	/* send_locked() may have let go already */
+		atomic_store(&connected, 0);
+		ds_metrics_gauge_set(DS_G_NOTIFIER, 0);
 		wake_all_locked();
 		pthread_mutex_unlock(&mu);
 		close(fd);

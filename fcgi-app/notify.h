@@ -13,11 +13,17 @@
  * counts the subscriptions of the ids that hash there: a worker adds one
  * before it sends NOTIFY_SUB (and before its request checks the store), the
  * daemon takes it away when it handles the NOTIFY_UNSUB or drops the
- * connection. A reader counts itself in and then checks the store; an
+ * connection (and counts in itself a SUB its sender could not count:
+ * NOTIFY_COUNTED). A reader counts itself in and then checks the store; an
  * appender commits and then reads the count (both with full barriers):
- * one of them sees the other, so no wake-up is lost. A slot shared with
- * another watched id, or one left counted by a worker that died between
- * the two steps, only costs a publish nobody needed.
+ * one of them sees the other. The daemon handles the connections in the
+ * order epoll gives them, so a PUB may come before the SUB it raced: the
+ * SUB carries the slot's publish generation as the reader saw it, and a
+ * subscriber whose slot was published since is woken at once. A slot
+ * shared with another watched id, or one left counted by a worker that
+ * died between the two steps, only costs a publish nobody needed; a
+ * worker that connects makes every subscriber look again, for the appends
+ * it made before it could publish them.
  *
  * Wake-ups are hints, never the truth: a woken request re-reads the store.
  * When the daemon is unreachable, parked requests poll the store every
@@ -32,8 +38,9 @@
 /* One message each way; SOCK_SEQPACKET keeps the boundaries. */
 struct notify_msg {
 	uint32_t	type;		/* NOTIFY_* */
-	uint32_t	gen;		/* NOTIFY_SUB: the slot's publish
-					   generation when counted in */
+	uint32_t	gen;		/* NOTIFY_SUB: NOTIFY_COUNTED and
+					   the slot's publish generation when
+					   counted in, or 0: not counted */
 	uint64_t	id;		/* stream id */
 };
 
@@ -56,6 +63,14 @@ enum {
  */
 #define NOTIFY_SLOTS	65536
 #define NOTIFY_TABLE_BYTES (2 * NOTIFY_SLOTS * sizeof(uint32_t))
+
+/*
+ * A NOTIFY_SUB without it comes from a worker that has no table (its
+ * mapping failed, the HELLO came late) or predates the table: the daemon
+ * counts it in itself, so that other workers still publish to it.
+ */
+#define NOTIFY_COUNTED	0x80000000u
+#define NOTIFY_GEN_MASK	0x7fffffffu
 
 static inline uint32_t
 notify_slot(uint64_t id)

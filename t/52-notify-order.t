@@ -76,7 +76,8 @@ sub word { my ($i) = @_; sysseek($tb, 4 * $i, 0); sysread($tb, my $b, 4); unpack
 sub word_add { my ($i, $d) = @_; my $v = word($i) + $d; sysseek($tb, 4 * $i, 0); syswrite($tb, pack 'L', $v) }
 sub count_of { word(slot_of($_[0])) }
 # reader_sub($fh, $id): count in, then SUB with the generation read after.
-sub reader_sub { my ($fh, $id) = @_; word_add(slot_of($id), 1); send_msg($fh, SUB, $id, word(65536 + slot_of($id))) }
+# (NOTIFY_COUNTED: this SUB is counted in already; the generation is in the low 31 bits.)
+sub reader_sub { my ($fh, $id) = @_; word_add(slot_of($id), 1); send_msg($fh, SUB, $id, 0x80000000 | (word(65536 + slot_of($id)) & 0x7fffffff)) }
 sub reader_unsub { my ($fh, $id) = @_; send_msg($fh, UNSUB, $id) }
 # appender_pub($fh, $id): when counted, bump the generation, then PUB.
 sub appender_pub { my ($fh, $id) = @_; return unless count_of($id); word_add(65536 + slot_of($id), 1); send_msg($fh, PUB, $id) }
@@ -119,4 +120,14 @@ reader_sub($r, 77);                # reader 2: counted, subscribed again
 reader_unsub($r, 77);              # reader 2 leaves; its UNSUB arrives
 sleep 0.1;
 is(count_of(77), 0, 'no reader left on stream 77: its slot is back to 0');
+
+# A worker without the table (its mapping failed, its HELLO came late, or it predates the
+# table) sends NOTIFY_SUB without NOTIFY_COUNTED: the daemon counts it in for it, so that
+# the others still publish to its readers, and out again with its UNSUB.
+send_msg($r, SUB, 88);
+sleep 0.1;
+is(count_of(88), 1, 'an uncounted SUB is counted in by the daemon');
+reader_unsub($r, 88);
+sleep 0.1;
+is(count_of(88), 0, '... and out with its UNSUB');
 done_testing;

@@ -229,7 +229,7 @@ subtest 'appends are published to ds-notify only while a reader waits on the str
 	cmp_ok(time - $t0, '<', 0.5, '... at once, not at a re-check');
 	is($pubs->(), $p0 + 1, 'that append was published');
 
-	# The daemon uncounts the reader's subscription when the worker drops it.
+	# The daemon counts the reader's subscription out when it handles the worker's UNSUB.
 	my ($n, $t1) = (0, time);
 	while (time - $t1 < 5) {
 		my $before = $pubs->();
