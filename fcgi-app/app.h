@@ -81,7 +81,7 @@ int		 ds_respond(struct ds_req *, int status, const char *ctype,
 		    const void *body, size_t len);
 int		 ds_respond_error(struct ds_req *, int status, const char *msg);
 int		 ds_respond_store_error(struct ds_req *, enum ds_err);
-/* With --test-hooks, sleeps as X-DS-Test-Pause asks (handlers.c). */
+/* With --test-hooks, sleeps as X-DS-Test-Pause asks (http.c). */
 void		 ds_test_pause(struct ds_req *);
 int64_t		 ds_now_ms(void);
 void		 ds_finish(FCGX_Request *, int input_done);

@@ -99,26 +99,6 @@ closed_header(struct ds_req *r, int *closed)
 #define REPLACED_TRIES 3
 
 /*
- * Test hook, only with ds-fcgi --test-hooks: sleeps as long as the
- * X-DS-Test-Pause header asks (ms, at most 10 s) between a handler's check
- * of a stream and the store call that acts on it, so that a test can race
- * a DELETE and a PUT (or a trim) against that window deterministically.
- */
-void
-ds_test_pause(struct ds_req *r)
-{
-	const char *v;
-	uint64_t ms;
-
-	if (!r->cfg->test_hooks ||
-	    (v = ds_param(r, "HTTP_X_DS_TEST_PAUSE")) == NULL ||
-	    ds_parse_uint(v, strlen(v), 10000, &ms) == -1)
-		return;
-	nanosleep(&(struct timespec){ (time_t)(ms / 1000),
-	    (long)(ms % 1000) * 1000000L }, NULL);
-}
-
-/*
  * Reads the optional TTL/expiry headers of a PUT (PROTOCOL 5.1). Returns 0,
  * or -1 after answering 400.
  */

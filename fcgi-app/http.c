@@ -38,6 +38,26 @@ ds_param(const struct ds_req *r, const char *name)
 }
 
 /*
+ * Test hook, only with ds-fcgi --test-hooks: sleeps as long as the
+ * X-DS-Test-Pause header asks (ms, at most 10 s) between a handler's check
+ * of a stream and the store call that acts on it, so that a test can race
+ * a DELETE and a PUT (or a trim) against that window deterministically.
+ */
+void
+ds_test_pause(struct ds_req *r)
+{
+	const char *v;
+	uint64_t ms;
+
+	if (!r->cfg->test_hooks ||
+	    (v = ds_param(r, "HTTP_X_DS_TEST_PAUSE")) == NULL ||
+	    ds_parse_uint(v, strlen(v), 10000, &ms) == -1)
+		return;
+	nanosleep(&(struct timespec){ (time_t)(ms / 1000),
+	    (long)(ms % 1000) * 1000000L }, NULL);
+}
+
+/*
  * The request's Content-Type as the client sent it, or NULL when it sent
  * none. Front servers differ: nginx passes it as both CONTENT_TYPE and
  * HTTP_CONTENT_TYPE, lighttpd as CONTENT_TYPE only, and Caddy's FastCGI
