@@ -24,17 +24,6 @@ alarm 90;
 
 my $T = { 'Content-Type' => 'text/plain' };
 
-# park($s, $path, $offset, $mode): open a raw connection with a live GET; returns the socket.
-sub park {
-	my ($s, $path, $offset, $mode) = @_;
-	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $s->port,
-		Proto => 'tcp', Timeout => 5) or die "connect: $!";
-	$sock->autoflush(1);
-	print $sock "GET /v1/stream/$path?offset=$offset&live=$mode HTTP/1.1\r\n"
-		. "Host: 127.0.0.1\r\nConnection: close\r\n\r\n";
-	return $sock;
-}
-
 # started(\@socks, $limit): how many of the sockets received a response head within $limit
 # seconds (an SSE reader then holds its thread).  Reads what came, leaves the sockets open.
 sub started {
@@ -84,7 +73,7 @@ sub tail_of {
 sub round {
 	my ($s, $path, $n, $word) = @_;
 	my $tail = tail_of($s, $path);
-	my @socks = map { park($s, $path, $tail, 'long-poll') } 1 .. $n;
+	my @socks = map { $s->live_socket($path, $tail, 'long-poll') } 1 .. $n;
 	sleep 0.5;    # let them park
 	my $t0 = time;
 	$s->req(POST => $path, $T, $word)->{status} == 204 or die "append failed";
@@ -108,7 +97,7 @@ subtest 'with ds-notify SIGKILLed, parked readers still get an append within a s
 	chomp($npid = do { local (@ARGV, $/) = $pidfile; <> } // '');
 	ok($npid =~ /^\d+$/ && kill(0, $npid), "ds-notify runs (pid $npid)");
 	my $tail = tail_of($s, 'live/a');
-	my @socks = map { park($s, 'live/a', $tail, 'long-poll') } 1 .. 6;
+	my @socks = map { $s->live_socket('live/a', $tail, 'long-poll') } 1 .. 6;
 	sleep 0.5;
 	kill 'KILL', $npid;
 	sleep 0.3;
@@ -164,7 +153,7 @@ sub fds_down_to {
 subtest 'long-poll: parked readers hold no thread, and hung-up ones are released' => sub {
 	my $base = fds();
 	my $tl = tail_of($w, 'live/b');
-	my @p = map { park($w, 'live/b', $tl, 'long-poll') } 1 .. 20;
+	my @p = map { $w->live_socket('live/b', $tl, 'long-poll') } 1 .. 20;
 	sleep 0.5;
 	my $r = HTTP::Tiny->new(timeout => 1.5, keep_alive => 0)->request(HEAD => $w->url('live/b'));
 	is($r->{status}, 200, 'long-poll: 20 parked readers leave all 4 threads free (HEAD answered)');
@@ -177,7 +166,7 @@ subtest 'long-poll: parked readers hold no thread, and hung-up ones are released
 };
 subtest 'long-poll: 20 readers parked on one worker all get the append' => sub {
 	my $tl = tail_of($w, 'live/b');
-	my @p = map { park($w, 'live/b', $tl, 'long-poll') } 1 .. 20;
+	my @p = map { $w->live_socket('live/b', $tl, 'long-poll') } 1 .. 20;
 	sleep 0.5;
 	my $t1 = time;
 	$w->must(204, POST => 'live/b', $T, 'after-long-poll');
@@ -187,7 +176,7 @@ subtest 'long-poll: 20 readers parked on one worker all get the append' => sub {
 subtest 'long-poll: an append over 64 KiB reaches parked readers whole' => sub {
 	# An append too large for the lot to write itself (> 64 KiB) is answered from a thread.
 	my $tl = tail_of($w, 'live/b');
-	my @p = map { park($w, 'live/b', $tl, 'long-poll') } 1 .. 3;
+	my @p = map { $w->live_socket('live/b', $tl, 'long-poll') } 1 .. 3;
 	sleep 0.5;
 	my $big = 'B' x 200_000 . 'end-of-big';
 	my $t1 = time;
@@ -198,7 +187,7 @@ subtest 'long-poll: an append over 64 KiB reaches parked readers whole' => sub {
 subtest 'long-poll: a stopping worker answers its waiting readers with 204' => sub {
 	# A worker told to stop answers its waiting long-polls (204: poll again) before it exits.
 	my $tl = tail_of($w, 'live/b');
-	my @p = map { park($w, 'live/b', $tl, 'long-poll') } 1 .. 3;
+	my @p = map { $w->live_socket('live/b', $tl, 'long-poll') } 1 .. 3;
 	sleep 0.5;
 	my $t1 = time;
 	$w->kill_worker('TERM');
@@ -209,7 +198,7 @@ subtest 'long-poll: a stopping worker answers its waiting readers with 204' => s
 subtest 'SSE: readers keep a thread each for the stream and give it back when they hang up' => sub {
 	my $mode = 'sse';
 	my $tl = tail_of($w, 'live/b');
-	my @p = map { park($w, 'live/b', $tl, $mode) } 1 .. 4;
+	my @p = map { $w->live_socket('live/b', $tl, $mode) } 1 .. 4;
 	is(started(\@p, 5), 4, "$mode: 4 readers got their stream's head");
 	my $h = HTTP::Tiny->new(timeout => 1.5, keep_alive => 0);
 	my $r = $h->request(HEAD => $w->url('live/b'));
@@ -224,7 +213,7 @@ subtest 'SSE: readers keep a thread each for the stream and give it back when th
 	ok($ok, sprintf('%s: threads free again %.1f s after the readers hung up', $mode, time - $t));
 	# The pool is back: 3 new readers park (a fourth thread serves the append) and all get it.
 	$tl = tail_of($w, 'live/b');
-	@p = map { park($w, 'live/b', $tl, $mode) } 1 .. 3;
+	@p = map { $w->live_socket('live/b', $tl, $mode) } 1 .. 3;
 	sleep 0.5;
 	my $t1 = time;
 	my $word = "after-$mode";
@@ -249,7 +238,7 @@ subtest 'a stopping worker accepts no new request' => sub {
 	$x->kill_worker('TERM');
 	ok($x->wait_pool(10), 'the worker was replaced');
 	my $tl = tail_of($x, 'live/stop');
-	my @p = map { park($x, 'live/stop', $tl, 'long-poll') } 1 .. 8;
+	my @p = map { $x->live_socket('live/stop', $tl, 'long-poll') } 1 .. 8;
 	sleep 3.5;    # the old worker finished its paused request and exited
 	my $t1 = time;
 	$x->must(204, POST => 'live/stop', $T, "after-stop\n");

@@ -34,16 +34,6 @@ my $ROUNDS = $ENV{DS_ROUNDS} // 60;
 my $s = Stack->start(workers => 4, threads => 8, env => { DS_NOTIFY_RESTART_S => 0 });
 my $pidfile = $s->data_dir . '/run/ds-notify.pid';
 
-sub park {
-	my ($path, $offset) = @_;
-	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $s->port,
-		Proto => 'tcp', Timeout => 5) or die "connect: $!";
-	$sock->autoflush(1);
-	print $sock "GET /v1/stream/$path?offset=$offset&live=long-poll HTTP/1.1\r\n"
-		. "Host: 127.0.0.1\r\nConnection: close\r\n\r\n";
-	return $sock;
-}
-
 # wait_word($sock, $word, $t0, $limit): seconds after $t0 when $word came, or undef.
 sub wait_word {
 	my ($sock, $word, $t0, $limit) = @_;
@@ -70,7 +60,7 @@ sub connected {
 sub one_round {
 	my ($path, $word, $delay) = @_;
 	my $tail = tail_of($path);
-	my $lp = park($path, $tail);
+	my $lp = $s->live_socket($path, $tail, 'long-poll');
 	sleep $delay;
 	my $t0 = time;
 	$s->req(POST => $path, $T, $word)->{status} == 204 or die "append failed";
@@ -99,8 +89,8 @@ subtest 'readers come and go while one waits' => sub {
 	my @slow;
 	for my $i (1 .. 20) {
 		my $tail = tail_of('w/b');
-		my $stay = park('w/b', $tail);
-		my @go = map { park('w/b', $tail) } 1 .. 6;
+		my $stay = $s->live_socket('w/b', $tail, 'long-poll');
+		my @go = map { $s->live_socket('w/b', $tail, 'long-poll') } 1 .. 6;
 		sleep 0.15;
 		close $_ for @go;    # their workers notice within a second or so and unsubscribe
 		sleep 1.3;

@@ -118,19 +118,6 @@ subtest 'max-bytes on a byte stream' => sub {
 		. $tail / 1024 . ' KiB appended)');
 };
 
-# ---- offset=-1 live reads and a trim between their first look and their first read -----------
-# ds-fcgi --test-hooks: X-DS-Test-Pause holds a live read between its look at the stream and its
-# first read; the trim that lands there must not make offset=-1 answer 410 (or end an SSE stream).
-sub open_paused {
-	my ($path, $mode, $ms) = @_;
-	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $s->port,
-		Proto => 'tcp', Timeout => 5) or die "connect: $!";
-	$sock->autoflush(1);
-	print $sock "GET /v1/stream/$path?offset=-1&live=$mode HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-		. "X-DS-Test-Pause: $ms\r\nConnection: close\r\n\r\n";
-	return $sock;
-}
-
 sub read_until {    # what $sock sends until $re matches or it closes, within $secs
 	my ($sock, $re, $secs) = @_;
 	my $sel = IO::Select->new($sock);
@@ -148,8 +135,8 @@ subtest 'offset=-1 live reads start where a trim left off, even one after their 
 	$s->must(204, POST => $p, $T, sprintf('%05d', $_) . ('x' x 10234) . "\n") for 0 .. 59;
 	my $e1 = wait_earliest($p, sub { $_[0] > 0 }, 5);
 	ok($e1, "trimmed once (earliest $e1)") or return;
-	my $lp = open_paused($p, 'long-poll', 2000);
-	my $sse = open_paused($p, 'sse', 2000);
+	my $lp = $s->live_socket($p, -1, 'long-poll', 'X-DS-Test-Pause' => 2000);
+	my $sse = $s->live_socket($p, -1, 'sse', 'X-DS-Test-Pause' => 2000);
 	sleep 0.5;    # both have looked at the stream and sleep before their first read
 	$s->must(204, POST => $p, $T, sprintf('%05d', $_) . ('x' x 10234) . "\n") for 60 .. 99;
 	my $e2 = wait_earliest($p, sub { $_[0] > $e1 + 200 * 1024 }, 5);

@@ -173,15 +173,6 @@ sub wait_for {
 	return $v;
 }
 
-sub open_live {
-	my ($path, $mode) = @_;
-	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $s->port,
-		Proto => 'tcp', Timeout => 5) or die "connect: $!";
-	$sock->autoflush(1);
-	print $sock "GET /v1/stream/$path?offset=now&live=$mode HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
-	return $sock;
-}
-
 subtest 'gauges: long-polls waiting, SSE readers, notifier, LMDB map' => sub {
 	my $m = scrape($s);
 	is($m->{ds_longpolls_waiting}, 0, 'no long-poll waiting yet');
@@ -191,13 +182,13 @@ subtest 'gauges: long-polls waiting, SSE readers, notifier, LMDB map' => sub {
 		'LMDB map: used + free = size');
 	cmp_ok($m->{ds_lmdb_map_used_bytes}, '>', 0, 'LMDB map: some of it used');
 
-	my $lp = open_live('a', 'long-poll');
+	my $lp = $s->live_socket('a', 'now', 'long-poll');
 	is(wait_for('ds_longpolls_waiting', 1, 5), 1, 'a parked long-poll counts');
 	$s->must(204, POST => 'a', $T, 'wake');
 	is(wait_for('ds_longpolls_waiting', 0, 5), 0, 'answered, it counts no more');
 	close $lp;
 
-	my $sse = open_live('a', 'sse');
+	my $sse = $s->live_socket('a', 'now', 'sse');
 	is(wait_for('ds_sse_readers', 1, 5), 1, 'a connected SSE reader counts');
 	close $sse;
 	is(wait_for('ds_sse_readers', 0, 10), 0, 'gone, it counts no more (seen at a heartbeat)');
@@ -213,7 +204,7 @@ subtest 'appends are published to ds-notify only while a reader waits on the str
 	$s->must(204, POST => 'quiet', $T, "n$_") for 1 .. 20;
 	is($pubs->(), $p0, '20 appends nobody waits for: nothing published');
 
-	my $lp = open_live('quiet', 'long-poll');
+	my $lp = $s->live_socket('quiet', 'now', 'long-poll');
 	is(wait_for('ds_longpolls_waiting', 1, 5), 1, 'a long-poll parks on the stream');
 	my $t0 = time;
 	$s->must(204, POST => 'quiet', $T, 'wake');

@@ -569,6 +569,19 @@ sub read_all {
 	croak "read_all $path: too many chunks";
 }
 
+# live_socket($path, $offset, $mode, [%headers]): a new TCP connection that has sent a live GET
+# (long-poll or sse) of $path from $offset (Connection: close); returns the socket, unread.
+sub live_socket {
+	my ($self, $path, $offset, $mode, %hdr) = @_;
+	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port},
+		Proto => 'tcp', Timeout => 5) or croak "connect: $!";
+	$sock->autoflush(1);
+	my $h = join '', map { "$_: $hdr{$_}\r\n" } sort keys %hdr;
+	print $sock "GET /v1/stream/$path?offset=$offset&live=$mode HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+		. "${h}Connection: close\r\n\r\n";
+	return $sock;
+}
+
 # raw($request_bytes, [$timeout = 10]): send bytes as they are over a new TCP connection and read
 # the answer until the server closes.  Returns { status, reason, headers => {lc name => value},
 # content, raw }; status 0 when there was no parsable answer.
