@@ -18,7 +18,6 @@ use File::Temp qw(tempdir);
 use JSON::PP;
 use Time::HiRes qw(time sleep);
 use IO::Select;
-use IO::Socket::INET;
 use Stack;
 
 local $SIG{ALRM} = sub { die "75-retention: timed out after 120 s\n" };
