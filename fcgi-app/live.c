@@ -8,6 +8,7 @@
  * whether the front server has hung up.
  */
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -107,11 +108,103 @@ live_longpoll(struct ds_req *r, uint64_t from, const char *cursor)
 	notify_watch_end(w);
 }
 
+/*
+ * SSE readers of one stream at one position wake together on an append and
+ * would each read the same bytes: the last small reads are shared. A read
+ * is reused by a reader that saw the same change count of the same watch
+ * of the stream (notify.c) before it looked, so it is as fresh as a read
+ * of its own: a change not counted yet wakes it again. Reads over
+ * SHARE_MAX bytes (a reader catching up) are not kept, nor reads of a
+ * reader without a watch (it polls).
+ */
+#define SHARE_SLOTS	16
+#define SHARE_MAX	(64 * 1024)
+
+struct share {
+	uint64_t		 id, from, serial, seen;
+	struct ds_stream_info	 info;
+	char			*data;
+	size_t			 len;
+	unsigned		 refs;		/* readers writing it out */
+	int			 valid;
+};
+
+static pthread_mutex_t	 share_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct share	 shares[SHARE_SLOTS];
+
+/*
+ * Reads for an SSE reader of stream id from from, or takes the same read
+ * another reader made after the same change (seen, on watch w). *sh is
+ * the shared read to give back with share_done(), or NULL when *data is
+ * the caller's.
+ */
+static enum ds_err
+share_read(struct ds_req *r, uint64_t id, uint64_t from,
+    struct notify_watch *w, uint64_t seen, struct ds_stream_info *info,
+    char **data, size_t *len, struct share **sh)
+{
+	struct share *s = &shares[(id ^ from) % SHARE_SLOTS];
+	uint64_t serial;
+	enum ds_err e;
+
+	*sh = NULL;
+	if (w == NULL || from == DS_POS_FIRST)
+		return ds_store_read(r->store, r->path, from, r->cfg->chunk,
+		    ds_now_ms(), info, data, len);
+	serial = notify_watch_serial(w);
+	pthread_mutex_lock(&share_mu);
+	if (s->valid && s->id == id && s->from == from &&
+	    s->serial == serial && s->seen == seen) {
+		s->refs++;
+		*info = s->info;
+		*data = s->data;
+		*len = s->len;
+		*sh = s;
+		pthread_mutex_unlock(&share_mu);
+		return DS_OK;
+	}
+	pthread_mutex_unlock(&share_mu);
+	e = ds_store_read(r->store, r->path, from, r->cfg->chunk, ds_now_ms(),
+	    info, data, len);
+	if (e != DS_OK || info->id != id || *len > SHARE_MAX)
+		return e;
+	pthread_mutex_lock(&share_mu);
+	if (s->refs == 0) {
+		free(s->data);
+		s->id = id;
+		s->from = from;
+		s->serial = serial;
+		s->seen = seen;
+		s->info = *info;
+		s->data = *data;
+		s->len = *len;
+		s->valid = 1;
+		s->refs = 1;
+		*sh = s;
+	}
+	pthread_mutex_unlock(&share_mu);
+	return e;
+}
+
+/* Gives back a read of share_read(). */
+static void
+share_done(struct share *sh, char *data)
+{
+	if (sh == NULL) {
+		free(data);
+		return;
+	}
+	pthread_mutex_lock(&share_mu);
+	sh->refs--;
+	pthread_mutex_unlock(&share_mu);
+}
+
 static void
 live_sse(struct ds_req *r, uint64_t from, const char *cursor)
 {
 	struct ds_stream_info info;
 	struct notify_watch *w;
+	struct share *sh = NULL;
 	char *data = NULL;
 	size_t len;
 	uint64_t seen, id;
@@ -132,8 +225,7 @@ live_sse(struct ds_req *r, uint64_t from, const char *cursor)
 	beat = now + r->cfg->heartbeat_ms;
 	for (;;) {
 		seen = notify_watch_seen(w);
-		e = ds_store_read(r->store, r->path, from, r->cfg->chunk,
-		    ds_now_ms(), &info, &data, &len);
+		e = share_read(r, id, from, w, seen, &info, &data, &len, &sh);
 		if (e != DS_OK || info.id != id)
 			break;		/* deleted: end the stream */
 		if (from == DS_POS_FIRST)
@@ -148,7 +240,8 @@ live_sse(struct ds_req *r, uint64_t from, const char *cursor)
 			ds_sse_control(r, from, at_tail, closed, cursor);
 		} else if (wrote)
 			ds_sse_control(r, from, 1, closed, cursor);
-		free(data);
+		share_done(sh, data);
+		sh = NULL;
 		data = NULL;
 		first = 0;
 		if (wrote && FCGX_FFlush(r->fr->out) == -1)
@@ -170,7 +263,7 @@ live_sse(struct ds_req *r, uint64_t from, const char *cursor)
 			break;
 		notify_watch_wait(w, seen, deadline < beat ? deadline : beat);
 	}
-	free(data);
+	share_done(sh, data);
 	notify_watch_end(w);
 	ds_metrics_gauge_add(DS_G_SSE, -1);
 }

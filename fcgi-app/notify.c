@@ -32,6 +32,7 @@
 
 struct notify_watch {
 	uint64_t	 id;
+	uint64_t	 serial;	/* never the same for two watches */
 	unsigned	 refs;		/* requests parked on id here */
 	_Atomic uint32_t gen;		/* bumped on every change of id; the
 					   futex word parked requests sleep on */
@@ -41,6 +42,7 @@ struct notify_watch {
 static pthread_mutex_t	 mu = PTHREAD_MUTEX_INITIALIZER;
 static struct notify_watch *buckets[NBUCKETS];
 static int		 sock = -1;	/* daemon connection, or -1 */
+static uint64_t		 serials;	/* watches made, for their serials */
 static _Atomic uint32_t	*table;		/* its interest table, or NULL */
 static atomic_int	 connected;	/* sock != -1, read without mu */
 static char		*sockpath;
@@ -366,6 +368,7 @@ notify_watch_begin(uint64_t id)
 			return NULL;
 		}
 		w->id = id;
+		w->serial = ++serials;
 		*pp = w;
 		sub_locked(id);
 	}
@@ -378,6 +381,12 @@ uint64_t
 notify_watch_seen(struct notify_watch *w)
 {
 	return w ? atomic_load(&w->gen) : 0;
+}
+
+uint64_t
+notify_watch_serial(const struct notify_watch *w)
+{
+	return w->serial;
 }
 
 void

@@ -108,6 +108,12 @@ struct notify_watch *notify_watch_begin(uint64_t id);
 uint64_t notify_watch_seen(struct notify_watch *);
 
 /*
+ * The watch's serial: no two watches of the process share one, so a
+ * (serial, change counter) pair names one state of one stream's watch.
+ */
+uint64_t notify_watch_serial(const struct notify_watch *);
+
+/*
  * Waits until the stream changes after seen, deadline_ms (CLOCK_MONOTONIC
  * milliseconds) passes, or a poll interval elapses (short while the daemon
  * is away). The caller re-checks the store after every return.

@@ -136,6 +136,61 @@ subtest 'scripts/run restarts ds-notify, the workers reconnect and push resumes'
 subtest 'losing ds-notify costs no data: every append stored once, in order' => sub {
 	is(($s->read_all('live/a'))[0], 'push-onewhile-downpush-two', 'every append stored once, in order');
 };
+
+# SSE readers at one position share one read per change (fcgi-app/live.c); readers elsewhere in
+# the same stream, and later readers of the same position, must still get exactly their bytes.
+sub sse_text {    # the data of the "data" events in the raw response $raw, concatenated
+	my ($raw) = @_;
+	my ($head, $rest) = split /\r\n\r\n/, $raw, 2;
+	return '' unless defined $rest;
+	my $buf = $rest;
+	if ($head =~ /^transfer-encoding:\s*chunked/mi) {    # whole chunks only
+		$buf = '';
+		while ($rest =~ s/^([0-9a-fA-F]+)\r\n//) {
+			my $n = hex $1;
+			last if $n == 0 || length($rest) < $n + 2;
+			$buf .= substr($rest, 0, $n);
+			substr($rest, 0, $n + 2) = '';
+		}
+	}
+	my $out = '';
+	for my $ev (split /\n\n/, $buf) {
+		next unless $ev =~ /^event: data\n/;
+		$out .= join "\n", map { /^data: ?(.*)$/ ? $1 : () } split /\n/, $ev;
+	}
+	return $out;
+}
+
+subtest 'SSE: readers of one stream each get the bytes from their own offset' => sub {
+	$s->must(201, PUT => 'live/share', $T, '0123456789');
+	my %want = (tail => '', 0 => '0123456789', 5 => '56789');
+	my %at = (tail => tail_of($s, 'live/share'), 0 => sprintf('%016d_%016d', 0, 0),
+		5 => sprintf('%016d_%016d', 0, 5));
+	my @r = map { my $k = $_; map { [ $k, $s->live_socket('live/share', $at{$k}, 'sse'), '' ] } 1 .. ($k eq 'tail' ? 12 : 4) }
+		qw(tail 0 5);
+	sleep 0.5;
+	for my $word (qw(AAAA BBBB CCCC)) {
+		$s->must(204, POST => 'live/share', $T, $word);
+		$want{$_} .= $word for keys %want;
+		sleep 0.1;
+	}
+	# A reader that comes now, at the position the first ones started from.
+	push @r, [ 'late', $s->live_socket('live/share', $at{tail}, 'sse'), '' ];
+	$want{late} = $want{tail};
+	my $sel = IO::Select->new(map { $_->[1] } @r);
+	my $t0 = time;
+	while (time - $t0 < 5 && grep { sse_text($_->[2]) ne $want{ $_->[0] } } @r) {
+		for my $fh ($sel->can_read(0.2)) {
+			my ($e) = grep { $_->[1] == $fh } @r;
+			sysread($fh, $e->[2], 65536, length $e->[2]) or $sel->remove($fh);
+		}
+	}
+	my @bad = grep { sse_text($_->[2]) ne $want{ $_->[0] } } @r;
+	is(scalar @bad, 0, scalar(@r) . ' SSE readers at three offsets, and a late one: each got its own bytes')
+		or diag(join "\n", map { "$_->[0]: got '" . sse_text($_->[2]) . "'" } @bad);
+	close $_->[1] for @r;
+};
+
 $s->stop;
 
 # --- parked long-polls hold no thread; hung-up readers free what they held ------------------
