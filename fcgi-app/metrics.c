@@ -355,7 +355,8 @@ ds_metrics_text(struct ds_store *store, size_t *len)
 	one(o, "ds_streams_expired_total", "counter",
 	    "Streams dropped at their TTL or Expires-At.", t.st.expiries);
 	head(o, "ds_fsyncs_total", "counter",
-	    "fsyncs: segment (append data), lmdb (metadata commit).");
+	    "fsyncs: segment (append data, or the flush shared by appends "
+	    "written into segments' room), lmdb (metadata commit).");
 	for (i = 0; i < DS_SYNC_KINDS; i++)
 		fprintf(o, "ds_fsyncs_total{file=\"%s\"} %" PRIu64 "\n",
 		    kinds[i], t.st.syncs[i]);
@@ -368,7 +369,7 @@ ds_metrics_text(struct ds_store *store, size_t *len)
 		    t.st.sync_us[i], 1e6);
 	}
 	head(o, "ds_append_batch_size", "histogram",
-	    "Appends written with one write and one fdatasync.");
+	    "Appends written with one write and one sync.");
 	histogram(o, "ds_append_batch_size", "", batch_bounds, t.st.batch_le,
 	    DS_BATCH_BUCKETS - 1, t.st.batches, t.st.appends, 1);
 	one(o, "ds_longpolls_waiting", "gauge",

@@ -555,7 +555,7 @@ DS_EXPORT enum ds_err ds_store_punch(struct ds_store *, const char *path,
  * buckets are not cumulative: *_le[i] counts observations above bound i-1
  * and at most bound i; the last bucket takes everything above.
  */
-#define DS_SYNC_DATA	0	/* fdatasync of a segment after an append */
+#define DS_SYNC_DATA	0	/* a segment's fdatasync, or the shared flush */
 #define DS_SYNC_META	1	/* sync of the LMDB environment */
 #define DS_SYNC_KINDS	2
 #define DS_FSYNC_BOUNDS_US 100, 250, 500, 1000, 2500, 5000, 10000, 25000, \
