@@ -330,7 +330,9 @@ enum ds_sub_type { DS_SUB_WEBHOOK = 1, DS_SUB_PULL = 2 };
 #define DS_LINK_EXPLICIT 0x2u
 
 /* Subscription flags. */
-#define DS_SUB_F_DELETED 0x1u	/* tombstone: the id answers 404 */
+#define DS_SUB_F_DELETED 0x1u	/* an earlier version's tombstone: the
+					   id answers 404 (deletes now remove
+					   the record) */
 #define DS_SUB_F_FAILED	 0x2u	/* the last delivery failed: retry due */
 
 struct ds_sub {

@@ -5,7 +5,9 @@
  *
  * Layout in LMDB:
  *   subs      id -> a fixed header (struct sub_hdr) and length-prefixed
- *             strings; a deleted subscription stays as a tombstone.
+ *             strings. A deleted subscription's record goes; records
+ *             that earlier versions kept as tombstones (DS_SUB_F_DELETED)
+ *             read as absent and are removed by a create of their id.
  *   sublinks  sid (8 bytes, big-endian, so one subscription's links are
  *             adjacent) + stream path -> struct ds_link_rec.
  *   secrets   name -> bytes: "sid" (the last sid handed out), the token
@@ -68,7 +70,7 @@ get_str(const char *buf, size_t len, size_t *at, char *out, size_t outsz)
 	return 0;
 }
 
-/* Reads subscription id into *sub (tombstones included). */
+/* Reads subscription id into *sub (old tombstones included). */
 enum ds_err
 ds_sub_load(struct ds_store *s, MDB_txn *txn, const char *id,
     struct ds_sub *sub)
@@ -271,18 +273,26 @@ ds_sub_delete(struct ds_store *s, const char *id)
 {
 	struct ds_sub sub;
 	MDB_txn *txn;
+	MDB_val k;
 	enum ds_err e;
+	int rc;
 
 	if ((e = ds_sub_begin_live(s, id, &txn, &sub)) != DS_OK)
 		return e;
 	if ((e = ds_links_drop(s, txn, sub.sid)) != DS_OK)
 		goto out;
-	sub.flags = DS_SUB_F_DELETED;
-	sub.wake_id[0] = sub.holder[0] = '\0';
-	sub.lease_until = sub.send_until = 0;
-	sub.event_due = 0;
-	if ((e = ds_sub_store(s, txn, id, &sub)) != DS_OK)
+	/*
+	 * No tombstone: sids are never reused (the "sid" secret), so a token
+	 * or a wake of this subscription cannot match one created again
+	 * under its id, and the records of subscriptions long gone would
+	 * only grow the scans of every delivery pass.
+	 */
+	k.mv_data = (void *)id;
+	k.mv_size = strlen(id);
+	if ((rc = mdb_del(txn, s->subs, &k, NULL)) != 0) {
+		e = ds_mdb_err(__func__, "mdb_del", rc);
 		goto out;
+	}
 	return ds_txn_commit_sync(s, txn);
 out:
 	mdb_txn_abort(txn);

@@ -246,11 +246,14 @@ ds_sub_sent(struct ds_store *s, const char *id, uint64_t gen,
 		return DS_ENOMEM;
 	if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
 		goto done;
-	if ((e = ds_sub_load(s, txn, id, sub)) != DS_OK)
+	if ((e = ds_sub_load(s, txn, id, sub)) == DS_ENOTFOUND ||
+	    (e == DS_OK && ((sub->flags & DS_SUB_F_DELETED) ||
+	    sub->generation != gen || strcmp(sub->wake_id, wake_id) != 0))) {
+		e = DS_OK;	/* deleted, or over already: nothing to record */
 		goto out;
-	if ((sub->flags & DS_SUB_F_DELETED) || sub->generation != gen ||
-	    strcmp(sub->wake_id, wake_id) != 0)
-		goto out;	/* over already: nothing to record */
+	}
+	if (e != DS_OK)
+		goto out;
 	if (outcome == 0) {
 		wake_clear(sub);
 		sub->attempts++;

@@ -181,7 +181,9 @@ test_webhook_states(void)
 	struct ds_create c;
 	struct ds_stream_info info;
 	struct ds_append_res res;
+	char wake[DS_WAKEID_LEN + 1];
 	size_t n;
+	uint64_t sid, gen;
 	int64_t due;
 	int issued, pending;
 
@@ -243,9 +245,27 @@ test_webhook_states(void)
 	must_ds(ds_sub_step(s, "w", 99999, 2, 100, &issued, &due, &out, &l,
 	    &n));
 	ok(!issued && due == 0, "idle: nothing due");
+	sid = out.sid;
+	gen = out.generation;
+	snprintf(wake, sizeof(wake), "%s", out.wake_id);
 	must_ds(ds_sub_delete(s, "w"));
 	is_int(ds_sub_get(s, "w", &out, NULL, NULL), DS_ENOTFOUND,
 	    "deleted: not found");
+	{
+		MDB_txn *txn;
+		MDB_val k = { 1, (char []){ "w" } }, v;
+
+		must(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) == 0,
+		    "txn");
+		is_int(mdb_get(txn, s->subs, &k, &v), MDB_NOTFOUND,
+		    "no tombstone: the record is gone");
+		mdb_txn_abort(txn);
+	}
+	is_int(ds_sub_sent(s, "w", gen, wake, 2, 0, NULL, 0, 99999,
+	    &pending), DS_OK, "a webhook answer after the delete records "
+	    "nothing");
+	must_ds(ds_sub_create(s, "w", sub, NULL, 0, &out));
+	ok(out.sid != sid, "created again under its id: a new sid");
 	free(sub);
 	store_end(s);
 }
