@@ -84,6 +84,21 @@ push(void *arrp, size_t *n, size_t *cap, size_t sz, const void *v)
 	return 0;
 }
 
+/*
+ * Sends a NOTIFY_WAKE for id to one worker. Never blocks the loop on a
+ * slow worker: a wake-up it misses is covered by its periodic re-check.
+ */
+static void
+wake(int fd, uint64_t id)
+{
+	struct notify_msg m;
+
+	memset(&m, 0, sizeof(m));
+	m.type = NOTIFY_WAKE;
+	m.id = id;
+	(void)send(fd, &m, sizeof(m), MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
 /* Takes a subscription of id out of the interest table; never below 0. */
 static void
 uncount(uint64_t id)
@@ -93,7 +108,7 @@ uncount(uint64_t id)
 
 	if (table == NULL)
 		return;
-	slot = &table[notify_slot(id)];
+	slot = notify_count(table, id);
 	v = atomic_load(slot);
 	while (v > 0 && !atomic_compare_exchange_weak(slot, &v, v - 1))
 		;
@@ -106,16 +121,10 @@ uncount(uint64_t id)
 static void
 woken_if_moved(int fd, uint64_t id, uint32_t gen)
 {
-	struct notify_msg m;
-
-	if (table == NULL || !(gen & NOTIFY_COUNTED) ||
-	    (atomic_load(&table[NOTIFY_SLOTS + notify_slot(id)]) &
-	    NOTIFY_GEN_MASK) == (gen & NOTIFY_GEN_MASK))
-		return;
-	memset(&m, 0, sizeof(m));
-	m.type = NOTIFY_WAKE;
-	m.id = id;
-	(void)send(fd, &m, sizeof(m), MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (table != NULL && (gen & NOTIFY_COUNTED) &&
+	    (atomic_load(notify_gen(table, id)) & NOTIFY_GEN_MASK) !=
+	    (gen & NOTIFY_GEN_MASK))
+		wake(fd, id);
 }
 
 static void
@@ -132,7 +141,7 @@ subscribe(int fd, uint64_t id, uint32_t gen)
 	 * up for good.
 	 */
 	if (table && !(gen & NOTIFY_COUNTED))
-		atomic_fetch_add(&table[notify_slot(id)], 1);
+		atomic_fetch_add(notify_count(table, id), 1);
 	if (s == NULL) {
 		if ((s = calloc(1, sizeof(*s))) == NULL) {
 			uncount(id);
@@ -215,19 +224,13 @@ drop(int ep, int fd)
 static void
 wake_everyone(void)
 {
-	struct notify_msg m;
 	struct sub *s;
 	size_t b, i;
 
-	memset(&m, 0, sizeof(m));
-	m.type = NOTIFY_WAKE;
 	for (b = 0; b < NBUCKETS; b++)
-		for (s = subs[b]; s; s = s->next) {
-			m.id = s->id;
+		for (s = subs[b]; s; s = s->next)
 			for (i = 0; i < s->n; i++)
-				(void)send(s->fds[i], &m, sizeof(m),
-				    MSG_DONTWAIT | MSG_NOSIGNAL);
-		}
+				wake(s->fds[i], s->id);
 }
 
 /* Forwards a publish to every subscriber but the publisher. */
@@ -235,24 +238,13 @@ static void
 publish(int from, uint64_t id)
 {
 	struct sub *s = *sub_slot(id);
-	struct notify_msg m;
 	size_t i;
 
 	if (s == NULL)
 		return;
-	memset(&m, 0, sizeof(m));
-	m.type = NOTIFY_WAKE;
-	m.id = id;
-	for (i = 0; i < s->n; i++) {
-		if (s->fds[i] == from)
-			continue;
-		/*
-		 * Never block the loop on one slow worker: a wake-up it
-		 * misses is covered by its periodic re-check.
-		 */
-		(void)send(s->fds[i], &m, sizeof(m),
-		    MSG_DONTWAIT | MSG_NOSIGNAL);
-	}
+	for (i = 0; i < s->n; i++)
+		if (s->fds[i] != from)
+			wake(s->fds[i], id);
 }
 
 /*

@@ -144,29 +144,28 @@ share_read(struct ds_req *r, uint64_t id, uint64_t from,
     char **data, size_t *len, struct share **sh)
 {
 	struct share *s = &shares[(id ^ from) % SHARE_SLOTS];
-	uint64_t serial;
+	uint64_t serial = w ? notify_watch_serial(w) : 0;
+	int shared = w != NULL && from != DS_POS_FIRST;
 	enum ds_err e;
 
 	*sh = NULL;
-	if (w == NULL || from == DS_POS_FIRST)
-		return ds_store_read(r->store, r->path, from, r->cfg->chunk,
-		    ds_now_ms(), info, data, len);
-	serial = notify_watch_serial(w);
-	pthread_mutex_lock(&share_mu);
-	if (s->valid && s->id == id && s->from == from &&
-	    s->serial == serial && s->seen == seen) {
-		s->refs++;
-		*info = s->info;
-		*data = s->data;
-		*len = s->len;
-		*sh = s;
+	if (shared) {
+		pthread_mutex_lock(&share_mu);
+		if (s->valid && s->id == id && s->from == from &&
+		    s->serial == serial && s->seen == seen) {
+			s->refs++;
+			*info = s->info;
+			*data = s->data;
+			*len = s->len;
+			*sh = s;
+		}
 		pthread_mutex_unlock(&share_mu);
-		return DS_OK;
+		if (*sh)
+			return DS_OK;
 	}
-	pthread_mutex_unlock(&share_mu);
 	e = ds_store_read(r->store, r->path, from, r->cfg->chunk, ds_now_ms(),
 	    info, data, len);
-	if (e != DS_OK || info->id != id || *len > SHARE_MAX)
+	if (!shared || e != DS_OK || info->id != id || *len > SHARE_MAX)
 		return e;
 	pthread_mutex_lock(&share_mu);
 	if (s->refs == 0) {

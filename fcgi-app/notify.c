@@ -109,14 +109,14 @@ sub_locked(uint64_t id)
 	if (sock == -1)
 		return;
 	if (table) {
-		atomic_fetch_add(&table[notify_slot(id)], 1);
+		atomic_fetch_add(notify_count(table, id), 1);
 		/* Counted in before the caller looks at the store. */
 		atomic_thread_fence(memory_order_seq_cst);
-		gen = NOTIFY_COUNTED | (atomic_load(&table[NOTIFY_SLOTS +
-		    notify_slot(id)]) & NOTIFY_GEN_MASK);
+		gen = NOTIFY_COUNTED | (atomic_load(notify_gen(table, id)) &
+		    NOTIFY_GEN_MASK);
 	}
 	if (!send_locked(NOTIFY_SUB, id, gen) && table)
-		atomic_fetch_sub(&table[notify_slot(id)], 1);
+		atomic_fetch_sub(notify_count(table, id), 1);
 }
 
 static void	(*on_change)(void);
@@ -343,12 +343,11 @@ notify_publish(uint64_t id)
 	pthread_mutex_lock(&mu);
 	wake_locked(id);
 	if (sock != -1 && (table == NULL ||
-	    atomic_load_explicit(&table[notify_slot(id)],
+	    atomic_load_explicit(notify_count(table, id),
 	    memory_order_relaxed) != 0)) {
 		/* The generation before the PUB: see notify.h. */
 		if (table)
-			atomic_fetch_add(&table[NOTIFY_SLOTS +
-			    notify_slot(id)], 1);
+			atomic_fetch_add(notify_gen(table, id), 1);
 		if (send_locked(NOTIFY_PUB, id, 0))
 			ds_metrics_notify_pub();
 	}

@@ -78,6 +78,20 @@ notify_slot(uint64_t id)
 	return (uint32_t)((id * 0x9e3779b97f4a7c15ull) >> 48);
 }
 
+/* id's subscription count in the interest table tbl. */
+static inline _Atomic uint32_t *
+notify_count(_Atomic uint32_t *tbl, uint64_t id)
+{
+	return &tbl[notify_slot(id)];
+}
+
+/* id's publish generation in the interest table tbl. */
+static inline _Atomic uint32_t *
+notify_gen(_Atomic uint32_t *tbl, uint64_t id)
+{
+	return &tbl[NOTIFY_SLOTS + notify_slot(id)];
+}
+
 #define NOTIFY_POLL_MS	100	/* poll interval while the daemon is away */
 #define NOTIFY_SAFETY_MS 1000	/* re-check interval even when connected */
 
