@@ -4,11 +4,13 @@
  * else: it calls down only (http.c, the store, parse.c, json.c, and
  * notify.c for its clock).
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -117,19 +119,43 @@ etag_matches(const char *inm, const char *etag)
 }
 
 /*
+ * The caching headers of a read's answer: none for offset=now (never
+ * cached, no ETag, PROTOCOL 8), else an ETag naming the range and the
+ * Cache-Control. Returns 1 when If-None-Match names the same range: the
+ * answer is 304 (PROTOCOL 5.6, 9.1.5, 10.1).
+ */
+static int
+read_cache(struct ds_req *r, const struct ds_stream_info *info,
+    uint64_t from, uint64_t next, int eof, int now_read)
+{
+	char etag[128];
+	const char *inm;
+
+	if (now_read) {
+		ds_add_header(r, "Cache-Control", "no-store");
+		return 0;
+	}
+	snprintf(etag, sizeof(etag), "\"%016" PRIx64 ":%" PRIu64 ":%" PRIu64
+	    "%s\"", info->id, from, next, eof ? ":c" : "");
+	ds_add_header(r, "ETag", "%s", etag);
+	cache_header(r, info);
+	inm = ds_param(r, "HTTP_IF_NONE_MATCH");
+	return inm && etag_matches(inm, etag);
+}
+
+/*
  * Answers a read with the bytes [from, from + len) of a stream whose
  * snapshot is info: 200 with the data (a JSON array for JSON streams), or
- * 304 when If-None-Match names the same range (PROTOCOL 5.6, 9.1.5, 10.1).
- * cursor > 0 adds Stream-Cursor (live reads, PROTOCOL 5.7). offset=now
- * answers are never cached and carry no ETag (PROTOCOL 8).
+ * 304 when If-None-Match names the same range. cursor > 0 adds
+ * Stream-Cursor (live reads, PROTOCOL 5.7).
  */
 void
 ds_send_read(struct ds_req *r, const struct ds_stream_info *info,
     uint64_t from, const char *data, size_t len, int now_read,
     uint64_t cursor)
 {
-	char etag[128], *arr = NULL;
-	const char *inm, *body = data;
+	char *arr = NULL;
+	const char *body = data;
 	size_t blen = len;
 	uint64_t next = from + len;
 	int up_to_date = next == info->tail;
@@ -148,25 +174,81 @@ ds_send_read(struct ds_req *r, const struct ds_stream_info *info,
 		}
 		body = arr;
 	}
-	if (now_read) {
-		ds_metrics_bytes_read(len);
-		ds_add_header(r, "Cache-Control", "no-store");
-		ds_respond(r, 200, info->ctype, body, blen);
-		free(arr);
-		return;
-	}
-	snprintf(etag, sizeof(etag), "\"%016" PRIx64 ":%" PRIu64 ":%" PRIu64
-	    "%s\"", info->id, from, next, eof ? ":c" : "");
-	ds_add_header(r, "ETag", "%s", etag);
-	cache_header(r, info);
-	inm = ds_param(r, "HTTP_IF_NONE_MATCH");
-	if (inm && etag_matches(inm, etag))
+	if (read_cache(r, info, from, next, eof, now_read))
 		ds_respond(r, 304, NULL, NULL, 0);
 	else {
 		ds_metrics_bytes_read(len);
 		ds_respond(r, 200, info->ctype, body, blen);
 	}
 	free(arr);
+}
+
+/* The last bytes of a read sent from files are held back until checked. */
+#define HELD_BACK	4096
+
+/* Reads len bytes at file offset at. Returns 0, or -1 (short, or failed). */
+static int
+read_file(int fd, uint64_t at, char *buf, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		if ((n = pread(fd, buf, len, (off_t)at)) == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		buf += n;
+		at += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/*
+ * ds_send_read() of a catch-up read of a byte stream whose len bytes are
+ * where sp says (ds_store_read_spans()), sent from the files without a
+ * copy. Retention may punch those bytes out as soon as it trims past
+ * sp->from, and the front server reads them from the page cache only when
+ * it gets to them. So the last bytes are held back, copied, until the
+ * front server has read all the others and the stream still retains
+ * sp->from; failing that, the answer is cut short, and the client, seeing
+ * an incomplete body, reads again.
+ */
+void
+ds_send_spans(struct ds_req *r, const struct ds_stream_info *info,
+    const struct ds_spans *sp, size_t len)
+{
+	const struct ds_span *last = &sp->sp[sp->n - 1];
+	size_t held = last->len < HELD_BACK ? last->len : HELD_BACK;
+	uint64_t next = sp->from + len;
+	int up_to_date = next == info->tail;
+	int eof = up_to_date && (info->flags & DS_F_CLOSED);
+	char buf[HELD_BACK];
+	int i;
+
+	ds_add_position(r, next, up_to_date, eof);
+	ds_add_earliest(r, info);
+	if (read_cache(r, info, sp->from, next, eof, 0)) {
+		ds_respond(r, 304, NULL, NULL, 0);
+		return;
+	}
+	ds_metrics_bytes_read(len);
+	if (ds_put_head(r, 200, info->ctype, len) == -1)
+		return;
+	for (i = 0; i < sp->n; i++)
+		if (ds_put_file(r, sp->sp[i].fd, sp->sp[i].at, sp->sp[i].len -
+		    (i == sp->n - 1 ? held : 0)) == -1)
+			goto cut;
+	if (read_file(last->fd, last->at + last->len - held, buf, held) == -1)
+		goto cut;
+	ds_test_pause(r);	/* a trim may land here */
+	if (ds_put_drained(r) == -1 || ds_store_recheck(r->store, r->path,
+	    ds_now_ms(), info->id, sp->from) != DS_OK)
+		goto cut;
+	if (ds_put_mem(r, buf, held) == 0)
+		return;
+cut:
+	ds_put_cut(r);
 }
 
 /*

@@ -80,6 +80,13 @@ void		 ds_respond_head(struct ds_req *, int status,
 int		 ds_respond(struct ds_req *, int status, const char *ctype,
 		    const void *body, size_t len);
 int		 ds_respond_error(struct ds_req *, int status, const char *msg);
+int		 ds_put_head(struct ds_req *, int status, const char *ctype,
+		    size_t length);
+int		 ds_put_can_splice(const struct ds_req *);
+int		 ds_put_file(struct ds_req *, int fd, uint64_t at, size_t len);
+int		 ds_put_mem(struct ds_req *, const char *p, size_t len);
+int		 ds_put_drained(struct ds_req *);
+void		 ds_put_cut(struct ds_req *);
 int		 ds_respond_store_error(struct ds_req *, enum ds_err);
 /* With --test-hooks, sleeps as X-DS-Test-Pause asks (http.c). */
 void		 ds_test_pause(struct ds_req *);
@@ -111,6 +118,10 @@ void		 ds_add_earliest(struct ds_req *, const struct ds_stream_info *);
 void		 ds_send_read(struct ds_req *, const struct ds_stream_info *,
 		    uint64_t from, const char *data, size_t len, int now_read,
 		    uint64_t cursor);
+/* Catch-up reads of at least DS_SPLICE_MIN bytes are sent from the file. */
+#define DS_SPLICE_MIN	(64 * 1024)
+void		 ds_send_spans(struct ds_req *, const struct ds_stream_info *,
+		    const struct ds_spans *, size_t len);
 uint64_t	 ds_cursor_next(int64_t now_ms, const char *client);
 
 /* A read kept for the next long-poll waiting at the same place. */

@@ -460,6 +460,7 @@ static void
 handle_get(struct ds_req *r)
 {
 	struct ds_stream_info info;
+	struct ds_spans spans = { .n = 0 };
 	enum ds_offset_kind kind = DS_OFFSET_START;
 	char val[256], cursor[32], *data = NULL;
 	size_t vlen, len = 0;
@@ -517,8 +518,10 @@ handle_get(struct ds_req *r)
 		ds_live_serve(r, live, from, n >= 1 ? cursor : NULL);
 		return;
 	}
-	e = ds_store_read(r->store, r->path, from, from == DS_POS_NOW ? 0 :
-	    r->cfg->chunk, r->now, &info, &data, &len);
+	/* Large reads of byte streams go out from the segment files. */
+	e = ds_store_read_spans(r->store, r->path, from, from == DS_POS_NOW ?
+	    0 : r->cfg->chunk, DS_SPLICE_MIN, r->now, &info, &data, &len,
+	    ds_put_can_splice(r) ? &spans : NULL);
 	if (e != DS_OK) {
 		ds_respond_store_error(r, e);
 		return;
@@ -530,6 +533,11 @@ handle_get(struct ds_req *r)
 	 */
 	if (len > 0 && ds_param(r, "DS_FRONT_BUFFERS") != NULL)
 		ds_add_header(r, "X-Accel-Buffering", "yes");
+	if (spans.n > 0) {
+		ds_send_spans(r, &info, &spans, len);
+		ds_spans_close(&spans);
+		return;
+	}
 	if (from == DS_POS_FIRST)
 		from = info.first;
 	ds_send_read(r, &info, from == DS_POS_NOW ? info.tail : from, data,

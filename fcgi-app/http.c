@@ -5,7 +5,12 @@
  * carries (PROTOCOL 12.7 and CORS), the handler's headers, then the body.
  * Write errors (the client left) surface on FCGX_FFlush, which is checked.
  */
+#include <sys/ioctl.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
+
+#include <linux/sockios.h>
 
 #include <errno.h>
 #include <fastcgi.h>
@@ -329,17 +334,31 @@ writev_all(int fd, struct iovec *iov, int cnt)
 	return 0;
 }
 
+/* The header of a STDOUT record of k bytes (k <= REC_MAX) of request id. */
+static void
+rec_header(unsigned char h[8], int id, size_t k)
+{
+	h[0] = FCGI_VERSION_1;
+	h[1] = FCGI_STDOUT;
+	h[2] = (unsigned char)(id >> 8);
+	h[3] = (unsigned char)id;
+	h[4] = (unsigned char)(k >> 8);
+	h[5] = (unsigned char)k;
+	h[6] = 0;	/* padding */
+	h[7] = 0;
+}
+
 /*
  * Writes body as STDOUT records of the request, after what libfcgi holds
  * (flushed first). Returns 0, or -1 when the front server is gone.
  */
-static int
-put_large(struct ds_req *r, const char *p, size_t len)
+int
+ds_put_mem(struct ds_req *r, const char *p, size_t len)
 {
 	unsigned char hdr[REC_BATCH][8];
 	struct iovec iov[2 * REC_BATCH];
 	size_t k;
-	int i, cnt, id = r->fr->requestId;
+	int i, cnt;
 
 	if (FCGX_FFlush(r->fr->out) == -1)
 		return -1;
@@ -347,14 +366,7 @@ put_large(struct ds_req *r, const char *p, size_t len)
 		cnt = 0;
 		for (i = 0; i < REC_BATCH && len > 0; i++) {
 			k = len > REC_MAX ? REC_MAX : len;
-			hdr[i][0] = FCGI_VERSION_1;
-			hdr[i][1] = FCGI_STDOUT;
-			hdr[i][2] = (unsigned char)(id >> 8);
-			hdr[i][3] = (unsigned char)id;
-			hdr[i][4] = (unsigned char)(k >> 8);
-			hdr[i][5] = (unsigned char)k;
-			hdr[i][6] = 0;	/* padding */
-			hdr[i][7] = 0;
+			rec_header(hdr[i], r->fr->requestId, k);
 			iov[cnt].iov_base = hdr[i];
 			iov[cnt++].iov_len = sizeof(hdr[i]);
 			iov[cnt].iov_base = (void *)p;
@@ -366,6 +378,112 @@ put_large(struct ds_req *r, const char *p, size_t len)
 			return -1;
 	}
 	return 0;
+}
+
+/*
+ * An answer whose body the caller writes in pieces (answer.c, bytes sent
+ * from segment files): ds_put_head(), then ds_put_file() and ds_put_mem()
+ * until length bytes are written. Each returns 0, or -1 when the front
+ * server is gone or, for ds_put_head(), the answer was an error instead.
+ */
+int
+ds_put_head(struct ds_req *r, int status, const char *ctype, size_t length)
+{
+	if (r->hdr_overflow)
+		return ds_respond(r, status, ctype, NULL, 0);
+	ds_respond_head(r, status, ctype, (int64_t)length);
+	return FCGX_FFlush(r->fr->out) == -1 ? -1 : 0;
+}
+
+/*
+ * Can ds_put_file() send without copying, and ds_put_drained() tell when
+ * the front server has read it? Over a Unix socket only: a TCP send queue
+ * empties when the peer's kernel has the bytes, not when the peer read them.
+ */
+int
+ds_put_can_splice(const struct ds_req *r)
+{
+	struct sockaddr_storage ss;
+	socklen_t n = sizeof(ss);
+
+	return getsockname(r->fr->ipcFd, (struct sockaddr *)&ss, &n) == 0 &&
+	    ss.ss_family == AF_UNIX;
+}
+
+/*
+ * Sends the bytes [at, at + len) of file fd as STDOUT records, with
+ * sendfile(): the socket queues references to the file's pages, not a copy,
+ * so what the front server reads is what the file holds when it reads it
+ * (see ds_put_drained()). A file shorter than that is an error.
+ */
+int
+ds_put_file(struct ds_req *r, int fd, uint64_t at, size_t len)
+{
+	struct pollfd pfd = { .fd = r->fr->ipcFd, .events = POLLOUT };
+	unsigned char h[8];
+	struct iovec iov;
+	off_t off = (off_t)at;
+	size_t k, left;
+	ssize_t n;
+
+	while (len > 0) {
+		k = len > REC_MAX ? REC_MAX : len;
+		rec_header(h, r->fr->requestId, k);
+		iov.iov_base = h;
+		iov.iov_len = sizeof(h);
+		if (writev_all(r->fr->ipcFd, &iov, 1) == -1)
+			return -1;
+		for (left = k; left > 0; left -= (size_t)n) {
+			n = sendfile(r->fr->ipcFd, fd, &off, left);
+			if (n == -1 && (errno == EINTR || (errno == EAGAIN &&
+			    poll(&pfd, 1, -1) >= 0)))
+				n = 0;
+			else if (n <= 0)
+				return -1;
+		}
+		len -= k;
+	}
+	return 0;
+}
+
+/*
+ * Waits until the front server has read everything written to it, up to
+ * DRAIN_MS. A Unix socket's send queue (SIOCOUTQ) counts bytes until the
+ * reader has copied them out. Returns 0, or -1: not known (the front is
+ * gone, or too slow).
+ */
+#define DRAIN_MS	60000
+
+int
+ds_put_drained(struct ds_req *r)
+{
+	struct timespec nap = { 0, 100000 };
+	long waited = 0;
+	int queued;
+
+	for (;;) {
+		if (ioctl(r->fr->ipcFd, SIOCOUTQ, &queued) == -1)
+			return -1;
+		if (queued == 0)
+			return 0;
+		if (waited > DRAIN_MS * 1000000L)
+			return -1;
+		nanosleep(&nap, NULL);
+		waited += nap.tv_nsec;
+		if (nap.tv_nsec < 1000000)
+			nap.tv_nsec *= 2;
+	}
+}
+
+/*
+ * Cuts the answer short: the front server sees the connection end before
+ * the body does, and fails the response to its client rather than pass it
+ * on whole.
+ */
+void
+ds_put_cut(struct ds_req *r)
+{
+	(void)shutdown(r->fr->ipcFd, SHUT_RDWR);
 }
 
 /*
@@ -394,7 +512,7 @@ ds_respond(struct ds_req *r, int status, const char *ctype, const void *body,
 	    (r->method && strcmp(r->method, "HEAD") == 0);
 	ds_respond_head(r, status, ctype, nobody ? -1 : (int64_t)len);
 	if (!nobody && len >= LARGE_BODY)
-		(void)put_large(r, body, len);	/* fails: the client is gone */
+		(void)ds_put_mem(r, body, len);	/* fails: the client is gone */
 	else if (!nobody && len > 0)
 		(void)FCGX_PutStr(body, (int)len, out);
 	/*

@@ -246,6 +246,44 @@ ds_resolve_fork_point(struct ds_store *s, const struct ds_chain *c,
 }
 
 /*
+ * Opens the levels that hold [from, end) (below the chain's end) and says
+ * where in their segments those bytes lie. Nothing is left open on error.
+ */
+enum ds_err
+ds_chain_spans(struct ds_store *s, const struct ds_chain *c, uint64_t from,
+    uint64_t end, struct ds_spans *sp)
+{
+	const struct ds_level *l;
+	uint64_t p, stop;
+	int fd;
+
+	sp->n = 0;
+	sp->from = from;
+	for (p = from; p < end; p = stop) {
+		l = chain_level(c, p);
+		stop = l->end < end ? l->end : end;
+		if ((fd = ds_seg_open(s, l->id, O_RDONLY)) == -1) {
+			ds_spans_close(sp);
+			return errno == ENOENT ? DS_ENOTFOUND : DS_EIO;
+		}
+		sp->sp[sp->n].fd = fd;
+		sp->sp[sp->n].at = p - l->base;
+		sp->sp[sp->n++].len = (size_t)(stop - p);
+	}
+	return DS_OK;
+}
+
+void
+ds_spans_close(struct ds_spans *sp)
+{
+	int i;
+
+	for (i = 0; i < sp->n; i++)
+		close(sp->sp[i].fd);
+	sp->n = 0;
+}
+
+/*
  * Reads [from, tail) up to max bytes across the levels of a fork chain, so
  * that one response stitches inherited and own data (PROTOCOL 4.2). A
  * message stream's chunk still ends on a record end.

@@ -46,9 +46,9 @@ snapshot(struct ds_store *s, const char *path, int64_t now, struct ds_rec *r,
  * (retain.c); then the read answers DS_ETRIMMED. (Every read checks: one
  * that looked before a stream's first trim cannot know it is coming.)
  */
-static enum ds_err
-still_there(struct ds_store *s, const char *path, int64_t now, uint64_t id,
-    uint64_t from)
+enum ds_err
+ds_store_recheck(struct ds_store *s, const char *path, int64_t now,
+    uint64_t id, uint64_t from)
 {
 	struct ds_rec r;
 	struct ds_chain c;
@@ -73,17 +73,21 @@ ds_store_stat(struct ds_store *s, const char *path, int64_t now,
 	return DS_OK;
 }
 
-/* One attempt of ds_store_read() (see below). */
+/* One attempt of ds_store_read_spans() (see below). */
 static enum ds_err
 read_once(struct ds_store *s, const char *path, uint64_t from, size_t max,
-    int64_t now, struct ds_stream_info *info, char **data, size_t *len)
+    size_t min, int64_t now, struct ds_stream_info *info, char **data,
+    size_t *len, struct ds_spans *sp)
 {
 	struct ds_rec r;
 	struct ds_chain c;
 	enum ds_err e, e2;
+	uint64_t n;
 
 	*data = NULL;
 	*len = 0;
+	if (sp)
+		sp->n = 0;
 	if ((e = snapshot(s, path, now, &r, &c)) != DS_OK)
 		return e;
 	*info = r.info;
@@ -95,6 +99,16 @@ read_once(struct ds_store *s, const char *path, uint64_t from, size_t max,
 		return DS_EOFFSET;
 	if (from < r.info.first)
 		return DS_ETRIMMED;
+	n = r.info.tail - from < max ? r.info.tail - from : max;
+	if (sp && !(r.info.flags & DS_F_MSG) && n > 0 && n >= min) {
+		/* In place: the caller rechecks once the bytes are sent. */
+		if ((e = ds_chain_spans(s, &c, from, from + n, sp)) != DS_OK)
+			return e;
+		*len = (size_t)n;
+		if (r.info.flags & DS_F_TTL)
+			ds_store_touch(s, path, now);
+		return DS_OK;
+	}
 	if (from < r.info.tail && max > 0)
 		e = ds_read_stitched(s, &c, from, r.info.tail, max,
 		    (r.info.flags & DS_F_MSG) != 0, data, len);
@@ -105,7 +119,7 @@ read_once(struct ds_store *s, const char *path, uint64_t from, size_t max,
 	 * under us (a record end read as a zero byte is DS_EOFFSET): check.
 	 */
 	if ((e == DS_OK || e == DS_EOFFSET) &&
-	    (e2 = still_there(s, path, now, r.info.id, from)) != DS_OK)
+	    (e2 = ds_store_recheck(s, path, now, r.info.id, from)) != DS_OK)
 		e = e2;
 	if (e != DS_OK) {
 		free(*data);
@@ -123,17 +137,27 @@ read_once(struct ds_store *s, const char *path, uint64_t from, size_t max,
  * retained, never for a position that can be gone.
  */
 enum ds_err
-ds_store_read(struct ds_store *s, const char *path, uint64_t from,
-    size_t max, int64_t now, struct ds_stream_info *info, char **data,
-    size_t *len)
+ds_store_read_spans(struct ds_store *s, const char *path, uint64_t from,
+    size_t max, size_t min, int64_t now, struct ds_stream_info *info,
+    char **data, size_t *len, struct ds_spans *sp)
 {
 	enum ds_err e;
 	int tries = 0;
 
 	do
-		e = read_once(s, path, from, max, now, info, data, len);
+		e = read_once(s, path, from, max, min, now, info, data, len,
+		    sp);
 	while (e == DS_ETRIMMED && from == DS_POS_FIRST && ++tries < 8);
 	return e;
+}
+
+enum ds_err
+ds_store_read(struct ds_store *s, const char *path, uint64_t from,
+    size_t max, int64_t now, struct ds_stream_info *info, char **data,
+    size_t *len)
+{
+	return ds_store_read_spans(s, path, from, max, 0, now, info, data,
+	    len, NULL);
 }
 
 enum ds_err

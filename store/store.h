@@ -292,6 +292,44 @@ DS_EXPORT enum ds_err ds_store_read(struct ds_store *, const char *path,
 	    uint64_t from, size_t max, int64_t now_ms,
 	    struct ds_stream_info *info, char **data, size_t *len);
 
+/*
+ * Where a read's bytes lie: ranges of segment files, in stream order, each
+ * file opened for the caller (one per fork chain level at most).
+ */
+struct ds_span {
+	int		fd;		/* a segment, O_RDONLY */
+	uint64_t	at;		/* file offset of the first byte */
+	size_t		len;
+};
+struct ds_spans {
+	struct ds_span	sp[DS_CHAIN_MAX];
+	int		n;		/* 0: the bytes came as a copy */
+	uint64_t	from;		/* the position of the first byte */
+};
+
+/*
+ * ds_store_read() that may leave the bytes in place: when sp is not NULL,
+ * the stream is a byte stream (no DS_F_MSG) and the read comes to at least
+ * min bytes, *sp says where they lie and *data is NULL (*len is still the
+ * length). The bytes are the stream's only while retention has not trimmed
+ * past sp->from: retention may punch them out at any time after that
+ * (retain.c). So a caller that sends them confirms with ds_store_recheck()
+ * only after every byte it sent has left the file for good, and before it
+ * ends the answer. ds_spans_close() closes the files.
+ */
+DS_EXPORT enum ds_err ds_store_read_spans(struct ds_store *, const char *path,
+	    uint64_t from, size_t max, size_t min, int64_t now_ms,
+	    struct ds_stream_info *info, char **data, size_t *len,
+	    struct ds_spans *sp);
+DS_EXPORT void ds_spans_close(struct ds_spans *);
+
+/*
+ * Was position from of stream id (at path) still retained just now?
+ * DS_OK, DS_ETRIMMED, or DS_ENOTFOUND when path is gone or another stream.
+ */
+DS_EXPORT enum ds_err ds_store_recheck(struct ds_store *, const char *path,
+	    int64_t now_ms, uint64_t id, uint64_t from);
+
 /* Renews the sliding TTL of the stream (no-op without DS_F_TTL). */
 DS_EXPORT enum ds_err ds_store_touch(struct ds_store *, const char *path,
 	    int64_t now_ms);

@@ -193,6 +193,8 @@ enum ds_err ds_chain_boundary(struct ds_store *, const struct ds_chain *,
 	    uint64_t p);
 enum ds_err ds_resolve_fork_point(struct ds_store *, const struct ds_chain *,
 	    uint64_t tail, int msg, uint64_t at, uint64_t sub, uint64_t *out);
+enum ds_err ds_chain_spans(struct ds_store *, const struct ds_chain *,
+	    uint64_t from, uint64_t end, struct ds_spans *);
 enum ds_err ds_read_stitched(struct ds_store *, const struct ds_chain *,
 	    uint64_t from, uint64_t tail, size_t max, int msg, char **data,
 	    size_t *len);

@@ -454,6 +454,92 @@ test_forks(struct ds_store *s)
 	errno = 0;
 }
 
+/* The bytes sp says where they lie, read into buf (at most cap). */
+static size_t
+span_bytes(const struct ds_spans *sp, char *buf, size_t cap)
+{
+	size_t got = 0;
+	int i;
+
+	for (i = 0; i < sp->n; i++) {
+		if (got + sp->sp[i].len > cap ||
+		    pread(sp->sp[i].fd, buf + got, sp->sp[i].len,
+		    (off_t)sp->sp[i].at) != (ssize_t)sp->sp[i].len)
+			return 0;
+		got += sp->sp[i].len;
+	}
+	return got;
+}
+
+/*
+ * Reads left in place (ds_store_read_spans()): across a fork chain, cut
+ * at max, only from min bytes and only for byte streams; the recheck.
+ */
+static void
+test_spans(struct ds_store *s)
+{
+	struct ds_create c = { .ctype = "text/plain", .body = "AAAA",
+	    .len = 4 };
+	struct ds_create j = { .ctype = "application/json",
+	    .flags = DS_F_MSG };
+	struct ds_retention pol = { .max_bytes = 3 };
+	struct ds_stream_info info, f1;
+	struct ds_append_res res;
+	struct ds_spans sp;
+	uint64_t first;
+	char *data, buf[64];
+	size_t len;
+
+	must_ds(ds_store_create(s, "s0", &c, 1000, &info));
+	must_ds(append(s, "s0", "BBBB", 0, NULL, NULL, &res));
+	must_ds(fork_of(s, "s1", "s0", 4, 2, &f1));
+	must_ds(append(s, "s1", "cc", 0, NULL, NULL, &res));
+	is_int(ds_store_read_spans(s, "s1", 1, 1024, 1, 1000, &info, &data,
+	    &len, &sp), DS_OK, "a fork's read in place");
+	ok(data == NULL && len == 7 && sp.n == 2 && sp.from == 1,
+	    "two spans, one per level, no copy");
+	is_mem(buf, span_bytes(&sp, buf, sizeof(buf)), "AAABBcc", 7,
+	    "they hold the bytes");
+	is_int(ds_store_recheck(s, "s1", 1000, info.id, 1), DS_OK,
+	    "recheck: still there");
+	ds_spans_close(&sp);
+	is_int(sp.n, 0, "closed");
+
+	is_int(ds_store_read_spans(s, "s1", DS_POS_FIRST, 3, 1, 1000, &info,
+	    &data, &len, &sp), DS_OK, "cut at max");
+	ok(len == 3 && sp.n == 1 && sp.from == 0, "one span from 0");
+	is_mem(buf, span_bytes(&sp, buf, sizeof(buf)), "AAA", 3, "AAA");
+	ds_spans_close(&sp);
+
+	is_int(ds_store_read_spans(s, "s1", 0, 1024, 9, 1000, &info, &data,
+	    &len, &sp), DS_OK, "fewer bytes than min");
+	ok(sp.n == 0 && data != NULL, "come as a copy");
+	is_mem(data, len, "AAAABBcc", 8, "AAAABBcc");
+	free(data);
+
+	must_ds(ds_store_create(s, "sj", &j, 1000, &info));
+	must_ds(append(s, "sj", "[1,2]", 0, NULL, NULL, &res));
+	is_int(ds_store_read_spans(s, "sj", 0, 1024, 1, 1000, &info, &data,
+	    &len, &sp), DS_OK, "a JSON stream's read");
+	ok(sp.n == 0 && data != NULL, "comes as a copy (records framed)");
+	free(data);
+
+	must_ds(ds_store_read_spans(s, "s0", 0, 1024, 1, 1000, &info, &data,
+	    &len, &sp));
+	must_ds(ds_store_trim(s, "s0", &pol, 2000, &first));
+	is_int(ds_store_recheck(s, "s0", 2000, info.id, 0), DS_ETRIMMED,
+	    "recheck after a trim past the read: trimmed");
+	is_int(ds_store_recheck(s, "s0", 2000, info.id, first), DS_OK,
+	    "from the new earliest position: still there");
+	ds_spans_close(&sp);
+	must_ds(ds_store_delete(s, "s1"));
+	is_int(ds_store_recheck(s, "s1", 2000, f1.id, 0), DS_ENOTFOUND,
+	    "recheck after a delete: not found");
+	must_ds(fork_of(s, "s1", "s0", 8, 0, &info));
+	is_int(ds_store_recheck(s, "s1", 2000, f1.id, 8), DS_ENOTFOUND,
+	    "nor in a new stream at the same path");
+}
+
 /*
  * A stream created without a body has no segment file until its first
  * append: reads, forks, verify and delete do without one, and an append
@@ -1267,6 +1353,7 @@ static const struct {
 	{ "expiry", test_expiry_delete },
 	{ "recovery", test_recovery },
 	{ "forks", test_forks },
+	{ "spans", test_spans },
 	{ "replaced", test_replaced },
 	{ "unborn", test_unborn },
 	{ "retention", test_retention },
