@@ -447,13 +447,14 @@ ds_put_file(struct ds_req *r, int fd, uint64_t at, size_t len)
 }
 
 /*
- * Waits until the front server has read everything written to it, up to
- * DRAIN_MS. A Unix socket's send queue (SIOCOUTQ) counts bytes until the
- * reader has copied them out. Returns 0, or -1: not known (the front is
- * gone, or too slow).
+ * Waits until the front server has read everything written to it: a Unix
+ * socket's send queue (SIOCOUTQ) counts bytes until the reader has copied
+ * them out, or closed. As long as a blocking write would wait: a front
+ * server that does not buffer answers reads at its client's pace, and its
+ * own timeouts end a stalled client. Naps of 0.1 to 1 ms (front servers
+ * that buffer read within a few), 50 ms after the first second. Returns 0,
+ * or -1 when the socket fails.
  */
-#define DRAIN_MS	60000
-
 int
 ds_put_drained(struct ds_req *r)
 {
@@ -466,11 +467,10 @@ ds_put_drained(struct ds_req *r)
 			return -1;
 		if (queued == 0)
 			return 0;
-		if (waited > DRAIN_MS * 1000000L)
-			return -1;
 		nanosleep(&nap, NULL);
 		waited += nap.tv_nsec;
-		if (nap.tv_nsec < 1000000)
+		if (nap.tv_nsec < 1000000 || (waited > 1000000000L &&
+		    nap.tv_nsec < 50000000))
 			nap.tv_nsec *= 2;
 	}
 }
