@@ -3,6 +3,8 @@
  * reads through, finds record ends in it, resolves a fork point, and reads
  * across levels, stitching inherited and own data into one answer.
  */
+#include <sys/stat.h>
+
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdint.h>
@@ -248,12 +250,16 @@ ds_resolve_fork_point(struct ds_store *s, const struct ds_chain *c,
 /*
  * Opens the levels that hold [from, end) (below the chain's end) and says
  * where in their segments those bytes lie. Nothing is left open on error.
+ * A segment shorter than the bytes it should hold is DS_EIO here, as it is
+ * for a copied read: once the caller has begun a 200 it could only cut it
+ * short, and the client would ask again and again.
  */
 enum ds_err
 ds_chain_spans(struct ds_store *s, const struct ds_chain *c, uint64_t from,
     uint64_t end, struct ds_spans *sp)
 {
 	const struct ds_level *l;
+	struct stat st;
 	uint64_t p, stop;
 	int fd;
 
@@ -265,6 +271,14 @@ ds_chain_spans(struct ds_store *s, const struct ds_chain *c, uint64_t from,
 		if ((fd = ds_seg_open(s, l->id, O_RDONLY)) == -1) {
 			ds_spans_close(sp);
 			return errno == ENOENT ? DS_ENOTFOUND : DS_EIO;
+		}
+		if (fstat(fd, &st) == -1 ||
+		    (uint64_t)st.st_size < stop - l->base) {
+			ds_log("segment %016" PRIx64 ": shorter than its "
+			    "committed bytes", l->id);
+			close(fd);
+			ds_spans_close(sp);
+			return DS_EIO;
 		}
 		sp->sp[sp->n].fd = fd;
 		sp->sp[sp->n].at = p - l->base;

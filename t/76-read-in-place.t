@@ -18,6 +18,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use File::Temp qw(tempdir);
+use File::Find qw(find);
 use IO::Select;
 use Time::HiRes qw(time sleep);
 use Stack;
@@ -89,6 +90,19 @@ sub front_checks {
 	$r = $s->req(GET => 'fk?offset=' . off_of(600_000));
 	ok($r->{status} == 200 && $r->{content} eq substr($big, 600_000, $at - 600_000) . $own,
 		'... in one answer across the fork point');
+
+	# A segment file shorter than the committed tail (damage, a bad restore): the read cannot be
+	# sent, and must say so (500, as a copied read does), not start a 200 it then cuts short,
+	# which a client would only read again, and again.
+	my $short = substr($big, 0, 100_000);
+	$s->must(201, PUT => 'short', $T, $short);
+	my ($id) = ($s->req(GET => 'short?offset=-1')->{headers}{etag} // '') =~ /^"([0-9a-f]{16}):/;
+	my $seg;
+	find(sub { $seg = $File::Find::name if $_ eq "$id.seg" }, $s->data_dir) if $id;
+	ok($seg && truncate($seg, 70_000), 'setup: the segment cut to 70000 bytes') or diag($seg // 'no segment');
+	$r = $s->req(GET => 'short?offset=-1');
+	is($r->{status}, 500, 'a read past the end of a short segment answers 500')
+		or diag("status $r->{status}, " . length($r->{content} // '') . ' bytes');
 
 	# The guard.
 	$s->must(201, PUT => 'cut/s', $T);
