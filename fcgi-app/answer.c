@@ -248,6 +248,7 @@ ds_send_spans(struct ds_req *r, const struct ds_stream_info *info,
 	if (ds_put_mem(r, buf, held) == 0)
 		return;
 cut:
+	ds_metrics_read_cut();
 	ds_put_cut(r);
 }
 

@@ -219,6 +219,13 @@ ds_metrics_notify_pub(void)
 }
 
 void
+ds_metrics_read_cut(void)
+{
+	if (me)
+		ADD(me->reads_cut, 1);
+}
+
+void
 ds_metrics_gauge_add(enum ds_gauge g, int delta)
 {
 	if (me)
@@ -239,6 +246,7 @@ struct sums {
 	uint64_t		requests[DSM_METHODS][DSM_CLASSES];
 	uint64_t		bytes_read;
 	uint64_t		notify_pubs;
+	uint64_t		reads_cut;
 	struct ds_store_stats	st;
 	int64_t			gauge[DS_G_COUNT];
 	unsigned		workers;
@@ -259,6 +267,7 @@ sum_slots(struct sums *t)
 				t->requests[i][j] += LOAD(s->requests[i][j]);
 		t->bytes_read += LOAD(s->bytes_read);
 		t->notify_pubs += LOAD(s->notify_pubs);
+		t->reads_cut += LOAD(s->reads_cut);
 		a = &s->store;
 		t->st.appends += LOAD(a->appends);
 		t->st.bytes_appended += LOAD(a->bytes_appended);
@@ -380,6 +389,10 @@ ds_metrics_text(struct ds_store *store, size_t *len)
 	one(o, "ds_notify_publishes_total", "counter",
 	    "Appends published to ds-notify (only to streams a worker "
 	    "waits on).", t.notify_pubs);
+	one(o, "ds_reads_cut_total", "counter",
+	    "Catch-up answers sent from the segment files and cut short: "
+	    "retention trimmed past them meanwhile, or the front server "
+	    "failed (the client reads again).", t.reads_cut);
 	one(o, "ds_notifier_connected", "gauge",
 	    "Workers connected to ds-notify (compare with ds_workers).",
 	    (uint64_t)(t.gauge[DS_G_NOTIFIER] > 0 ? t.gauge[DS_G_NOTIFIER] : 0));

@@ -23,7 +23,7 @@
 
 #define DS_METRICS_PATH	"/metrics"	/* never under DS_ROUTE_PREFIX */
 
-#define DSM_MAGIC	"DSMETRC2"	/* changes with the layout */
+#define DSM_MAGIC	"DSMETRC3"	/* changes with the layout */
 #define DSM_SLOTS	256		/* scripts/run allows 256 workers */
 #define DSM_METHODS	7		/* GET HEAD POST PUT DELETE OPTIONS,
 					   other */
@@ -43,6 +43,7 @@ struct dsm_slot {
 	uint64_t	 requests[DSM_METHODS][DSM_CLASSES];
 	uint64_t	 bytes_read;	/* stream bytes answered to reads */
 	uint64_t	 notify_pubs;	/* publishes sent to ds-notify */
+	uint64_t	 reads_cut;	/* answers cut short (answer.c) */
 	struct ds_store_stats store;	/* the store counts here */
 	int64_t		 gauge[DS_G_COUNT]; /* zeroed for a new owner */
 } __attribute__((aligned(64)));
@@ -77,6 +78,7 @@ void	ds_metrics_close(void);
 void	ds_metrics_request(const char *method, int status);
 void	ds_metrics_bytes_read(size_t n);
 void	ds_metrics_notify_pub(void);
+void	ds_metrics_read_cut(void);
 void	ds_metrics_gauge_add(enum ds_gauge, int delta);
 void	ds_metrics_gauge_set(enum ds_gauge, int value);
 

@@ -111,6 +111,7 @@ sub front_checks {
 	ok($a->{status} == 200 && $a->{whole} && $a->{content} eq substr($big, 0, 204800),
 		'a held read without a trim completes, byte for byte')
 		or diag("status $a->{status}, " . length($a->{content}) . " bytes");
+	my $cuts = cuts($s);
 	my $sock = paused_get($s, 'cut/s');
 	sleep 0.5;    # the worker has sent all but the held-back bytes and sleeps
 	$s->must(204, POST => 'cut/s', $T, substr($big, $_ * 10240, 10240)) for 20 .. 39;
@@ -119,6 +120,7 @@ sub front_checks {
 	$a = answer($sock);
 	ok(!($a->{status} == 200 && $a->{whole}), 'the read it overtook is cut short, not whole')
 		or diag("status $a->{status}, " . length($a->{content}) . ' bytes');
+	is(cuts($s), $cuts + 1, '... and counted in ds_reads_cut_total');
 	is($s->req(GET => 'cut/s?offset=' . off_of(0))->{status}, 410, '... and reading it again answers 410');
 	($body, undef, $resp) = $s->read_all('cut/s');
 	$e = pos_of($resp->[0]{headers}{'stream-earliest-offset'}) // 0;
@@ -151,6 +153,13 @@ sub answer {
 	$r->{whole} = defined $cl ? length($r->{content}) == $cl
 		: ($r->{headers}{'transfer-encoding'} // '') =~ /chunked/i && $buf =~ /\r\n0\r\n\r\n\z/;
 	return $r;
+}
+
+# ds_reads_cut_total of the pool.
+sub cuts {
+	my ($s) = @_;
+	my $m = $s->req(GET => '/metrics');
+	return $m->{content} =~ /^ds_reads_cut_total (\d+)$/m ? $1 : -1;
 }
 
 sub earliest_after {

@@ -65,7 +65,7 @@ sub slots {
 	local $/;
 	my $d = <$fh>;
 	my ($magic, $size, $nslots) = unpack('a8 L L', $d);
-	die "$f: magic $magic" unless $magic eq 'DSMETRC2' && $size == length $d;
+	die "$f: magic $magic" unless $magic eq 'DSMETRC3' && $size == length $d;
 	my $slot = (length($d) - 64) / $nslots;    # the slots start at byte 64
 	my (@per, $total);
 	for my $i (0 .. $nslots - 1) {
