@@ -25,6 +25,8 @@ struct ds_cfg {
 	unsigned	 sse_ms;	/* --sse-lifetime */
 	unsigned	 heartbeat_ms;	/* --sse-heartbeat */
 	int		 test_hooks;	/* --test-hooks: honour X-DS-Test-Pause */
+	int		 splice;	/* connections are Unix sockets:
+					   ds_put_can_splice() */
 	int		 webhook_loopback; /* --webhook-loopback: development
 					   webhooks to loopback (PROTOCOL 6.2) */
 	const char	*public_url;	/* --public-url: the stream root URL
@@ -82,7 +84,7 @@ int		 ds_respond(struct ds_req *, int status, const char *ctype,
 int		 ds_respond_error(struct ds_req *, int status, const char *msg);
 int		 ds_put_head(struct ds_req *, int status, const char *ctype,
 		    size_t length);
-int		 ds_put_can_splice(const struct ds_req *);
+int		 ds_put_can_splice(int listen_fd);
 int		 ds_put_file(struct ds_req *, int fd, uint64_t at, size_t len);
 int		 ds_put_mem(struct ds_req *, const char *p, size_t len);
 int		 ds_put_drained(struct ds_req *);

@@ -521,7 +521,7 @@ handle_get(struct ds_req *r)
 	/* Large reads of byte streams go out from the segment files. */
 	e = ds_store_read_spans(r->store, r->path, from, from == DS_POS_NOW ?
 	    0 : r->cfg->chunk, DS_SPLICE_MIN, r->now, &info, &data, &len,
-	    ds_put_can_splice(r) ? &spans : NULL);
+	    r->cfg->splice ? &spans : NULL);
 	if (e != DS_OK) {
 		ds_respond_store_error(r, e);
 		return;

@@ -397,16 +397,17 @@ ds_put_head(struct ds_req *r, int status, const char *ctype, size_t length)
 
 /*
  * Can ds_put_file() send without copying, and ds_put_drained() tell when
- * the front server has read it? Over a Unix socket only: a TCP send queue
- * empties when the peer's kernel has the bytes, not when the peer read them.
+ * the front server has read it, on connections accepted from listening
+ * socket fd? Over a Unix socket only: a TCP send queue empties when the
+ * peer's kernel has the bytes, not when the peer read them.
  */
 int
-ds_put_can_splice(const struct ds_req *r)
+ds_put_can_splice(int fd)
 {
 	struct sockaddr_storage ss;
 	socklen_t n = sizeof(ss);
 
-	return getsockname(r->fr->ipcFd, (struct sockaddr *)&ss, &n) == 0 &&
+	return getsockname(fd, (struct sockaddr *)&ss, &n) == 0 &&
 	    ss.ss_family == AF_UNIX;
 }
 

@@ -384,6 +384,8 @@ main(int argc, char *argv[])
 			ds_app_log("cannot listen on %s", cfg.listen);
 			return 1;
 		}
+		/* Accepted connections are of the listening socket's family. */
+		cfg.splice = ds_put_can_splice(listen_fd);
 		if (ds_metrics_open(metrics) == -1 && metrics)
 			ds_app_log("metrics: this worker's counts stay "
 			    "private; a scrape shows the worker it reaches");
