@@ -4,13 +4,11 @@
  * else: it calls down only (http.c, the store, parse.c, json.c, and
  * notify.c for its clock).
  */
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #include <sodium.h>
 
@@ -186,24 +184,6 @@ ds_send_read(struct ds_req *r, const struct ds_stream_info *info,
 /* The last bytes of a read sent from files are held back until checked. */
 #define HELD_BACK	4096
 
-/* Reads len bytes at file offset at. Returns 0, or -1 (short, or failed). */
-static int
-read_file(int fd, uint64_t at, char *buf, size_t len)
-{
-	ssize_t n;
-
-	while (len > 0) {
-		if ((n = pread(fd, buf, len, (off_t)at)) == -1 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		buf += n;
-		at += (uint64_t)n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /*
  * ds_send_read() of a catch-up read of a byte stream whose len bytes are
  * where sp says (ds_store_read_spans()), sent from the files without a
@@ -239,7 +219,7 @@ ds_send_spans(struct ds_req *r, const struct ds_stream_info *info,
 		if (ds_put_file(r, sp->sp[i].fd, sp->sp[i].at, sp->sp[i].len -
 		    (i == sp->n - 1 ? held : 0)) == -1)
 			goto cut;
-	if (read_file(last->fd, last->at + last->len - held, buf, held) == -1)
+	if (ds_span_read(last, last->len - held, buf, held) == -1)
 		goto cut;
 	ds_test_pause(r);	/* a trim may land here */
 	if (ds_put_drained(r) == -1 || ds_store_recheck(r->store, r->path,

@@ -287,6 +287,14 @@ ds_chain_spans(struct ds_store *s, const struct ds_chain *c, uint64_t from,
 	return DS_OK;
 }
 
+int
+ds_span_read(const struct ds_span *sp, size_t skip, void *buf, size_t len)
+{
+	if (skip > sp->len || len > sp->len - skip)
+		return -1;
+	return ds_seg_read(sp->fd, sp->at + skip, buf, len);
+}
+
 void
 ds_spans_close(struct ds_spans *sp)
 {

@@ -322,6 +322,9 @@ DS_EXPORT enum ds_err ds_store_read_spans(struct ds_store *, const char *path,
 	    struct ds_stream_info *info, char **data, size_t *len,
 	    struct ds_spans *sp);
 DS_EXPORT void ds_spans_close(struct ds_spans *);
+/* Copies len bytes of span sp from skip bytes in. Returns 0, or -1. */
+DS_EXPORT int ds_span_read(const struct ds_span *sp, size_t skip, void *buf,
+	    size_t len);
 
 /*
  * Was position from of stream id (at path) still retained just now?

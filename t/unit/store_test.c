@@ -463,8 +463,7 @@ span_bytes(const struct ds_spans *sp, char *buf, size_t cap)
 
 	for (i = 0; i < sp->n; i++) {
 		if (got + sp->sp[i].len > cap ||
-		    pread(sp->sp[i].fd, buf + got, sp->sp[i].len,
-		    (off_t)sp->sp[i].at) != (ssize_t)sp->sp[i].len)
+		    ds_span_read(&sp->sp[i], 0, buf + got, sp->sp[i].len) == -1)
 			return 0;
 		got += sp->sp[i].len;
 	}
@@ -509,6 +508,9 @@ test_spans(struct ds_store *s)
 	    &data, &len, &sp), DS_OK, "cut at max");
 	ok(len == 3 && sp.n == 1 && sp.from == 0, "one span from 0");
 	is_mem(buf, span_bytes(&sp, buf, sizeof(buf)), "AAA", 3, "AAA");
+	is_int(ds_span_read(&sp.sp[0], 1, buf, 2), 0, "a span's bytes from 1");
+	is_mem(buf, 2, "AA", 2, "AA");
+	is_int(ds_span_read(&sp.sp[0], 2, buf, 2), -1, "not past its end");
 	ds_spans_close(&sp);
 
 	is_int(ds_store_read_spans(s, "s1", 0, 1024, 9, 1000, &info, &data,
