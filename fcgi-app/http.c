@@ -452,9 +452,9 @@ ds_put_file(struct ds_req *r, int fd, uint64_t at, size_t len)
  * socket's send queue (SIOCOUTQ) counts bytes until the reader has copied
  * them out, or closed. As long as a blocking write would wait: a front
  * server that does not buffer answers reads at its client's pace, and its
- * own timeouts end a stalled client. Naps of 0.1 to 1 ms (front servers
- * that buffer read within a few), 50 ms after the first second. Returns 0,
- * or -1 when the socket fails.
+ * own timeouts end a stalled client. Naps of 0.1 to 1.6 ms (front servers
+ * that buffer read within a few), growing to 51.2 ms after the first
+ * second. Returns 0, or -1 when the socket fails.
  */
 int
 ds_put_drained(struct ds_req *r)
