@@ -117,18 +117,27 @@ etag_matches(const char *inm, const char *etag)
 }
 
 /*
- * The caching headers of a read's answer: none for offset=now (never
- * cached, no ETag, PROTOCOL 8), else an ETag naming the range and the
- * Cache-Control. Returns 1 when If-None-Match names the same range: the
- * answer is 304 (PROTOCOL 5.6, 9.1.5, 10.1).
+ * The headers of an answer to a read of [from, from + len): where it
+ * leaves the reader, Stream-Cursor when cursor > 0 (live reads, PROTOCOL
+ * 5.7), and the caching headers: none for offset=now (never cached, no
+ * ETag, PROTOCOL 8), else an ETag naming the range and the Cache-Control.
+ * Returns 1 when If-None-Match names the same range: the answer is 304,
+ * sent (PROTOCOL 5.6, 9.1.5, 10.1); 0 when the caller sends the 200.
  */
 static int
-read_cache(struct ds_req *r, const struct ds_stream_info *info,
-    uint64_t from, uint64_t next, int eof, int now_read)
+read_head(struct ds_req *r, const struct ds_stream_info *info,
+    uint64_t from, size_t len, int now_read, uint64_t cursor)
 {
 	char etag[128];
 	const char *inm;
+	uint64_t next = from + len;
+	int up_to_date = next == info->tail;
+	int eof = up_to_date && (info->flags & DS_F_CLOSED);
 
+	ds_add_position(r, next, up_to_date, eof);
+	ds_add_earliest(r, info);
+	if (cursor > 0)
+		ds_add_header(r, "Stream-Cursor", "%" PRIu64, cursor);
 	if (now_read) {
 		ds_add_header(r, "Cache-Control", "no-store");
 		return 0;
@@ -138,14 +147,16 @@ read_cache(struct ds_req *r, const struct ds_stream_info *info,
 	ds_add_header(r, "ETag", "%s", etag);
 	cache_header(r, info);
 	inm = ds_param(r, "HTTP_IF_NONE_MATCH");
-	return inm && etag_matches(inm, etag);
+	if (inm == NULL || !etag_matches(inm, etag))
+		return 0;
+	ds_respond(r, 304, NULL, NULL, 0);
+	return 1;
 }
 
 /*
  * Answers a read with the bytes [from, from + len) of a stream whose
  * snapshot is info: 200 with the data (a JSON array for JSON streams), or
- * 304 when If-None-Match names the same range. cursor > 0 adds
- * Stream-Cursor (live reads, PROTOCOL 5.7).
+ * 304 (read_head()).
  */
 void
 ds_send_read(struct ds_req *r, const struct ds_stream_info *info,
@@ -155,14 +166,9 @@ ds_send_read(struct ds_req *r, const struct ds_stream_info *info,
 	char *arr = NULL;
 	const char *body = data;
 	size_t blen = len;
-	uint64_t next = from + len;
-	int up_to_date = next == info->tail;
-	int eof = up_to_date && (info->flags & DS_F_CLOSED);
 
-	ds_add_position(r, next, up_to_date, eof);
-	ds_add_earliest(r, info);
-	if (cursor > 0)
-		ds_add_header(r, "Stream-Cursor", "%" PRIu64, cursor);
+	if (read_head(r, info, from, len, now_read, cursor))
+		return;
 	if (info->flags & DS_F_MSG) {
 		if ((arr = ds_json_array(data ? data : "", len, &blen)) ==
 		    NULL) {
@@ -172,12 +178,8 @@ ds_send_read(struct ds_req *r, const struct ds_stream_info *info,
 		}
 		body = arr;
 	}
-	if (read_cache(r, info, from, next, eof, now_read))
-		ds_respond(r, 304, NULL, NULL, 0);
-	else {
-		ds_metrics_bytes_read(len);
-		ds_respond(r, 200, info->ctype, body, blen);
-	}
+	ds_metrics_bytes_read(len);
+	ds_respond(r, 200, info->ctype, body, blen);
 	free(arr);
 }
 
@@ -200,18 +202,11 @@ ds_send_spans(struct ds_req *r, const struct ds_stream_info *info,
 {
 	const struct ds_span *last = &sp->sp[sp->n - 1];
 	size_t held = last->len < HELD_BACK ? last->len : HELD_BACK;
-	uint64_t next = sp->from + len;
-	int up_to_date = next == info->tail;
-	int eof = up_to_date && (info->flags & DS_F_CLOSED);
 	char buf[HELD_BACK];
 	int i;
 
-	ds_add_position(r, next, up_to_date, eof);
-	ds_add_earliest(r, info);
-	if (read_cache(r, info, sp->from, next, eof, 0)) {
-		ds_respond(r, 304, NULL, NULL, 0);
+	if (read_head(r, info, sp->from, len, 0, 0))
 		return;
-	}
 	ds_metrics_bytes_read(len);
 	if (ds_put_head(r, 200, info->ctype, len) == -1)
 		return;
