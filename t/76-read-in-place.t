@@ -41,7 +41,7 @@ sub bytes_of {
 sub pos_of { my ($o) = @_; return defined $o && $o =~ /_(\d+)$/ ? $1 + 0 : undef }
 sub off_of { sprintf('%016d_%016d', 0, $_[0]) }
 
-my @fronts = split ' ', ($ENV{DS_FRONTS} // 'nginx lighttpd caddy');
+my @fronts = Stack::fronts();
 for my $front (@fronts) {
 	subtest "behind $front" => sub { front_checks($front) };
 }

@@ -24,7 +24,7 @@ alarm 200;
 
 my $MAX = 4 << 20;
 my $T = { 'Content-Type' => 'text/plain' };
-my @fronts = split ' ', ($ENV{DS_FRONTS} // 'nginx lighttpd caddy');
+my @fronts = Stack::fronts();
 
 # connect_raw($s, $request): a socket with the request written.
 sub connect_raw {

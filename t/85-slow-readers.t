@@ -43,7 +43,7 @@ my $PROBE_TIMEOUT = 1;       # s; a starved pool would otherwise stall the file 
 # Growth of the workers' summed VmRSS while the readers hang: 8 threads holding a 1 MiB chunk
 # each, plus allocator slack, stay well under it; holding every reader's chunk (50 MiB) does not.
 my $RSS_BOUND_MIB = 32;
-my @fronts = split ' ', ($ENV{DS_FRONTS} // 'nginx lighttpd caddy');
+my @fronts = Stack::fronts();
 
 
 for my $front (@fronts) {

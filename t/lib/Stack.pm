@@ -108,6 +108,10 @@ sub admin_bin { _bin($ENV{DS_ADMIN_BIN} // 'build/ds-admin') }
 #
 # Call start() and need() before the first check of a file, or first thing in a subtest.
 
+# fronts(): the front servers a test runs behind: DS_FRONTS (space-separated), else every one
+# the project supports.
+sub fronts { return split ' ', ($ENV{DS_FRONTS} // 'nginx lighttpd caddy') }
+
 # missing(%opt): (reason to skip, reason to bail out): what this machine lacks to run a stack.
 sub missing {
 	my ($class, %opt) = @_;
