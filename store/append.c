@@ -89,6 +89,8 @@ ds_store_append(struct ds_store *s, const char *path,
 	else
 		id = r.info.id;
 	res->id = id;
+	if (ds_lane_append(s, path, id, req, now, res, &e))
+		return e;
 
 	memset(&me, 0, sizeof(me));
 	me.req = req;

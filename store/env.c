@@ -452,6 +452,10 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 	}
 	if ((e = ds_txn_commit_sync(s, txn)) != DS_OK)
 		goto out;
+	if (ds_lanes_open(s, cfg->dir) == -1) {
+		e = DS_ENOMEM;
+		goto out;
+	}
 	*out = s;
 	return DS_OK;
 out:
@@ -464,6 +468,7 @@ ds_store_close(struct ds_store *s)
 {
 	if (s == NULL)
 		return;
+	ds_lanes_close(s);
 	if (s->env) {
 		rd_forget(s);
 		mdb_env_close(s->env);

@@ -42,6 +42,7 @@ struct ds_store {
 	pthread_mutex_t	 aq_mu;		/* guards aq */
 	pthread_mutex_t	 cq_mu;		/* guards cq* */
 	struct ds_aq	*aq;		/* appends queued by stream (append.c) */
+	struct ds_lanes	*lanes;		/* ...and between processes (lane.c) */
 	struct ds_commit *cq, **cq_tailp; /* changes waiting (commit.c) */
 	int		 cq_busy;	/* one of them is committing */
 	_Atomic uint64_t durable_txn;	/* synced up to here (retain.c) */
@@ -228,6 +229,17 @@ struct pending {
 
 void	ds_batch_run(struct ds_store *, const char *path, uint64_t id,
 	    struct pending *batch);
+
+/*
+ * lane.c: one stream's small appends batched across processes. Without the
+ * lane file (it could not be made) every call answers 0.
+ */
+int	ds_lanes_open(struct ds_store *, const char *dir);
+void	ds_lanes_close(struct ds_store *);
+/* Returns 0 when the append must go the process's own way (append.c). */
+int	ds_lane_append(struct ds_store *, const char *path, uint64_t id,
+	    const struct ds_append *, int64_t now, struct ds_append_res *,
+	    enum ds_err *);
 
 /* subs.c: ds_sub_create(), ds_sub_get(), ds_sub_delete(), ds_sub_foreach(),
  * ds_store_secret() */

@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,7 @@ static const char *delete_path;		/* this stream from the write */
 static enum ds_err delete_e = DS_EIO;
 
 #define BATCH_THREADS	8
+#define BATCH_PEERS	2	/* producers in another process, not killed */
 #define BATCH_SEQS	20
 #define BATCH_BODY	9	/* "[t3-s07]" and a newline */
 
@@ -298,6 +300,58 @@ batch_writer(void *arg)
 	return NULL;
 }
 
+/*
+ * A producer of the peer process: its appends share batches with the
+ * writer that is killed. An append whose batch died with its leader is
+ * answered DS_EIO (it may or may not be there) and retried, as a client
+ * would; anything else but DS_OK fails the peer.
+ */
+static void *
+peer_writer(void *arg)
+{
+	struct ds_store *c = arg;
+	static int next_peer;
+	struct ds_append_res res;
+	int t = BATCH_THREADS + __atomic_fetch_add(&next_peer, 1,
+	    __ATOMIC_RELAXED), i, tries;
+	enum ds_err e = DS_OK;
+
+	for (i = 0; i < BATCH_SEQS && e == DS_OK; i++)
+		for (tries = 0; tries < 100 && (e = batch_append(c, t, i,
+		    &res)) == DS_EIO; tries++)
+			;
+	return (void *)(intptr_t)(e == DS_OK);
+}
+
+/*
+ * The peer: another process whose producers append to the same stream
+ * while the writer dies, so that their appends ride in the writer's
+ * batches (lane.c) and the writer's in theirs. Exits 0 when every append
+ * was answered in the end, within a minute.
+ */
+static pid_t
+peer_start(void)
+{
+	pthread_t th[BATCH_PEERS];
+	struct ds_store *c;
+	void *okp;
+	int t, all = 1;
+	pid_t pid;
+
+	must((pid = fork()) != -1, "fork");
+	if (pid != 0)
+		return pid;
+	alarm(60);
+	c = open_store(store_dir);
+	for (t = 0; t < BATCH_PEERS; t++)
+		pthread_create(&th[t], NULL, peer_writer, c);
+	for (t = 0; t < BATCH_PEERS; t++) {
+		pthread_join(th[t], &okp);
+		all &= okp != NULL;
+	}
+	_exit(all ? 0 : 1);
+}
+
 static void
 batch_and_die(struct ds_store *s, int when, const char *what)
 {
@@ -307,13 +361,14 @@ batch_and_die(struct ds_store *s, int when, const char *what)
 	struct ds_store *c;
 	char body[32], rec[BATCH_BODY + 1], *data = NULL, *q;
 	size_t len = 0;
-	int t, i, st, seen[BATCH_THREADS], torn = 0, order = 1, dup_ok = 1;
-	int once = 1, n;
-	pid_t pid;
+	int t, i, st, seen[BATCH_THREADS + BATCH_PEERS], torn = 0, order = 1;
+	int dup_ok = 1, once = 1, n;
+	pid_t pid, peer;
 
 	create(s, "batch", "");
 	fflush(stdout);
 	fflush(stderr);
+	peer = peer_start();
 	must((pid = fork()) != -1, "fork");
 	if (pid == 0) {
 		c = open_store(store_dir);
@@ -327,6 +382,9 @@ batch_and_die(struct ds_store *s, int when, const char *what)
 	must(waitpid(pid, &st, 0) != -1, "waitpid");
 	ok(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
 	    "%s: writer killed in a batch of more than one append", what);
+	must(waitpid(peer, &st, 0) != -1, "waitpid");
+	ok(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	    "%s: the other process's appends were all answered", what);
 
 	/* Whole appends only, each producer's in order from seq 0. */
 	is_int(ds_store_read(s, "batch", 0, 1 << 20, 1000, &info, &data,
@@ -341,7 +399,8 @@ batch_and_die(struct ds_store *s, int when, const char *what)
 		}
 		if (data + len - q < BATCH_BODY ||
 		    sscanf(rec, "[t%d-s%d]\n", &t, &i) != 2 ||
-		    t < 0 || t >= BATCH_THREADS || q[BATCH_BODY - 1] != '\n') {
+		    t < 0 || t >= BATCH_THREADS + BATCH_PEERS ||
+		    q[BATCH_BODY - 1] != '\n') {
 			torn = 1;
 			break;
 		}
@@ -351,10 +410,13 @@ batch_and_die(struct ds_store *s, int when, const char *what)
 	}
 	ok(!torn, "%s: nothing torn", what);
 	ok(order, "%s: each producer's appends in order, none twice", what);
+	for (t = BATCH_THREADS, n = 1; t < BATCH_THREADS + BATCH_PEERS; t++)
+		n &= seen[t] == BATCH_SEQS;
+	ok(n, "%s: every append of the other process is there", what);
 	free(data);
 
 	/* The retries: what is there is a duplicate, the rest lands once. */
-	for (t = 0; t < BATCH_THREADS; t++)
+	for (t = 0; t < BATCH_THREADS + BATCH_PEERS; t++)
 		for (i = 0; i < BATCH_SEQS; i++)
 			if (batch_append(s, t, i, &res) != DS_OK ||
 			    res.duplicate != (i < seen[t]))
@@ -365,7 +427,7 @@ batch_and_die(struct ds_store *s, int when, const char *what)
 	must_ds(ds_store_read(s, "batch", 0, 1 << 20, 1000, &info, &data,
 	    &len));
 	n = 0;
-	for (t = 0; t < BATCH_THREADS; t++)
+	for (t = 0; t < BATCH_THREADS + BATCH_PEERS; t++)
 		for (i = 0; i < BATCH_SEQS; i++) {
 			snprintf(body, sizeof(body), "[t%d-s%02d]\n", t, i);
 			q = memmem(data, len, body, BATCH_BODY);
