@@ -1,19 +1,18 @@
 /*
- * append.c: ds_store_append(), and the queues that make its batches.
+ * append.c: ds_store_append(), and the queues that make the batches of the
+ * appends the lanes do not take.
  *
- * Group commit of one stream's appends. The threads of this process that
- * append to one stream queue here; one of them, the leader, takes every
- * append waiting (up to BATCH_MAX appends or BATCH_BYTES bytes) and runs
- * them as one batch under the segment lock: each is validated in arrival
- * order against the state the ones before it leave, the accepted bytes
- * are written with one pwrite() and one fdatasync(), and the new tail and
- * producer states are committed in one LMDB transaction and sync. Then
- * the leader wakes the others with their own results and returns, and
- * wakes the first append still queued to lead the next batch (each waiter
- * sleeps on its own condition variable, so no other thread wakes). Processes
- * batch their own threads' appends; the segment flock() serialises the
- * batches of different processes, and appends pile up in each process's
- * queue while another's batch syncs, so the batches grow with the load.
+ * An append small enough goes to its stream's lane (lane.c), where the
+ * appends of every process batch together. The others (a large one, one
+ * whose lane another stream holds, all of them when there is no lane file)
+ * batch with the appends of this process only: the threads that append to
+ * one stream queue here; one of them, the leader, takes every append
+ * waiting (up to BATCH_MAX appends or BATCH_BYTES bytes) and runs them as
+ * one batch (batch.c). Then the leader wakes the others with their own
+ * results and returns, and wakes the first append still queued to lead
+ * the next batch (each waiter sleeps on its own condition variable, so no
+ * other thread wakes). The segment flock() serialises the batches of
+ * different processes and of the lanes.
  */
 #include <pthread.h>
 #include <stdint.h>
