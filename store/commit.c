@@ -58,7 +58,7 @@ flush(struct ds_store *s, struct ds_commit *list)
 
 	for (c = list; c; c = c->next)
 		if (c->flush) {
-			if (ds_seg_flush(s) == -1) {
+			if (ds_lanes_flush(s) == -1) {
 				ds_log("shared flush: %s", strerror(errno));
 				return DS_EIO;
 			}
@@ -84,6 +84,7 @@ commit_run(struct ds_store *s, struct ds_commit *list)
 	struct ds_commit *c;
 	MDB_txn *txn = NULL;
 	enum ds_err e;
+	uint64_t txnid;
 	int rc, any = 1, committed;
 
 	for (c = list; c; c = c->next)
@@ -120,6 +121,7 @@ commit_run(struct ds_store *s, struct ds_commit *list)
 	 * owners may let go of their locks before the sync (see
 	 * ds_commit), which another process's sync would cover as well.
 	 */
+	txnid = mdb_txn_id(txn);
 	if ((rc = mdb_txn_commit(txn)) != 0) {
 		txn = NULL;
 		e = ds_mdb_err(__func__, "mdb_txn_commit", rc);
@@ -130,7 +132,7 @@ commit_run(struct ds_store *s, struct ds_commit *list)
 		if (c->e == DS_OK && c->visible)
 			c->visible(c->arg);
 	e = DS_OK;
-	if ((rc = ds_stats_env_sync(s->env)) != 0) {
+	if ((rc = ds_lanes_env_sync(s, txnid)) != 0) {
 		ds_mdb_err(__func__, "mdb_env_sync", rc);
 		e = DS_EIO;
 	}

@@ -46,7 +46,7 @@
 
 #include "store/store_int.h"
 
-#define LANE_MAGIC	0x314e414c53440a00ull	/* "\0\nDSLAN1" */
+#define LANE_MAGIC	0x324e414c53440a00ull	/* "\0\nDSLAN2" */
 #define LANE_N		64		/* lanes, streams appended to at once */
 #define LANE_SLOTS	BATCH_MAX	/* appends waiting in one lane */
 #define LANE_ARENA	(64u << 10)	/* their bytes */
@@ -85,6 +85,7 @@ struct lane {
 	uint64_t	 id;		/* the stream, 0: none */
 	uint64_t	 order;		/* the next arrival */
 	uint32_t	 nused;		/* slots not free */
+	uint32_t	 ndeposited;	/* ...of them L_DEPOSITED */
 	uint32_t	 arena_used;
 	int64_t		 reclaimed_ms;	/* when deposit() last reclaimed */
 	struct lslot	 slot[LANE_SLOTS];
@@ -94,6 +95,11 @@ struct lane {
 struct lane_file {
 	uint64_t	 magic;
 	uint64_t	 size;
+	pthread_mutex_t	 flush_mu;	/* one device flush at a time */
+	uint64_t	 flush_started;	/* flushes begun */
+	uint64_t	 flush_done;	/* the last one finished */
+	pthread_mutex_t	 sync_mu;	/* one LMDB sync at a time */
+	uint64_t	 synced_txn;	/* LMDB durable up to this txn */
 	uint64_t	 pgen[LANE_PROCS];	/* process slot generations */
 	struct lane	 lane[LANE_N];
 };
@@ -193,6 +199,11 @@ lanes_make(int fd, struct lane_file **fp)
 	f = mmap(NULL, sizeof(*f), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (f == MAP_FAILED)
 		return -1;
+	if (mutex_init(&f->flush_mu) != 0 || mutex_init(&f->sync_mu) != 0) {
+		munmap(f, sizeof(*f));
+		errno = ENOMEM;
+		return -1;
+	}
 	for (i = 0; i < LANE_N; i++)
 		if (mutex_init(&f->lane[i].mu) != 0 ||
 		    mutex_init(&f->lane[i].lead) != 0) {
@@ -356,6 +367,8 @@ owner_gone(struct ds_lanes *l, const struct lslot *sl, struct owners *o)
 static void
 slot_free(struct lane *ln, struct lslot *sl)
 {
+	if (sl->state == L_DEPOSITED)
+		__atomic_sub_fetch(&ln->ndeposited, 1, __ATOMIC_SEQ_CST);
 	sl->state = L_FREE;
 	sl->gen++;
 	if (--ln->nused == 0) {
@@ -409,6 +422,7 @@ lane_lock(struct lane *ln)
 			ln->nused++;
 	}
 	ln->arena_used = 0;
+	ln->ndeposited = 0;
 	if (ln->nused == 0)
 		ln->id = 0;
 	pthread_mutex_consistent(&ln->mu);
@@ -462,6 +476,7 @@ deposit(struct ds_lanes *l, struct lane *ln, uint64_t id,
 		memcpy(at + sl->len + sl->seqlen, p->id, sl->pidlen);
 	ln->arena_used += (uint32_t)need;
 	sl->state = L_DEPOSITED;
+	__atomic_add_fetch(&ln->ndeposited, 1, __ATOMIC_SEQ_CST);
 	return sl;
 }
 
@@ -477,15 +492,17 @@ struct taken {
 
 /*
  * Under the lane's mutex: takes every append deposited, oldest first, into
- * t (LANE_SLOTS long; their bytes into buf, LANE_ARENA long), drops those
- * of processes gone and frees the slots they left. Returns how many.
+ * a batch of memory of its own (*out, freed by the caller), after dropping
+ * those of processes gone and freeing the slots they left. Returns how
+ * many, or -1 when out of memory (nothing is taken).
  */
 static int
-take(struct ds_lanes *l, struct lane *ln, struct taken *t, char *buf)
+take(struct ds_lanes *l, struct lane *ln, struct taken **out)
 {
 	struct lslot *sl, *by[LANE_SLOTS];
-	struct taken *tk;
+	struct taken *t, *tk;
 	size_t used = 0, need;
+	char *buf;
 	int n = 0, i, j;
 
 	reclaim(l, ln);
@@ -496,6 +513,12 @@ take(struct ds_lanes *l, struct lane *ln, struct taken *t, char *buf)
 			by[i] = by[i - 1];
 		by[i] = sl;
 	}
+	*out = NULL;
+	if (n == 0)
+		return 0;
+	if ((t = malloc(n * sizeof(*t) + ln->arena_used)) == NULL)
+		return -1;
+	buf = (char *)(t + n);
 	for (j = 0; j < n; j++) {
 		sl = by[j];
 		tk = &t[j];
@@ -529,58 +552,65 @@ take(struct ds_lanes *l, struct lane *ln, struct taken *t, char *buf)
 		sl->state = L_TAKEN;
 	}
 	ln->arena_used = 0;	/* nothing is deposited now */
+	__atomic_store_n(&ln->ndeposited, 0, __ATOMIC_SEQ_CST);
+	*out = t;
 	return n;
 }
 
 /*
- * Leads one batch of the lane, of stream id at path: the caller holds the
- * lead. Each append taken gets its result, unless a process's death made
- * someone else answer it meanwhile (its slot then moved on).
+ * Leads one batch of the lane, of stream id at path: the caller, whose
+ * append is mine, holds the lead. Each append taken gets its result,
+ * unless a process's death made someone else answer it meanwhile (its
+ * slot then moved on). Returns -1 when out of memory.
  */
 static int
-lead(struct ds_store *s, struct lane *ln, const char *path, uint64_t id)
+lead(struct ds_store *s, struct lane *ln, const char *path, uint64_t id,
+    const struct lslot *mine)
 {
-	struct lead_mem {
-		struct taken	t[LANE_SLOTS];
-		char		buf[LANE_ARENA];
-	} *m;
+	struct taken *t;
 	struct lslot *sl;
 	int n, i;
 
-	if ((m = malloc(sizeof(*m))) == NULL)
-		return -1;
 	lane_lock(ln);
-	n = take(s->lanes, ln, m->t, m->buf);
+	n = take(s->lanes, ln, &t);
 	pthread_mutex_unlock(&ln->mu);
-	if (n > 0)
-		ds_batch_run(s, path, id, &m->t[0].pd);
+	if (n <= 0)
+		return n;
+	ds_batch_run(s, path, id, &t[0].pd);
 	lane_lock(ln);
 	for (i = 0; i < n; i++) {
-		sl = m->t[i].sl;
-		if (sl->state != L_TAKEN || sl->gen != m->t[i].gen) {
-			m->t[i].sl = NULL;	/* answered as lost */
+		sl = t[i].sl;
+		if (sl->state != L_TAKEN || sl->gen != t[i].gen) {
+			t[i].sl = NULL;	/* answered as lost */
 			continue;
 		}
-		sl->e = (int32_t)m->t[i].pd.e;
-		sl->res = m->t[i].res;
+		sl->e = (int32_t)t[i].pd.e;
+		sl->res = t[i].res;
 		sl->state = L_DONE;
 		sl->wake++;
 	}
 	pthread_mutex_unlock(&ln->mu);
 	/* A slot freed and taken again meanwhile only wakes for nothing. */
 	for (i = 0; i < n; i++)
-		if (m->t[i].sl)
-			futex_wake(&m->t[i].sl->wake);
-	free(m);
+		if (t[i].sl && t[i].sl != mine)
+			futex_wake(&t[i].sl->wake);
+	free(t);
 	return 0;
 }
 
-/* After a batch: the oldest append deposited meanwhile leads the next. */
+/*
+ * After a batch: the oldest append deposited meanwhile leads the next.
+ * One deposited after the count was read tries the lead itself after the
+ * caller let go of it.
+ */
 static void
 hand_over(struct lane *ln)
 {
 	struct lslot *sl, *first = NULL;
 
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&ln->ndeposited, __ATOMIC_SEQ_CST) == 0)
+		return;
 	lane_lock(ln);
 	for (sl = ln->slot; sl < ln->slot + LANE_SLOTS; sl++)
 		if (sl->state == L_DEPOSITED &&
@@ -610,25 +640,17 @@ ds_lane_append(struct ds_store *s, const char *path, uint64_t id,
 		return 0;
 	ln = &l->f->lane[(id ^ (id >> 32)) % LANE_N];
 	lane_lock(ln);
-	sl = deposit(l, ln, id, req, now);
+	if ((sl = deposit(l, ln, id, req, now)) != NULL)
+		w = sl->wake;
 	pthread_mutex_unlock(&ln->mu);
 	if (sl == NULL)
 		return 0;
 	for (;;) {
-		lane_lock(ln);
-		if (sl->state == L_DONE)
-			break;
-		w = sl->wake;
-		pthread_mutex_unlock(&ln->mu);
 		/*
-		 * The wake count is read before the lead is tried: a leader
+		 * The wake count was read before the lead is tried: a leader
 		 * that lets go after this try bumps it when it hands over.
 		 */
 		rc = pthread_mutex_trylock(&ln->lead);
-		if (rc == EBUSY) {
-			futex_wait(&sl->wake, w, LANE_NAP_MS);
-			continue;
-		}
 		if (rc == EOWNERDEAD) {
 			/* Its leader was killed inside a batch. */
 			lane_lock(ln);
@@ -637,25 +659,113 @@ ds_lane_append(struct ds_store *s, const char *path, uint64_t id,
 					slot_lost(o);
 			pthread_mutex_unlock(&ln->mu);
 			pthread_mutex_consistent(&ln->lead);
-		} else if (rc != 0) {
-			ds_log("lane lead: %s", strerror(rc));
-			futex_wait(&sl->wake, w, LANE_NAP_MS);
-			continue;
+			rc = 0;
 		}
-		if (lead(s, ln, path, id) == -1) {
-			lane_lock(ln);
-			if (sl->state == L_DEPOSITED) {
-				sl->e = DS_ENOMEM;
-				sl->state = L_DONE;
+		if (rc == 0) {
+			if (lead(s, ln, path, id, sl) == -1) {
+				lane_lock(ln);
+				if (sl->state == L_DEPOSITED) {
+					sl->e = DS_ENOMEM;
+					sl->state = L_DONE;
+					__atomic_sub_fetch(&ln->ndeposited, 1,
+					    __ATOMIC_SEQ_CST);
+				}
+				pthread_mutex_unlock(&ln->mu);
 			}
-			pthread_mutex_unlock(&ln->mu);
+			pthread_mutex_unlock(&ln->lead);
+			hand_over(ln);
+		} else {
+			if (rc != EBUSY)
+				ds_log("lane lead: %s", strerror(rc));
+			futex_wait(&sl->wake, w, LANE_NAP_MS);
 		}
-		pthread_mutex_unlock(&ln->lead);
-		hand_over(ln);
+		lane_lock(ln);
+		if (sl->state == L_DONE)
+			break;
+		w = sl->wake;
+		pthread_mutex_unlock(&ln->mu);
 	}
 	*e = (enum ds_err)sl->e;
 	*res = sl->res;
 	slot_free(ln, sl);
 	pthread_mutex_unlock(&ln->mu);
 	return 1;
+}
+
+/*
+ * The device flushes of the shared commits (commit.c), shared between
+ * processes too. Without the lane file, each process makes its own; a
+ * commit does not open it (a store opened by ds-admin makes none).
+ */
+static struct lane_file *
+lanes_peek(struct ds_store *s)
+{
+	return s->lanes && __atomic_load_n(&s->lanes->state,
+	    __ATOMIC_ACQUIRE) == 1 ? s->lanes->f : NULL;
+}
+
+static void
+robust_lock(pthread_mutex_t *m)
+{
+	if (pthread_mutex_lock(m) == EOWNERDEAD)
+		pthread_mutex_consistent(m);	/* its counts are still true */
+}
+
+/*
+ * ds_seg_flush() for ranges written and waited for before the call: a
+ * flush that began after the call, in any process, serves. Flushes are
+ * numbered as they begin and run one at a time, so when the last finished
+ * is later than the last begun before the call, the work is done.
+ */
+int
+ds_lanes_flush(struct ds_store *s)
+{
+	struct lane_file *f = lanes_peek(s);
+	uint64_t before, n;
+	int rc, saved;
+
+	if (f == NULL)
+		return ds_seg_flush(s);
+	before = __atomic_load_n(&f->flush_started, __ATOMIC_ACQUIRE);
+	robust_lock(&f->flush_mu);
+	if (f->flush_done > before) {
+		pthread_mutex_unlock(&f->flush_mu);
+		return 0;
+	}
+	n = ++f->flush_started;
+	rc = ds_seg_flush(s);
+	saved = errno;
+	if (rc == 0)
+		f->flush_done = n;
+	pthread_mutex_unlock(&f->flush_mu);
+	errno = saved;
+	return rc;
+}
+
+/*
+ * mdb_env_sync() for transaction txnid, committed before the call: a sync
+ * by any process that began after it was committed serves. Returns 0 or
+ * an LMDB error.
+ */
+int
+ds_lanes_env_sync(struct ds_store *s, uint64_t txnid)
+{
+	struct lane_file *f = lanes_peek(s);
+	MDB_envinfo ei;
+	int rc;
+
+	if (f == NULL)
+		return ds_stats_env_sync(s->env);
+	robust_lock(&f->sync_mu);
+	if (f->synced_txn >= txnid) {
+		pthread_mutex_unlock(&f->sync_mu);
+		return 0;
+	}
+	/* Every transaction up to the last one is in the file's pages. */
+	if ((rc = mdb_env_info(s->env, &ei)) == 0 &&
+	    (rc = ds_stats_env_sync(s->env)) == 0 &&
+	    ei.me_last_txnid > f->synced_txn)
+		f->synced_txn = ei.me_last_txnid;
+	pthread_mutex_unlock(&f->sync_mu);
+	return rc;
 }

@@ -240,6 +240,9 @@ void	ds_lanes_close(struct ds_store *);
 int	ds_lane_append(struct ds_store *, const char *path, uint64_t id,
 	    const struct ds_append *, int64_t now, struct ds_append_res *,
 	    enum ds_err *);
+/* ds_seg_flush() and mdb_env_sync() that another process's may serve. */
+int	ds_lanes_flush(struct ds_store *);
+int	ds_lanes_env_sync(struct ds_store *, uint64_t txnid);
 
 /* subs.c: ds_sub_create(), ds_sub_get(), ds_sub_delete(), ds_sub_foreach(),
  * ds_store_secret() */
