@@ -113,6 +113,7 @@ struct ds_lanes {
 	struct lane_file *f;
 	uint32_t	 proc;		/* this process's slot */
 	uint64_t	 pgen;
+	pid_t		 pid;		/* the process that took it */
 };
 
 static void
@@ -268,6 +269,7 @@ lanes_map(struct ds_lanes *l)
 		goto out;
 	}
 	l->proc = k;
+	l->pid = getpid();
 	l->pgen = __atomic_add_fetch(&f->pgen[k], 1, __ATOMIC_ACQ_REL);
 	l->f = f;
 	byte_lock(l->fd, LOCK_INIT, F_UNLCK, 0);
@@ -333,7 +335,8 @@ lanes_get(struct ds_store *s)
 			    1 : -1, __ATOMIC_RELEASE);
 		pthread_mutex_unlock(&s->aq_mu);
 	}
-	return st == 1 ? l->f : NULL;
+	/* A child of a fork would answer for its parent's slots. */
+	return st == 1 && l->pid == getpid() ? l->f : NULL;
 }
 
 /* What take() learnt of the processes owning slots. */
@@ -442,8 +445,13 @@ deposit(struct ds_lanes *l, struct lane *ln, uint64_t id,
 	struct lslot *sl;
 	char *at;
 
-	/* Held by a process that died waiting? Look once a second. */
-	if (ln->id != id && ln->nused > 0 && now - ln->reclaimed_ms >= 1000) {
+	/*
+	 * Held, or filled, by a process that died waiting? Look once a
+	 * second (a clock gone backwards counts as a second gone).
+	 */
+	if (((ln->id != id && ln->nused > 0) || ln->nused == LANE_SLOTS ||
+	    ln->arena_used + need > LANE_ARENA) &&
+	    (now - ln->reclaimed_ms >= 1000 || now < ln->reclaimed_ms)) {
 		ln->reclaimed_ms = now;
 		reclaim(l, ln);
 	}
@@ -632,6 +640,7 @@ ds_lane_append(struct ds_store *s, const char *path, uint64_t id,
 	const struct ds_producer *p = req->producer;
 	struct lane *ln;
 	struct lslot *sl, *o;
+	uint64_t gen;
 	uint32_t w;
 	int rc;
 
@@ -640,8 +649,10 @@ ds_lane_append(struct ds_store *s, const char *path, uint64_t id,
 		return 0;
 	ln = &l->f->lane[(id ^ (id >> 32)) % LANE_N];
 	lane_lock(ln);
-	if ((sl = deposit(l, ln, id, req, now)) != NULL)
+	if ((sl = deposit(l, ln, id, req, now)) != NULL) {
 		w = sl->wake;
+		gen = sl->gen;
+	}
 	pthread_mutex_unlock(&ln->mu);
 	if (sl == NULL)
 		return 0;
@@ -680,6 +691,13 @@ ds_lane_append(struct ds_store *s, const char *path, uint64_t id,
 			futex_wait(&sl->wake, w, LANE_NAP_MS);
 		}
 		lane_lock(ln);
+		if (sl->gen != gen) {
+			/* Taken for a process gone: this one must not be. */
+			pthread_mutex_unlock(&ln->mu);
+			ds_log("lane: an append's slot was reclaimed under it");
+			*e = DS_EIO;
+			return 1;
+		}
 		if (sl->state == L_DONE)
 			break;
 		w = sl->wake;
