@@ -38,7 +38,8 @@ struct ds_store {
 	int		 no_reserve;	/* fallocate() unsupported here */
 	int		 range_sync;	/* room writes (ds_seg_flush_open()) */
 	int		 flushfd;	/* ...flushed with this file */
-	unsigned	 flush_len;	/* its length, 0 or 1 */
+	int		 flush_plain;	/* by an fdatasync() alone */
+	unsigned	 flush_len;	/* else its length, 0 or 1, toggled */
 	pthread_mutex_t	 aq_mu;		/* guards aq */
 	pthread_mutex_t	 cq_mu;		/* guards cq* */
 	struct ds_aq	*aq;		/* appends queued by stream (append.c) */
@@ -178,6 +179,7 @@ int	ds_seg_unlink(const struct ds_store *, uint64_t id);
 uint64_t ds_seg_room(uint64_t own);
 int	ds_seg_zero(int fd, uint64_t at, uint64_t len);
 int	ds_seg_flush_open(struct ds_store *);
+int	ds_seg_flush_plain(int dirfd);
 int	ds_seg_flush(struct ds_store *);
 
 /* retain.c: ds_store_trim(), ds_store_punch() */

@@ -7,6 +7,7 @@
  */
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1345,6 +1346,64 @@ test_reopen(void)
 	store_end(s);
 }
 
+/*
+ * Device flushes completed on the block device of dev, from its stat file
+ * in sysfs (the 16th field, Linux 4.19 on), or -1 when it cannot be told
+ * (no device: tmpfs, overlay; or an older kernel).
+ */
+static long
+dev_flushes(dev_t dev)
+{
+	char path[64];
+	long v[17];
+	FILE *f;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/stat", major(dev),
+	    minor(dev));
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	while (n < 17 && fscanf(f, "%ld", &v[n]) == 1)
+		n++;
+	fclose(f);
+	return n == 17 ? v[15] : -1;
+}
+
+/*
+ * The shared flush reaches the device, whichever way it is made here
+ * (ds_seg_flush_plain()): N flushes, at least N device flushes (other
+ * work on the device can only add to them).
+ */
+static void
+test_flush(struct ds_store *s)
+{
+	struct stat st;
+	long before, after;
+	int i, plain, ok_all = 1;
+
+	if (!s->range_sync) {
+		note("no shared flush on this file system (not ext4)");
+		return;
+	}
+	must(fstat(s->segdirfd, &st) == 0, "fstat segments");
+	if (dev_flushes(st.st_dev) == -1) {
+		note("no flush count for device %u:%u", major(st.st_dev),
+		    minor(st.st_dev));
+		return;
+	}
+	for (plain = s->flush_plain; plain >= 0; plain--) {
+		s->flush_plain = plain;
+		before = dev_flushes(st.st_dev);
+		for (i = 0; i < 20; i++)
+			ok_all &= ds_seg_flush(s) == 0;
+		ok(ok_all, "20 shared flushes by %s succeed", plain ?
+		    "fdatasync alone" : "a length change and fdatasync");
+		after = dev_flushes(st.st_dev);
+		ok(after - before >= 20, "and reach the device: %ld device "
+		    "flushes", after - before);
+	}
+}
+
 static const struct {
 	const char	*name;
 	void		(*fn)(struct ds_store *);
@@ -1366,6 +1425,7 @@ static const struct {
 	{ "room-short", test_room_short },
 	{ "room-recover-short", test_room_recover_short },
 	{ "room-hole", test_room_hole },
+	{ "flush", test_flush },
 };
 
 int
