@@ -30,6 +30,7 @@
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store/store_int.h"
@@ -133,22 +134,33 @@ ds_seg_flush_open(struct ds_store *s)
 	return 1;
 }
 
-/* The mount of the file system of st_dev says data=journal. */
+/*
+ * The ext4 file system on dev is mounted data=journal, or cannot be told:
+ * /proc/fs/ext4/<device>/options lists the data mode whenever there is a
+ * journal (mountinfo omits it when it is the file system's default).
+ */
 static int
 data_journal(dev_t dev)
 {
-	char line[4096], *sep;
-	unsigned maj, min;
+	char path[96], line[256], name[64] = "";
 	FILE *f;
 	int found = 0;
 
-	if ((f = fopen("/proc/self/mountinfo", "re")) == NULL)
-		return 1;	/* cannot tell */
+	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/uevent",
+	    major(dev), minor(dev));
+	if ((f = fopen(path, "re")) == NULL)
+		return 1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "DEVNAME=%63[^\n]", name) == 1)
+			break;
+	fclose(f);
+	if (name[0] == '\0' || strchr(name, '/') != NULL)
+		return 1;	/* a name with a directory: do not guess */
+	snprintf(path, sizeof(path), "/proc/fs/ext4/%s/options", name);
+	if ((f = fopen(path, "re")) == NULL)
+		return 1;
 	while (!found && fgets(line, sizeof(line), f))
-		if (sscanf(line, "%*s %*s %u:%u", &maj, &min) == 2 &&
-		    maj == major(dev) && min == minor(dev) &&
-		    (sep = strstr(line, " - ")) != NULL)
-			found = strstr(sep, "data=journal") != NULL;
+		found = strcmp(line, "data=journal\n") == 0;
 	fclose(f);
 	return found;
 }
@@ -158,11 +170,12 @@ data_journal(dev_t dev)
  * ext4 file system of dirfd, and so makes the ranges written before it
  * durable: from Linux 6.5 on ext4 without a journal issues the flush
  * whatever the inode's state, and with a journal one does for a file whose
- * last transaction is committed. data=journal (a mount option, or a
+ * last transaction is committed. data=journal (the mount's mode, or a
  * directory's journal-data flag its files inherit) puts the data in the
- * journal's running transaction, which the flush must commit: there, and
- * before 6.5, the flush changes the file's length (ds_seg_flush()) as it
- * always did rather than rely on more than that. Measured on this kind of
+ * journal's running transaction: sync_file_range() commits it since 6.4,
+ * but there, as before 6.5 and wherever the mode cannot be read, the flush
+ * changes the file's length (ds_seg_flush()), which commits and flushes
+ * in every ext4 mode, rather than rely on more. Measured on this kind of
  * machine (Linux 6.18, /sys/block/DEV/stat): one device flush per call
  * either way, 100 against 170 us without a journal, 140 against 600 us
  * (and two flushes) with one.
@@ -194,12 +207,25 @@ ds_seg_flush_plain(int dirfd)
  * flush the device's cache on ext4 without a journal before Linux 6.5,
  * nor commit the running journal transaction (which holds the data of
  * data=journal files); a length change makes every ext4 mode do both.
+ *
+ * Even where the plain fdatasync() serves, the length changes once a
+ * minute: with a journal, ext4 decides whether a clean file's fdatasync()
+ * flushes from the transaction id the file last changed in, and those ids
+ * are 32 bits that wrap (2^31 commits later, some weeks on a busy file
+ * system, the old id would read as not committed yet, and no flush would
+ * be issued, before a fix of December 2024).
+ *
  * Call from one thread at a time. Returns 0, or -1 with errno set.
  */
 int
 ds_seg_flush(struct ds_store *s)
 {
-	if (!s->flush_plain) {
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (!s->flush_plain || now.tv_sec - s->flush_changed >= 60 ||
+	    s->flush_changed == 0) {
+		s->flush_changed = now.tv_sec ? now.tv_sec : 1;
 		s->flush_len ^= 1;
 		if (ftruncate(s->flushfd, (off_t)s->flush_len) == -1)
 			return -1;

@@ -40,6 +40,7 @@ struct ds_store {
 	int		 flushfd;	/* ...flushed with this file */
 	int		 flush_plain;	/* by an fdatasync() alone */
 	unsigned	 flush_len;	/* else its length, 0 or 1, toggled */
+	time_t		 flush_changed;	/* when it last was (monotonic s) */
 	pthread_mutex_t	 aq_mu;		/* guards aq */
 	pthread_mutex_t	 cq_mu;		/* guards cq* */
 	struct ds_aq	*aq;		/* appends queued by stream (append.c) */

@@ -397,8 +397,8 @@ batch_and_die(struct ds_store *s, int when, const char *what)
 	if (read(peer_fd, &answered, 1) != 1)
 		answered = 0;
 	close(peer_fd);
-	ok(answered == 'y', "%s: the other process's appends were all answered",
-	    what);
+	ok(answered == 'y' && WIFEXITED(st) && !WIFSIGNALED(st),
+	    "%s: the other process's appends were all answered", what);
 
 	/* Whole appends only, each producer's in order from seq 0. */
 	is_int(ds_store_read(s, "batch", 0, 1 << 20, 1000, &info, &data,

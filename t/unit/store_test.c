@@ -1347,20 +1347,41 @@ test_reopen(void)
 }
 
 /*
- * Device flushes completed on the block device of dev, from its stat file
- * in sysfs (the 16th field, Linux 4.19 on), or -1 when it cannot be told
- * (no device: tmpfs, overlay; or an older kernel).
+ * Device flushes completed by the disk under dev, from its stat file in
+ * sysfs (the 16th field, Linux 5.5 on; the kernel counts them on the whole
+ * disk, not on a partition), or -1 when they cannot be told: no disk
+ * (tmpfs, overlay), a device mapper or md device (the flushes go to the
+ * disks below), a disk whose cache is written through (it completes an
+ * empty flush without counting it), an older kernel.
  */
 static long
 dev_flushes(dev_t dev)
 {
-	char path[64];
+	char disk[64], path[128], buf[32] = "";
+	struct stat st;
 	long v[17];
 	FILE *f;
 	int n = 0;
 
-	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/stat", major(dev),
-	    minor(dev));
+	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/partition",
+	    major(dev), minor(dev));
+	snprintf(disk, sizeof(disk), "/sys/dev/block/%u:%u%s", major(dev),
+	    minor(dev), stat(path, &st) == 0 ? "/.." : "");
+	snprintf(path, sizeof(path), "%s/dm", disk);
+	if (stat(path, &st) == 0)
+		return -1;
+	snprintf(path, sizeof(path), "%s/md", disk);
+	if (stat(path, &st) == 0)
+		return -1;
+	snprintf(path, sizeof(path), "%s/queue/write_cache", disk);
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	if (fgets(buf, sizeof(buf), f) == NULL)
+		buf[0] = '\0';
+	fclose(f);
+	if (strncmp(buf, "write back", 10) != 0)
+		return -1;
+	snprintf(path, sizeof(path), "%s/stat", disk);
 	if ((f = fopen(path, "r")) == NULL)
 		return -1;
 	while (n < 17 && fscanf(f, "%ld", &v[n]) == 1)
@@ -1377,14 +1398,33 @@ dev_flushes(dev_t dev)
 static void
 test_flush(struct ds_store *s)
 {
+	struct timespec now;
 	struct stat st;
 	long before, after;
+	off_t len;
 	int i, plain, ok_all = 1;
 
 	if (!s->range_sync) {
 		note("no shared flush on this file system (not ext4)");
 		return;
 	}
+
+	/* Plain flushes change the file's length once a minute still. */
+	s->flush_plain = 1;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	s->flush_changed = now.tv_sec - 61;
+	must(fstat(s->flushfd, &st) == 0, "fstat the flush file");
+	len = st.st_size;
+	must(ds_seg_flush(s) == 0, "flush");
+	must(fstat(s->flushfd, &st) == 0, "fstat the flush file");
+	ok(st.st_size != len, "a plain flush a minute after the last length "
+	    "change changes the length");
+	len = st.st_size;
+	must(ds_seg_flush(s) == 0, "flush");
+	must(fstat(s->flushfd, &st) == 0, "fstat the flush file");
+	is_int(st.st_size, len, "the next one does not");
+	s->flush_plain = ds_seg_flush_plain(s->segdirfd);
+
 	must(fstat(s->segdirfd, &st) == 0, "fstat segments");
 	if (dev_flushes(st.st_dev) == -1) {
 		note("no flush count for device %u:%u", major(st.st_dev),
