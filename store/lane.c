@@ -40,6 +40,7 @@
 #include <linux/futex.h>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -113,8 +114,27 @@ struct ds_lanes {
 	struct lane_file *f;
 	uint32_t	 proc;		/* this process's slot */
 	uint64_t	 pgen;
-	pid_t		 pid;		/* the process that took it */
 };
+
+/*
+ * Set in a child of fork(): its slots in a lane file are its parent's, and
+ * it must not answer for them (its appends batch within it). Checked on
+ * every append, so a flag rather than a getpid() call.
+ */
+static volatile sig_atomic_t lanes_forked;
+static pthread_once_t lanes_atfork_once = PTHREAD_ONCE_INIT;
+
+static void
+lanes_on_fork(void)
+{
+	lanes_forked = 1;
+}
+
+static void
+lanes_atfork(void)
+{
+	pthread_atfork(NULL, NULL, lanes_on_fork);
+}
 
 static void
 futex_wait(uint32_t *w, uint32_t v, int ms)
@@ -269,7 +289,7 @@ lanes_map(struct ds_lanes *l)
 		goto out;
 	}
 	l->proc = k;
-	l->pid = getpid();
+	pthread_once(&lanes_atfork_once, lanes_atfork);
 	l->pgen = __atomic_add_fetch(&f->pgen[k], 1, __ATOMIC_ACQ_REL);
 	l->f = f;
 	byte_lock(l->fd, LOCK_INIT, F_UNLCK, 0);
@@ -336,7 +356,7 @@ lanes_get(struct ds_store *s)
 		pthread_mutex_unlock(&s->aq_mu);
 	}
 	/* A child of a fork would answer for its parent's slots. */
-	return st == 1 && l->pid == getpid() ? l->f : NULL;
+	return st == 1 && !lanes_forked ? l->f : NULL;
 }
 
 /* What take() learnt of the processes owning slots. */
