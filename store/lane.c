@@ -451,6 +451,14 @@ lane_lock(struct lane *ln)
 	pthread_mutex_consistent(&ln->mu);
 }
 
+/* Under the lane's mutex: no room there for need bytes of stream id. */
+static int
+lane_refuses(const struct lane *ln, uint64_t id, size_t need)
+{
+	return (ln->id != id && ln->nused > 0) || ln->nused == LANE_SLOTS ||
+	    ln->arena_used + need > LANE_ARENA;
+}
+
 /*
  * Copies an append into a free slot of the lane for stream id. Returns the
  * slot, or NULL when the lane is another stream's or full.
@@ -469,14 +477,12 @@ deposit(struct ds_lanes *l, struct lane *ln, uint64_t id,
 	 * Held, or filled, by a process that died waiting? Look once a
 	 * second (a clock gone backwards counts as a second gone).
 	 */
-	if (((ln->id != id && ln->nused > 0) || ln->nused == LANE_SLOTS ||
-	    ln->arena_used + need > LANE_ARENA) &&
+	if (lane_refuses(ln, id, need) &&
 	    (now - ln->reclaimed_ms >= 1000 || now < ln->reclaimed_ms)) {
 		ln->reclaimed_ms = now;
 		reclaim(l, ln);
 	}
-	if ((ln->id != id && ln->nused > 0) || ln->nused == LANE_SLOTS ||
-	    ln->arena_used + need > LANE_ARENA)
+	if (lane_refuses(ln, id, need))
 		return NULL;
 	for (sl = ln->slot; sl->state != L_FREE; sl++)
 		;
