@@ -30,7 +30,6 @@
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "store/store_int.h"
@@ -107,34 +106,6 @@ ds_seg_zero(int fd, uint64_t at, uint64_t len)
 }
 
 /*
- * Sets up the room writes of s: appends inside a segment's room are made
- * durable by writing their range (sync_file_range()) and one flush that
- * the shared commit makes for all of them (ds_seg_flush()). Only on ext4,
- * which overwrites allocated blocks in place (XFS would copy shared
- * blocks on write after a reflink copy, as cp makes by default, and btrfs
- * copies every write: there, and on tmpfs and network file systems, every
- * batch is fdatasync()ed). Returns whether room writes are on.
- */
-int
-ds_seg_flush_open(struct ds_store *s)
-{
-	struct statfs sf;
-
-	s->flushfd = -1;
-	if (fstatfs(s->segdirfd, &sf) == -1 || sf.f_type != 0xEF53)
-		return 0;
-	s->flushfd = openat(s->segdirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC,
-	    0600);
-	if (s->flushfd == -1) {
-		ds_log("O_TMPFILE in %s: %s; every append batch is "
-		    "fdatasync()ed", s->segdir, strerror(errno));
-		return 0;
-	}
-	s->flush_plain = ds_seg_flush_plain(s->segdirfd);
-	return 1;
-}
-
-/*
  * The ext4 file system on dev is mounted data=journal, or cannot be told:
  * /proc/fs/ext4/<device>/options lists the data mode whenever there is a
  * journal (mountinfo omits it when it is the file system's default).
@@ -180,8 +151,8 @@ data_journal(dev_t dev)
  * either way, 100 against 170 us without a journal, 140 against 600 us
  * (and two flushes) with one.
  */
-int
-ds_seg_flush_plain(int dirfd)
+static int
+flush_plain(int dirfd)
 {
 	struct utsname u;
 	struct stat st;
@@ -200,9 +171,39 @@ ds_seg_flush_plain(int dirfd)
 }
 
 /*
+ * Sets up the room writes of s: appends inside a segment's room are made
+ * durable by writing their range (sync_file_range()) and one flush that
+ * the shared commit makes for all of them (ds_seg_flush()). Only on ext4,
+ * which overwrites allocated blocks in place (XFS would copy shared
+ * blocks on write after a reflink copy, as cp makes by default, and btrfs
+ * copies every write: there, and on tmpfs and network file systems, every
+ * batch is fdatasync()ed). Returns whether room writes are on.
+ */
+int
+ds_seg_flush_open(struct ds_store *s)
+{
+	struct statfs sf;
+
+	s->flushfd = -1;
+	if (fstatfs(s->segdirfd, &sf) == -1 || sf.f_type != 0xEF53)
+		return 0;
+	s->flushfd = openat(s->segdirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC,
+	    0600);
+	if (s->flushfd == -1) {
+		ds_log("O_TMPFILE in %s: %s; every append batch is "
+		    "fdatasync()ed", s->segdir, strerror(errno));
+		return 0;
+	}
+	s->flush_plain = flush_plain(s->segdirfd);
+	/* A new file: its transaction is the latest (see ds_seg_flush()). */
+	s->flush_changed = ds_mono_us();
+	return 1;
+}
+
+/*
  * The shared flush: makes durable every range written (and waited for)
  * before it, with an fdatasync() of the store's unnamed flush file. Where
- * that alone might not flush (ds_seg_flush_plain()), it changes the file's
+ * that alone might not flush (flush_plain()), it changes the file's
  * length first: an fdatasync() with only timestamps to write does not
  * flush the device's cache on ext4 without a journal before Linux 6.5,
  * nor commit the running journal transaction (which holds the data of
@@ -220,12 +221,10 @@ ds_seg_flush_plain(int dirfd)
 int
 ds_seg_flush(struct ds_store *s)
 {
-	struct timespec now;
+	int64_t now = ds_mono_us();
 
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (!s->flush_plain || now.tv_sec - s->flush_changed >= 60 ||
-	    s->flush_changed == 0) {
-		s->flush_changed = now.tv_sec ? now.tv_sec : 1;
+	if (!s->flush_plain || now - s->flush_changed >= 60 * 1000000) {
+		s->flush_changed = now;
 		s->flush_len ^= 1;
 		if (ftruncate(s->flushfd, (off_t)s->flush_len) == -1)
 			return -1;

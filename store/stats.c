@@ -37,8 +37,9 @@ bucket(const uint64_t *bounds, size_t n, uint64_t v)
 	return i;
 }
 
-static int64_t
-mono_us(void)
+/* CLOCK_MONOTONIC in microseconds. */
+int64_t
+ds_mono_us(void)
 {
 	struct timespec ts;
 
@@ -49,7 +50,7 @@ mono_us(void)
 static void
 count_sync(int kind, int64_t t0)
 {
-	uint64_t us = (uint64_t)(mono_us() - t0);
+	uint64_t us = (uint64_t)(ds_mono_us() - t0);
 
 	ADD(stats->syncs[kind], 1);
 	ADD(stats->sync_us[kind], us);
@@ -65,7 +66,7 @@ ds_stats_fdatasync(int fd)
 
 	if (stats == NULL)
 		return fdatasync(fd);
-	t0 = mono_us();
+	t0 = ds_mono_us();
 	rc = fdatasync(fd);
 	count_sync(DS_SYNC_DATA, t0);
 	return rc;
@@ -79,7 +80,7 @@ ds_stats_env_sync(MDB_env *env)
 
 	if (stats == NULL)
 		return mdb_env_sync(env, 1);
-	t0 = mono_us();
+	t0 = ds_mono_us();
 	rc = mdb_env_sync(env, 1);
 	count_sync(DS_SYNC_META, t0);
 	return rc;

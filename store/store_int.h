@@ -40,7 +40,7 @@ struct ds_store {
 	int		 flushfd;	/* ...flushed with this file */
 	int		 flush_plain;	/* by an fdatasync() alone */
 	unsigned	 flush_len;	/* else its length, 0 or 1, toggled */
-	time_t		 flush_changed;	/* when it last was (monotonic s) */
+	int64_t		 flush_changed;	/* when it last was (ds_mono_us()) */
 	pthread_mutex_t	 aq_mu;		/* guards aq */
 	pthread_mutex_t	 cq_mu;		/* guards cq* */
 	struct ds_aq	*aq;		/* appends queued by stream (append.c) */
@@ -180,7 +180,6 @@ int	ds_seg_unlink(const struct ds_store *, uint64_t id);
 uint64_t ds_seg_room(uint64_t own);
 int	ds_seg_zero(int fd, uint64_t at, uint64_t len);
 int	ds_seg_flush_open(struct ds_store *);
-int	ds_seg_flush_plain(int dirfd);
 int	ds_seg_flush(struct ds_store *);
 
 /* retain.c: ds_store_trim(), ds_store_punch() */
@@ -293,5 +292,6 @@ int	ds_stats_fdatasync(int fd);		/* fdatasync(), timed */
 int	ds_stats_env_sync(MDB_env *);		/* mdb_env_sync(env, 1), timed */
 void	ds_stats_batch(unsigned appends, uint64_t bytes);
 void	ds_stats_count(enum ds_stat_event);
+int64_t	ds_mono_us(void);			/* CLOCK_MONOTONIC, in us */
 
 #endif /* DS_STORE_INT_H */
