@@ -59,7 +59,7 @@ on_signal(int sig)
 static struct sub **
 sub_slot(uint64_t id)
 {
-	struct sub **pp = &subs[(id ^ (id >> 31)) % NBUCKETS];
+	struct sub **pp = &subs[notify_slot(id) % NBUCKETS];
 
 	while (*pp && (*pp)->id != id)
 		pp = &(*pp)->next;

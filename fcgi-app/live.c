@@ -143,7 +143,7 @@ share_read(struct ds_req *r, uint64_t id, uint64_t from,
     struct notify_watch *w, uint64_t seen, struct ds_stream_info *info,
     char **data, size_t *len, struct share **sh)
 {
-	struct share *s = &shares[(id ^ from) % SHARE_SLOTS];
+	struct share *s = &shares[ds_id_hash(id ^ from) % SHARE_SLOTS];
 	uint64_t serial = w ? notify_watch_serial(w) : 0;
 	int shared = w != NULL && from != DS_POS_FIRST;
 	enum ds_err e;

@@ -61,7 +61,7 @@ slot(uint64_t id)
 {
 	struct notify_watch **pp;
 
-	pp = &buckets[(id ^ (id >> 29)) % NBUCKETS];
+	pp = &buckets[notify_slot(id) % NBUCKETS];
 	while (*pp && (*pp)->id != id)
 		pp = &(*pp)->next;
 	return pp;

@@ -47,7 +47,7 @@
 
 #include "store/store_int.h"
 
-#define LANE_MAGIC	0x324e414c53440a00ull	/* "\0\nDSLAN2" */
+#define LANE_MAGIC	0x334e414c53440a00ull	/* "\0\nDSLAN3" */
 #define LANE_N		64		/* lanes, streams appended to at once */
 #define LANE_SLOTS	BATCH_MAX	/* appends waiting in one lane */
 #define LANE_ARENA	(64u << 10)	/* their bytes */
@@ -673,7 +673,7 @@ ds_lane_append(struct ds_store *s, const char *path, uint64_t id,
 	if (req->len + (req->seq ? req->seqlen : 0) + (p ? p->idlen : 0) >
 	    LANE_ONE_MAX || lanes_get(s) == NULL)
 		return 0;
-	ln = &l->f->lane[(id ^ (id >> 32)) % LANE_N];
+	ln = &l->f->lane[ds_id_hash(id) % LANE_N];
 	lane_lock(ln);
 	if ((sl = deposit(l, ln, id, req, now)) != NULL) {
 		w = sl->wake;

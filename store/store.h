@@ -88,9 +88,27 @@ DS_EXPORT const char *ds_strerror(enum ds_err);
 				   (JSON mode); reads cut on record ends */
 #define DS_F_DELETED	0x10u	/* soft-deleted */
 
+/*
+ * A hash of a stream id for tables keyed by it. Ids are not uniform: their
+ * low-order bits hold the time they were made in (see new_id() in
+ * lifecycle.c), so "id % n" puts the streams of a year in one bucket.
+ */
+static inline uint32_t
+ds_id_hash(uint64_t id)
+{
+	/* MurmurHash3's finaliser: every bit of id moves every bit out. */
+	id ^= id >> 33;
+	id *= 0xff51afd7ed558ccdull;
+	id ^= id >> 33;
+	id *= 0xc4ceb9fe1a85ec53ull;
+	id ^= id >> 33;
+	return (uint32_t)id;
+}
+
 /* A snapshot of one stream's metadata, copied out of the store. */
 struct ds_stream_info {
-	uint64_t	id;		/* internal id, never reused */
+	uint64_t	id;		/* internal id, never reused (see
+					   ds_id_hash()) */
 	uint64_t	base;		/* first position in our own segment */
 	uint64_t	tail;		/* committed tail position */
 	uint64_t	ttl_s;		/* with DS_F_TTL */

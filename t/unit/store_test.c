@@ -1442,6 +1442,47 @@ test_flush(struct ds_store *s)
 	}
 }
 
+/*
+ * New ids: distinct, in creation order by their leading bytes (the ids
+ * database's key order: see new_id()), their top byte (the segment fan-out)
+ * spread, and ds_id_hash() spreading them although their low bits are
+ * alike.
+ */
+static void
+test_ids(struct ds_store *s)
+{
+	enum { N = 512 };
+	struct ds_create c = { .ctype = "text/plain" };
+	struct ds_stream_info info;
+	static uint64_t ids[N];
+	unsigned char top[256] = { 0 }, lane[64] = { 0 };
+	int i, j, ntop = 0, nlane = 0, order = 1, distinct = 1, made = 1;
+	char path[32];
+
+	for (i = 0; i < N; i++) {
+		snprintf(path, sizeof(path), "ids/%d", i);
+		if (ds_store_create(s, path, &c, 1000, &info) != DS_OK)
+			made = 0;
+		ids[i] = info.id;
+	}
+	ok(made, "%d streams made", N);
+	for (i = 0; i < N; i++) {
+		if (i > 0 && memcmp(&ids[i - 1], &ids[i], 5) > 0)
+			order = 0;
+		for (j = 0; j < i; j++)
+			if (ids[j] == ids[i] || ids[i] == 0)
+				distinct = 0;
+		if (!top[ids[i] >> 56]++)
+			ntop++;
+		if (!lane[ds_id_hash(ids[i]) % 64]++)
+			nlane++;
+	}
+	ok(distinct, "ids are distinct and never 0");
+	ok(order, "ids sort as they were made (leading 5 bytes, memcmp)");
+	ok(ntop >= 160, "top bytes spread over the fan-out: %d of 256", ntop);
+	ok(nlane >= 56, "ds_id_hash() spreads them: %d of 64 buckets", nlane);
+}
+
 static const struct {
 	const char	*name;
 	void		(*fn)(struct ds_store *);
@@ -1464,6 +1505,7 @@ static const struct {
 	{ "room-recover-short", test_room_recover_short },
 	{ "room-hole", test_room_hole },
 	{ "flush", test_flush },
+	{ "ids", test_ids },
 };
 
 int
