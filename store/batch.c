@@ -97,7 +97,8 @@ validate(const struct ds_rec *r, const struct ds_pstate *ps, int have_ps,
 struct seg_write {
 	uint64_t	size0;		/* the file's length before */
 	int		grew;		/* the file is longer than size0 */
-	int		flush;		/* in room: needs the shared flush */
+	int		flush;		/* in room: needs the shared flush... */
+	uint64_t	flush_mark;	/* ...of a flush begun after this */
 };
 
 /*
@@ -155,6 +156,7 @@ write_data(struct ds_store *s, int fd, uint64_t own, const void *body,
 			goto fail;
 		}
 		w->flush = 1;
+		w->flush_mark = ds_lanes_flush_mark(s);
 		return DS_OK;
 	}
 	if (room > w->size0) {
@@ -505,6 +507,7 @@ read_done:
 	cm.visible = batch_visible;
 	cm.arg = &bc;
 	cm.flush = written && w.flush;
+	cm.flush_mark = w.flush_mark;
 	ds_commit(s, &cm);
 	e = cm.e;
 	committed = cm.committed;

@@ -49,21 +49,32 @@ apply_nested(struct ds_store *s, MDB_txn *txn, struct ds_commit *list,
 
 /*
  * Makes the bytes of the list's batches that were written into room
- * durable before their commit: one flush (ds_seg_flush()) for them all.
+ * durable before their commit: one flush (ds_seg_flush()) for them all,
+ * unless one begun since the earliest was written has served already
+ * (the smallest mark; one without a mark wants a flush begun from now).
  */
 static enum ds_err
 flush(struct ds_store *s, struct ds_commit *list)
 {
 	struct ds_commit *c;
+	uint64_t mark = 0;
+	int need = 0, nomark = 0;
 
-	for (c = list; c; c = c->next)
-		if (c->flush) {
-			if (ds_lanes_flush(s) == -1) {
-				ds_log("shared flush: %s", strerror(errno));
-				return DS_EIO;
-			}
-			break;
-		}
+	for (c = list; c; c = c->next) {
+		if (!c->flush)
+			continue;
+		if (c->flush_mark == DS_FLUSH_NOMARK)
+			nomark = 1;
+		else if (!need || c->flush_mark < mark)
+			mark = c->flush_mark;
+		need = 1;
+	}
+	if (nomark)
+		mark = DS_FLUSH_NOMARK;
+	if (need && ds_lanes_flush(s, mark) == -1) {
+		ds_log("shared flush: %s", strerror(errno));
+		return DS_EIO;
+	}
 	return DS_OK;
 }
 

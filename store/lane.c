@@ -756,31 +756,69 @@ robust_lock(pthread_mutex_t *m)
 }
 
 /*
- * ds_seg_flush() for ranges written and waited for before the call: a
- * flush that began after the call, in any process, serves. Flushes are
- * numbered as they begin and run one at a time, so when the last finished
- * is later than the last begun before the call, the work is done.
+ * Device flushes are numbered as they begin, in any process: the shared
+ * flushes (ds_lanes_flush()) and, where an fdatasync() is known to flush
+ * the device (ds_seg_flush_open(): s->flush_plain), the LMDB syncs
+ * (ds_lanes_env_sync()). flush_done is the highest number of a flush that
+ * has finished. A range written and waited for before flush_started read
+ * m is on stable storage once flush_done > m: that flush began after the
+ * range was in the device's cache. Before the file is mapped there is no
+ * mark (DS_FLUSH_NOMARK), and a flush must begin after ds_lanes_flush().
  */
-int
-ds_lanes_flush(struct ds_store *s)
+uint64_t
+ds_lanes_flush_mark(struct ds_store *s)
 {
 	struct lane_file *f = lanes_peek(s);
-	uint64_t before, n;
+
+	return f ? __atomic_load_n(&f->flush_started, __ATOMIC_SEQ_CST) :
+	    DS_FLUSH_NOMARK;
+}
+
+static uint64_t
+flush_begin(struct lane_file *f)
+{
+	return __atomic_add_fetch(&f->flush_started, 1, __ATOMIC_SEQ_CST);
+}
+
+static void
+flush_end(struct lane_file *f, uint64_t n)
+{
+	uint64_t done = __atomic_load_n(&f->flush_done, __ATOMIC_ACQUIRE);
+
+	while (done < n && !__atomic_compare_exchange_n(&f->flush_done,
+	    &done, n, 0, __ATOMIC_RELEASE, __ATOMIC_ACQUIRE))
+		;
+}
+
+/*
+ * ds_seg_flush() for ranges written and waited for before
+ * ds_lanes_flush_mark() returned mark: a flush that began after that, in
+ * any process, serves, an LMDB sync included. The shared flushes run one
+ * at a time, so a caller that waited for another's finds its work done.
+ */
+int
+ds_lanes_flush(struct ds_store *s, uint64_t mark)
+{
+	struct lane_file *f = lanes_peek(s);
+	uint64_t n;
 	int rc, saved;
 
 	if (f == NULL)
 		return ds_seg_flush(s);
-	before = __atomic_load_n(&f->flush_started, __ATOMIC_ACQUIRE);
+	if (mark == DS_FLUSH_NOMARK)
+		mark = __atomic_load_n(&f->flush_started, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&f->flush_done, __ATOMIC_ACQUIRE) > mark)
+		return 0;
 	robust_lock(&f->flush_mu);
-	if (f->flush_done > before) {
+	if (__atomic_load_n(&f->flush_done, __ATOMIC_ACQUIRE) > mark) {
 		pthread_mutex_unlock(&f->flush_mu);
 		return 0;
 	}
-	n = ++f->flush_started;
+	n = flush_begin(f);
 	rc = ds_seg_flush(s);
 	saved = errno;
 	if (rc == 0)
-		f->flush_done = n;
+		flush_end(f, n);
 	pthread_mutex_unlock(&f->flush_mu);
 	errno = saved;
 	return rc;
@@ -789,13 +827,15 @@ ds_lanes_flush(struct ds_store *s)
 /*
  * mdb_env_sync() for transaction txnid, committed before the call: a sync
  * by any process that began after it was committed serves. Returns 0 or
- * an LMDB error.
+ * an LMDB error. Where an fdatasync() is a device flush, the sync counts
+ * as one for the ranges that wait for a shared flush (see above).
  */
 int
 ds_lanes_env_sync(struct ds_store *s, uint64_t txnid)
 {
 	struct lane_file *f = lanes_peek(s);
 	MDB_envinfo ei;
+	uint64_t n = 0;
 	int rc;
 
 	if (f == NULL)
@@ -806,10 +846,16 @@ ds_lanes_env_sync(struct ds_store *s, uint64_t txnid)
 		return 0;
 	}
 	/* Every transaction up to the last one is in the file's pages. */
-	if ((rc = mdb_env_info(s->env, &ei)) == 0 &&
-	    (rc = ds_stats_env_sync(s->env)) == 0 &&
-	    ei.me_last_txnid > f->synced_txn)
-		f->synced_txn = ei.me_last_txnid;
+	if ((rc = mdb_env_info(s->env, &ei)) == 0) {
+		if (s->flush_plain)
+			n = flush_begin(f);
+		if ((rc = ds_stats_env_sync(s->env)) == 0) {
+			if (ei.me_last_txnid > f->synced_txn)
+				f->synced_txn = ei.me_last_txnid;
+			if (n != 0)
+				flush_end(f, n);
+		}
+	}
 	pthread_mutex_unlock(&f->sync_mu);
 	return rc;
 }

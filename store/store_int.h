@@ -135,7 +135,8 @@ struct ds_commit {
 	enum ds_err	(*apply)(struct ds_store *, MDB_txn *, void *arg);
 	void		(*visible)(void *arg);
 	void		*arg;
-	int		 flush;		/* data written in room (batch.c) */
+	int		 flush;		/* data written in room (batch.c)... */
+	uint64_t	 flush_mark;	/* ...before this ds_lanes_flush_mark() */
 	enum ds_err	 e;
 	int		 committed;
 	int		 done;
@@ -243,7 +244,9 @@ int	ds_lane_append(struct ds_store *, const char *path, uint64_t id,
 	    const struct ds_append *, int64_t now, struct ds_append_res *,
 	    enum ds_err *);
 /* ds_seg_flush() and mdb_env_sync() that another process's may serve. */
-int	ds_lanes_flush(struct ds_store *);
+uint64_t ds_lanes_flush_mark(struct ds_store *);
+#define DS_FLUSH_NOMARK	UINT64_MAX	/* written before the lane file was */
+int	ds_lanes_flush(struct ds_store *, uint64_t mark);
 int	ds_lanes_env_sync(struct ds_store *, uint64_t txnid);
 
 /* subs.c: ds_sub_create(), ds_sub_get(), ds_sub_delete(), ds_sub_foreach(),

@@ -1188,12 +1188,17 @@ test_room_short(struct ds_store *s)
 	pthread_t th[3];
 	char path[512];
 	off_t before;
-	int n;
+	int n, plain = s->flush_plain;
 
 	if (!s->range_sync) {
 		note("no room writes on this file system (not ext4 or XFS)");
 		return;
 	}
+	/*
+	 * The count below tells rs/a's own fdatasync from the shared flush:
+	 * with plain flushes, the held commit's LMDB sync would serve that.
+	 */
+	s->flush_plain = 0;
 	must_ds(ds_store_create(s, "rs/a", &c, 1000, &ia));
 	must_ds(ds_store_create(s, "rs/b", &c, 1000, &ib));
 	must_ds(append(s, "rs/a", "hello world", 0, NULL, NULL, &res));
@@ -1241,6 +1246,7 @@ test_room_short(struct ds_store *s)
 	    "fdatasync()ed (not only another member's)");
 	is_int(seg_size(ia.id), (long long)ds_seg_room(16),
 	    "... and the segment spans its room again");
+	s->flush_plain = plain;
 	errno = 0;
 }
 
@@ -1443,6 +1449,53 @@ test_flush(struct ds_store *s)
 }
 
 /*
+ * The shared flush's marks (lane.c): a flush begun after a range's mark
+ * serves it, whoever made it, and so does an LMDB sync where an fdatasync
+ * is known to flush the device; a range without a mark gets a flush of
+ * its own.
+ */
+static void
+test_flush_mark(struct ds_store *s)
+{
+	struct ds_create c = { .ctype = "text/plain" };
+	struct ds_stream_info info;
+	struct ds_append_res res;
+	struct ds_store_stats st;
+	uint64_t m, n;
+
+	if (!s->range_sync) {
+		note("no shared flush on this file system (not ext4)");
+		return;
+	}
+	must(ds_store_create(s, "m", &c, 1000, &info) == DS_OK, "create");
+	/* The first append maps the lane file. */
+	must(append(s, "m", "x", 0, NULL, NULL, &res) == DS_OK, "append");
+	if ((m = ds_lanes_flush_mark(s)) == DS_FLUSH_NOMARK) {
+		note("no lane file: each flush is the caller's own");
+		return;
+	}
+	memset(&st, 0, sizeof(st));
+	ds_store_stats_attach(&st);
+	is_int(ds_lanes_flush(s, m), 0, "a flush for a mark");
+	n = st.syncs[DS_SYNC_DATA];
+	is_int(n, 1, "flushes the device");
+	is_int(ds_lanes_flush(s, m), 0, "another for the same mark");
+	is_int(st.syncs[DS_SYNC_DATA], n, "is served by that flush");
+
+	m = ds_lanes_flush_mark(s);
+	must(ds_store_create(s, "m2", &c, 1000, &info) == DS_OK, "create");
+	ok(st.syncs[DS_SYNC_META] >= 1, "a create syncs LMDB");
+	is_int(ds_lanes_flush(s, m), 0, "a flush for a mark taken before it");
+	is_int(st.syncs[DS_SYNC_DATA], n + !s->flush_plain, s->flush_plain ?
+	    "is served by the LMDB sync (fdatasync flushes the device here)" :
+	    "flushes: an LMDB sync is not known to flush the device here");
+	n = st.syncs[DS_SYNC_DATA];
+	is_int(ds_lanes_flush(s, DS_FLUSH_NOMARK), 0, "a flush without a mark");
+	is_int(st.syncs[DS_SYNC_DATA], n + 1, "flushes the device");
+	ds_store_stats_attach(NULL);
+}
+
+/*
  * New ids: distinct, in creation order by their leading bytes (the ids
  * database's key order: see new_id()), their top byte (the segment fan-out)
  * spread, and ds_id_hash() spreading them although their low bits are
@@ -1505,6 +1558,7 @@ static const struct {
 	{ "room-recover-short", test_room_recover_short },
 	{ "room-hole", test_room_hole },
 	{ "flush", test_flush },
+	{ "flush-mark", test_flush_mark },
 	{ "ids", test_ids },
 };
 
