@@ -50,27 +50,23 @@ apply_nested(struct ds_store *s, MDB_txn *txn, struct ds_commit *list,
 /*
  * Makes the bytes of the list's batches that were written into room
  * durable before their commit: one flush (ds_seg_flush()) for them all,
- * unless one begun since the earliest was written has served already
- * (the smallest mark; one without a mark wants a flush begun from now).
+ * unless one begun since the last of them was written has served already.
+ * So the largest mark counts (DS_FLUSH_NOMARK, a flush begun from now, is
+ * the largest there is).
  */
 static enum ds_err
 flush(struct ds_store *s, struct ds_commit *list)
 {
 	struct ds_commit *c;
 	uint64_t mark = 0;
-	int need = 0, nomark = 0;
+	int need = 0;
 
-	for (c = list; c; c = c->next) {
-		if (!c->flush)
-			continue;
-		if (c->flush_mark == DS_FLUSH_NOMARK)
-			nomark = 1;
-		else if (!need || c->flush_mark < mark)
-			mark = c->flush_mark;
-		need = 1;
-	}
-	if (nomark)
-		mark = DS_FLUSH_NOMARK;
+	for (c = list; c; c = c->next)
+		if (c->flush) {
+			need = 1;
+			if (c->flush_mark > mark)
+				mark = c->flush_mark;
+		}
 	if (need && ds_lanes_flush(s, mark) == -1) {
 		ds_log("shared flush: %s", strerror(errno));
 		return DS_EIO;

@@ -47,7 +47,7 @@
 
 #include "store/store_int.h"
 
-#define LANE_MAGIC	0x334e414c53440a00ull	/* "\0\nDSLAN3" */
+#define LANE_MAGIC	0x344e414c53440a00ull	/* "\0\nDSLAN4" */
 #define LANE_N		64		/* lanes, streams appended to at once */
 #define LANE_SLOTS	BATCH_MAX	/* appends waiting in one lane */
 #define LANE_ARENA	(64u << 10)	/* their bytes */
@@ -757,12 +757,13 @@ robust_lock(pthread_mutex_t *m)
 
 /*
  * Device flushes are numbered as they begin, in any process: the shared
- * flushes (ds_lanes_flush()) and, where an fdatasync() is known to flush
- * the device (ds_seg_flush_open(): s->flush_plain), the LMDB syncs
- * (ds_lanes_env_sync()). flush_done is the highest number of a flush that
- * has finished. A range written and waited for before flush_started read
- * m is on stable storage once flush_done > m: that flush began after the
- * range was in the device's cache. Before the file is mapped there is no
+ * flushes (ds_lanes_flush()) and, where an fdatasync() of the LMDB file is
+ * known to flush the device the segments are on (s->sync_flush: see
+ * ds_seg_sync_flush()), the LMDB syncs (ds_lanes_env_sync()). flush_done
+ * is the highest number of a flush that has finished. A range written and
+ * waited for before flush_started read m is on stable storage once
+ * flush_done > m: that flush began after the range was in the device's
+ * cache. Before the file is mapped there is no
  * mark (DS_FLUSH_NOMARK), and a flush must begin after ds_lanes_flush().
  */
 uint64_t
@@ -827,8 +828,8 @@ ds_lanes_flush(struct ds_store *s, uint64_t mark)
 /*
  * mdb_env_sync() for transaction txnid, committed before the call: a sync
  * by any process that began after it was committed serves. Returns 0 or
- * an LMDB error. Where an fdatasync() is a device flush, the sync counts
- * as one for the ranges that wait for a shared flush (see above).
+ * an LMDB error. Where it is a flush of the segments' device, the sync
+ * counts as one for the ranges that wait for a shared flush (see above).
  */
 int
 ds_lanes_env_sync(struct ds_store *s, uint64_t txnid)
@@ -847,7 +848,7 @@ ds_lanes_env_sync(struct ds_store *s, uint64_t txnid)
 	}
 	/* Every transaction up to the last one is in the file's pages. */
 	if ((rc = mdb_env_info(s->env, &ei)) == 0) {
-		if (s->flush_plain)
+		if (s->sync_flush)
 			n = flush_begin(f);
 		if ((rc = ds_stats_env_sync(s->env)) == 0) {
 			if (ei.me_last_txnid > f->synced_txn)

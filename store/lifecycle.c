@@ -132,39 +132,36 @@ ds_lookup(struct ds_store *s, const char *path, int64_t now, struct ds_rec *r)
 /*
  * A new stream id, never 0 (0 means "no source" in src_id). The ids
  * database is keyed by the id's bytes as they lie in memory, compared as
- * bytes: those begin with the time in milliseconds, most significant byte
- * first (44 bits, enough until the year 2527), so the ids of a commit's
- * creates go to one or two leaf pages at the end of that tree and not each
- * to a page of its own, which halves the pages a commit group of creates
- * writes and syncs. The last 20 bits are random; among them the integer's
- * top byte, which spreads segment files over the fan-out directories
- * (segment.c). Two creates in one millisecond collide once in a million;
- * the create then tries another id. Hash ids with ds_id_hash(), never by
- * their low-order bits. Ids made before this scheme were wholly random;
- * nothing depends on the layout but the locality.
+ * bytes: the first three are the time in milliseconds, modulo 2^24 (4.7
+ * hours), most significant byte first, so the ids a commit's creates take
+ * in one millisecond go to one leaf page of that tree and not each to a
+ * page of its own. The other five bytes are random, the integer's top
+ * byte among them, which spreads segment files over the fan-out
+ * directories (segment.c). Ids of one millisecond are as unlikely to
+ * collide as 40 random bits make them (and a collision is caught, and the
+ * create tries another id: create_once()); ids of different milliseconds
+ * of one 4.7-hour turn cannot. Hash ids with ds_id_hash(), never by their
+ * low-order bits, which the time fills. Nothing depends on the layout but
+ * the locality: ids made before it were wholly random.
  */
 static uint64_t
 new_id(void)
 {
 	struct timespec ts;
 	unsigned char b[8];
-	uint32_t r = 0;
 	uint64_t id, t;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	t = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-	while (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
-		;
-	b[0] = (unsigned char)(t >> 36);
-	b[1] = (unsigned char)(t >> 28);
-	b[2] = (unsigned char)(t >> 20);
-	b[3] = (unsigned char)(t >> 12);
-	b[4] = (unsigned char)(t >> 4);
-	b[5] = (unsigned char)(t << 4 | (r & 0xf));
-	b[6] = (unsigned char)(r >> 4);
-	b[7] = (unsigned char)(r >> 12);
-	memcpy(&id, b, sizeof(id));
-	return id != 0 ? id : 1;
+	do {
+		while (getrandom(b + 3, 5, 0) != 5)
+			;
+		b[0] = (unsigned char)(t >> 16);
+		b[1] = (unsigned char)(t >> 8);
+		b[2] = (unsigned char)t;
+		memcpy(&id, b, sizeof(id));
+	} while (id == 0);
+	return id;
 }
 
 /*
@@ -351,8 +348,11 @@ create_once(struct ds_store *s, const char *path, const struct ds_create *req,
 	uint64_t id = new_id();
 
 	*again = 0;
-	if (req->len > 0 && ds_seg_create(s, id, req->body, req->len) == -1)
+	if (req->len > 0 && ds_seg_create(s, id, req->body, req->len) == -1) {
+		/* Another create's file: its id, taken meanwhile. */
+		*again = errno == EEXIST;
 		return ds_sys_err(errno);
+	}
 	r->info.id = id;
 	memset(&cc, 0, sizeof(cc));
 	cc.path = path;

@@ -105,35 +105,42 @@ ds_seg_zero(int fd, uint64_t at, uint64_t len)
 	return 0;
 }
 
+enum ext4_mode { EXT4_UNKNOWN, EXT4_NOJOURNAL, EXT4_JOURNAL_META,
+    EXT4_JOURNAL_DATA };
+
 /*
- * The ext4 file system on dev is mounted data=journal, or cannot be told:
- * /proc/fs/ext4/<device>/options lists the data mode whenever there is a
- * journal (mountinfo omits it when it is the file system's default).
+ * The journal mode of the ext4 file system on dev: /proc/fs/ext4/<device>/
+ * options lists the data mode (data=journal, ordered or writeback) whenever
+ * there is a journal, and none without one (mountinfo omits the mode when
+ * it is the file system's default).
  */
-static int
-data_journal(dev_t dev)
+static enum ext4_mode
+ext4_mode(dev_t dev)
 {
 	char path[96], line[256], name[64] = "";
+	enum ext4_mode m = EXT4_NOJOURNAL;
 	FILE *f;
-	int found = 0;
 
 	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/uevent",
 	    major(dev), minor(dev));
 	if ((f = fopen(path, "re")) == NULL)
-		return 1;
+		return EXT4_UNKNOWN;
 	while (fgets(line, sizeof(line), f))
 		if (sscanf(line, "DEVNAME=%63[^\n]", name) == 1)
 			break;
 	fclose(f);
 	if (name[0] == '\0' || strchr(name, '/') != NULL)
-		return 1;	/* a name with a directory: do not guess */
+		return EXT4_UNKNOWN;	/* a name with a directory: no guess */
 	snprintf(path, sizeof(path), "/proc/fs/ext4/%s/options", name);
 	if ((f = fopen(path, "re")) == NULL)
-		return 1;
-	while (!found && fgets(line, sizeof(line), f))
-		found = strcmp(line, "data=journal\n") == 0;
+		return EXT4_UNKNOWN;
+	while (fgets(line, sizeof(line), f))
+		if (strcmp(line, "data=journal\n") == 0)
+			m = EXT4_JOURNAL_DATA;
+		else if (m == EXT4_NOJOURNAL && strncmp(line, "data=", 5) == 0)
+			m = EXT4_JOURNAL_META;
 	fclose(f);
-	return found;
+	return m;
 }
 
 /*
@@ -162,8 +169,15 @@ flush_plain(int dirfd)
 	if (uname(&u) == -1 || sscanf(u.release, "%u.%u", &maj, &min) != 2 ||
 	    maj < 6 || (maj == 6 && min < 5))
 		return 0;
-	if (fstat(dirfd, &st) == -1 || data_journal(st.st_dev))
+	if (fstat(dirfd, &st) == -1)
 		return 0;
+	switch (ext4_mode(st.st_dev)) {
+	case EXT4_NOJOURNAL:
+	case EXT4_JOURNAL_META:
+		break;
+	default:
+		return 0;
+	}
 	if (ioctl(dirfd, FS_IOC_GETFLAGS, &flags) == 0 &&
 	    (flags & FS_JOURNAL_DATA_FL))
 		return 0;
@@ -198,6 +212,28 @@ ds_seg_flush_open(struct ds_store *s)
 	/* A new file: its transaction is the latest (see ds_seg_flush()). */
 	s->flush_changed = ds_mono_us();
 	return 1;
+}
+
+/*
+ * Whether an LMDB sync flushes the device's cache for the segments too,
+ * and so may serve as the shared flush (lane.c): where the plain flush
+ * serves (flush_plain()), the LMDB file is on the segments' file system
+ * and that has no journal. There an fdatasync() of a file with pages to
+ * write always ends with a flush. With a journal, whether it flushes is
+ * decided from transaction ids that wrap (see ds_seg_flush()), and the
+ * LMDB file has no length of ours to change once a minute.
+ */
+int
+ds_seg_sync_flush(struct ds_store *s)
+{
+	struct stat meta, seg;
+	int fd;
+
+	if (!s->range_sync || !s->flush_plain ||
+	    mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &meta) == -1 ||
+	    fstat(s->segdirfd, &seg) == -1 || meta.st_dev != seg.st_dev)
+		return 0;
+	return ext4_mode(seg.st_dev) == EXT4_NOJOURNAL;
 }
 
 /*
@@ -322,7 +358,7 @@ seg_dir(struct ds_store *s, uint64_t id, char *dir, size_t sz)
  * caller commits the record that names the file. A stream created empty
  * has no file until its first append (ds_seg_open_new()): a create then
  * costs no file system work at all. Returns 0, or -1 with errno set and no
- * file left behind.
+ * file left behind (EEXIST: another stream's file, left alone).
  */
 int
 ds_seg_create(struct ds_store *s, uint64_t id, const void *body, size_t len)
@@ -333,8 +369,7 @@ ds_seg_create(struct ds_store *s, uint64_t id, const void *body, size_t len)
 	if ((fd = ds_seg_open_new(s, id, &created)) == -1)
 		return -1;
 	if (!created) {
-		close(fd);
-		ds_log("segment %016" PRIx64 " exists already", id);
+		close(fd);	/* another stream's id: the caller draws again */
 		errno = EEXIST;
 		return -1;
 	}

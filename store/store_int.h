@@ -39,6 +39,7 @@ struct ds_store {
 	int		 range_sync;	/* room writes (ds_seg_flush_open()) */
 	int		 flushfd;	/* ...flushed with this file */
 	int		 flush_plain;	/* by an fdatasync() alone */
+	int		 sync_flush;	/* an LMDB sync flushes them too */
 	unsigned	 flush_len;	/* else its length, 0 or 1, toggled */
 	int64_t		 flush_changed;	/* when it last was (ds_mono_us()) */
 	pthread_mutex_t	 aq_mu;		/* guards aq */
@@ -181,6 +182,7 @@ int	ds_seg_unlink(const struct ds_store *, uint64_t id);
 uint64_t ds_seg_room(uint64_t own);
 int	ds_seg_zero(int fd, uint64_t at, uint64_t len);
 int	ds_seg_flush_open(struct ds_store *);
+int	ds_seg_sync_flush(struct ds_store *);
 int	ds_seg_flush(struct ds_store *);
 
 /* retain.c: ds_store_trim(), ds_store_punch() */

@@ -8,6 +8,8 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/syscall.h>
+#include <sys/random.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -1188,17 +1190,17 @@ test_room_short(struct ds_store *s)
 	pthread_t th[3];
 	char path[512];
 	off_t before;
-	int n, plain = s->flush_plain;
+	int n, sync_flush = s->sync_flush;
 
 	if (!s->range_sync) {
 		note("no room writes on this file system (not ext4 or XFS)");
 		return;
 	}
 	/*
-	 * The count below tells rs/a's own fdatasync from the shared flush:
-	 * with plain flushes, the held commit's LMDB sync would serve that.
+	 * The count below tells rs/a's own fdatasync from the shared flush,
+	 * which the held commit's LMDB sync could serve (s->sync_flush).
 	 */
-	s->flush_plain = 0;
+	s->sync_flush = 0;
 	must_ds(ds_store_create(s, "rs/a", &c, 1000, &ia));
 	must_ds(ds_store_create(s, "rs/b", &c, 1000, &ib));
 	must_ds(append(s, "rs/a", "hello world", 0, NULL, NULL, &res));
@@ -1246,7 +1248,7 @@ test_room_short(struct ds_store *s)
 	    "fdatasync()ed (not only another member's)");
 	is_int(seg_size(ia.id), (long long)ds_seg_room(16),
 	    "... and the segment spans its room again");
-	s->flush_plain = plain;
+	s->sync_flush = sync_flush;
 	errno = 0;
 }
 
@@ -1448,11 +1450,34 @@ test_flush(struct ds_store *s)
 	}
 }
 
+struct fm_job {
+	struct ds_store	*s;
+	struct ds_commit cm;
+};
+
+static enum ds_err
+fm_apply(struct ds_store *s, MDB_txn *txn, void *arg)
+{
+	(void)s;
+	(void)txn;
+	(void)arg;
+	return DS_OK;
+}
+
+static void *
+fm_commit(void *arg)
+{
+	struct fm_job *j = arg;
+
+	ds_commit(j->s, &j->cm);
+	return NULL;
+}
+
 /*
  * The shared flush's marks (lane.c): a flush begun after a range's mark
- * serves it, whoever made it, and so does an LMDB sync where an fdatasync
- * is known to flush the device; a range without a mark gets a flush of
- * its own.
+ * serves it, whoever made it, and so does an LMDB sync where that is known
+ * to flush the segments' device; a range without a mark gets a flush of
+ * its own, and a commit of several ranges one begun after the last.
  */
 static void
 test_flush_mark(struct ds_store *s)
@@ -1461,6 +1486,8 @@ test_flush_mark(struct ds_store *s)
 	struct ds_stream_info info;
 	struct ds_append_res res;
 	struct ds_store_stats st;
+	struct fm_job fa, fb;
+	pthread_t ta, tb;
 	uint64_t m, n;
 
 	if (!s->range_sync) {
@@ -1486,20 +1513,55 @@ test_flush_mark(struct ds_store *s)
 	must(ds_store_create(s, "m2", &c, 1000, &info) == DS_OK, "create");
 	ok(st.syncs[DS_SYNC_META] >= 1, "a create syncs LMDB");
 	is_int(ds_lanes_flush(s, m), 0, "a flush for a mark taken before it");
-	is_int(st.syncs[DS_SYNC_DATA], n + !s->flush_plain, s->flush_plain ?
-	    "is served by the LMDB sync (fdatasync flushes the device here)" :
+	is_int(st.syncs[DS_SYNC_DATA], n + !s->sync_flush, s->sync_flush ?
+	    "is served by the LMDB sync (no journal: it flushes the device)" :
 	    "flushes: an LMDB sync is not known to flush the device here");
 	n = st.syncs[DS_SYNC_DATA];
 	is_int(ds_lanes_flush(s, DS_FLUSH_NOMARK), 0, "a flush without a mark");
 	is_int(st.syncs[DS_SYNC_DATA], n + 1, "flushes the device");
 	ds_store_stats_attach(NULL);
+
+	/*
+	 * Two batches in one shared commit: A written before flush F began,
+	 * B after. F serves A, not B: the commit flushes.
+	 */
+	memset(&fa, 0, sizeof(fa));
+	memset(&fb, 0, sizeof(fb));
+	fa.cm.apply = fb.cm.apply = fm_apply;
+	fa.cm.flush = fb.cm.flush = 1;
+	fa.cm.flush_mark = ds_lanes_flush_mark(s);
+	must(ds_lanes_flush(s, DS_FLUSH_NOMARK) == 0, "flush F");
+	fb.cm.flush_mark = ds_lanes_flush_mark(s);
+	ok(fb.cm.flush_mark > fa.cm.flush_mark, "B's mark is above A's");
+	fa.s = fb.s = s;
+	pthread_mutex_lock(&s->cq_mu);
+	s->cq_busy = 1;		/* both queue behind "a commit in progress" */
+	pthread_mutex_unlock(&s->cq_mu);
+	must(pthread_create(&ta, NULL, fm_commit, &fa) == 0, "thread");
+	while (sc_queued(s) < 1)
+		usleep(1000);
+	must(pthread_create(&tb, NULL, fm_commit, &fb) == 0, "thread");
+	while (sc_queued(s) < 2)
+		usleep(1000);
+	memset(&st, 0, sizeof(st));
+	ds_store_stats_attach(&st);
+	pthread_mutex_lock(&s->cq_mu);
+	s->cq_busy = 0;
+	pthread_cond_signal(&s->cq->cv);
+	pthread_mutex_unlock(&s->cq_mu);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	ds_store_stats_attach(NULL);
+	ok(fa.cm.e == DS_OK && fb.cm.e == DS_OK, "both committed");
+	is_int(st.syncs[DS_SYNC_DATA], 1, "their commit flushes: F, begun "
+	    "before B's bytes were written, does not serve B");
 }
 
 /*
  * New ids: distinct, in creation order by their leading bytes (the ids
- * database's key order: see new_id()), their top byte (the segment fan-out)
- * spread, and ds_id_hash() spreading them although their low bits are
- * alike.
+ * database's key order: see new_id(); the time there turns over every 4.7
+ * hours, so once), their top byte (the segment fan-out) spread, and
+ * ds_id_hash() spreading them although their low bits are alike.
  */
 static void
 test_ids(struct ds_store *s)
@@ -1509,7 +1571,7 @@ test_ids(struct ds_store *s)
 	struct ds_stream_info info;
 	static uint64_t ids[N];
 	unsigned char top[256] = { 0 }, lane[64] = { 0 };
-	int i, j, ntop = 0, nlane = 0, order = 1, distinct = 1, made = 1;
+	int i, j, ntop = 0, nlane = 0, order = 0, distinct = 1, made = 1;
 	char path[32];
 
 	for (i = 0; i < N; i++) {
@@ -1520,8 +1582,8 @@ test_ids(struct ds_store *s)
 	}
 	ok(made, "%d streams made", N);
 	for (i = 0; i < N; i++) {
-		if (i > 0 && memcmp(&ids[i - 1], &ids[i], 5) > 0)
-			order = 0;
+		if (i > 0 && memcmp(&ids[i - 1], &ids[i], 3) > 0)
+			order++;
 		for (j = 0; j < i; j++)
 			if (ids[j] == ids[i] || ids[i] == 0)
 				distinct = 0;
@@ -1531,9 +1593,66 @@ test_ids(struct ds_store *s)
 			nlane++;
 	}
 	ok(distinct, "ids are distinct and never 0");
-	ok(order, "ids sort as they were made (leading 5 bytes, memcmp)");
+	ok(order <= 1, "ids sort as they were made (leading 3 bytes, memcmp): "
+	    "%d turns", order);
 	ok(ntop >= 160, "top bytes spread over the fan-out: %d of 256", ntop);
 	ok(nlane >= 56, "ds_id_hash() spreads them: %d of 64 buckets", nlane);
+}
+
+/*
+ * getrandom() for the whole program (the store is linked in), pinned on
+ * demand so that every id of one millisecond is the same.
+ */
+static int pin_random, pinned_draws;
+
+ssize_t
+getrandom(void *buf, size_t len, unsigned int flags)
+{
+	if (pin_random) {
+		pinned_draws++;
+		memset(buf, 0x5a, len);
+		return (ssize_t)len;
+	}
+	return syscall(SYS_getrandom, buf, len, flags);
+}
+
+/*
+ * Ids that collide are drawn again: an empty create's at the ids
+ * database, a create with a body's already at its segment file, which
+ * belongs to the stream that has the id.
+ */
+static void
+test_id_collide(struct ds_store *s)
+{
+	struct ds_create body = { .ctype = "text/plain", .body = "abc",
+	    .len = 3 };
+	struct ds_create empty = { .ctype = "text/plain" };
+	struct ds_stream_info a, b;
+	char pa[32], pb[32], *data;
+	size_t len;
+	int k, e = 0, kept = 1;
+
+	pinned_draws = 0;
+	pin_random = 1;
+	for (k = 0; k < 20; k++) {
+		snprintf(pa, sizeof(pa), "c%d/a", k);
+		snprintf(pb, sizeof(pb), "c%d/b", k);
+		e |= ds_store_create(s, pa, k % 2 ? &body : &empty, 1000,
+		    &a) != DS_OK;
+		e |= ds_store_create(s, pb, &body, 1000, &b) != DS_OK;
+		if (ds_store_read(s, pb, 0, 100, 1000, &b, &data, &len) !=
+		    DS_OK || len != 3 || memcmp(data, "abc", 3) != 0)
+			kept = 0;
+		if (ds_store_read(s, pa, 0, 100, 1000, &a, &data, &len) !=
+		    DS_OK || len != (k % 2 ? 3u : 0u))
+			kept = 0;
+		free(data);
+	}
+	pin_random = 0;
+	ok(pinned_draws > 40, "ids drawn again: %d draws for 40 creates",
+	    pinned_draws);
+	ok(!e, "creates that draw a taken id succeed");
+	ok(kept, "each stream holds its own bytes");
 }
 
 static const struct {
@@ -1560,6 +1679,7 @@ static const struct {
 	{ "flush", test_flush },
 	{ "flush-mark", test_flush_mark },
 	{ "ids", test_ids },
+	{ "id-collide", test_id_collide },
 };
 
 int
