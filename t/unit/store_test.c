@@ -1640,9 +1640,12 @@ test_id_collide(struct ds_store *s)
 		e |= ds_store_create(s, pa, k % 2 ? &body : &empty, 1000,
 		    &a) != DS_OK;
 		e |= ds_store_create(s, pb, &body, 1000, &b) != DS_OK;
+		data = NULL;
 		if (ds_store_read(s, pb, 0, 100, 1000, &b, &data, &len) !=
 		    DS_OK || len != 3 || memcmp(data, "abc", 3) != 0)
 			kept = 0;
+		free(data);
+		data = NULL;
 		if (ds_store_read(s, pa, 0, 100, 1000, &a, &data, &len) !=
 		    DS_OK || len != (k % 2 ? 3u : 0u))
 			kept = 0;
