@@ -763,8 +763,8 @@ robust_lock(pthread_mutex_t *m)
  * is the highest number of a flush that has finished. A range written and
  * waited for before flush_started read m is on stable storage once
  * flush_done > m: that flush began after the range was in the device's
- * cache. Before the file is mapped there is no
- * mark (DS_FLUSH_NOMARK), and a flush must begin after ds_lanes_flush().
+ * cache. Before the file is mapped there is no mark (DS_FLUSH_NOMARK),
+ * and a flush must begin after ds_lanes_flush().
  */
 uint64_t
 ds_lanes_flush_mark(struct ds_store *s)

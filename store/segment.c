@@ -112,7 +112,8 @@ enum ext4_mode { EXT4_UNKNOWN, EXT4_NOJOURNAL, EXT4_JOURNAL_META,
  * The journal mode of the ext4 file system on dev: /proc/fs/ext4/<device>/
  * options lists the data mode (data=journal, ordered or writeback) whenever
  * there is a journal, and none without one (mountinfo omits the mode when
- * it is the file system's default).
+ * it is the file system's default); and a journal in the file system has
+ * a /proc/fs/jbd2/<device>-8.
  */
 static enum ext4_mode
 ext4_mode(dev_t dev)
@@ -140,6 +141,9 @@ ext4_mode(dev_t dev)
 		else if (m == EXT4_NOJOURNAL && strncmp(line, "data=", 5) == 0)
 			m = EXT4_JOURNAL_META;
 	fclose(f);
+	snprintf(path, sizeof(path), "/proc/fs/jbd2/%s-8", name);
+	if (m == EXT4_NOJOURNAL && access(path, F_OK) == 0)
+		m = EXT4_JOURNAL_META;
 	return m;
 }
 
