@@ -395,6 +395,7 @@ main(int argc, char *argv[])
 
 	memset(&scfg, 0, sizeof(scfg));
 	scfg.dir = cfg.data_dir;
+	scfg.pool = 1;
 	if ((e = ds_store_open(&scfg, &store)) != DS_OK) {
 		ds_app_log("cannot open the store in %s: %s",
 		    cfg.data_dir, ds_strerror(e));

@@ -453,7 +453,7 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 	if ((e = ds_txn_commit_sync(s, txn)) != DS_OK)
 		goto out;
 	s->sync_flush = ds_seg_sync_flush(s);
-	if (ds_lanes_open(s, cfg->dir) == -1) {
+	if (ds_lanes_open(s, cfg->dir, cfg->pool) == -1) {
 		e = DS_ENOMEM;
 		goto out;
 	}

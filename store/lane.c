@@ -110,6 +110,7 @@ struct ds_lanes {
 	char		*path;
 	int		 state;		/* 0: not opened yet, 1: open, -1:
 					   could not be */
+	int		 pool;		/* opened at the first commit too */
 	int		 fd;
 	struct lane_file *f;
 	uint32_t	 proc;		/* this process's slot */
@@ -307,7 +308,7 @@ out:
 }
 
 int
-ds_lanes_open(struct ds_store *s, const char *dir)
+ds_lanes_open(struct ds_store *s, const char *dir, int pool)
 {
 	struct ds_lanes *l;
 
@@ -317,6 +318,7 @@ ds_lanes_open(struct ds_store *s, const char *dir)
 		return -1;
 	}
 	l->fd = -1;
+	l->pool = pool;
 	s->lanes = l;
 	return 0;
 }
@@ -338,9 +340,10 @@ ds_lanes_close(struct ds_store *s)
 }
 
 /*
- * The file is opened at a store's first append, so that a store opened
- * for other work (ds-admin, say) leaves no file behind, nor one owned by
- * the wrong user.
+ * The file is opened at a store's first append, or its first commit in a
+ * server's process (ds_store_cfg.pool), so that a store opened for other
+ * work (ds-admin, say) leaves no file behind, nor one owned by the wrong
+ * user.
  */
 static struct lane_file *
 lanes_get(struct ds_store *s)
@@ -737,13 +740,15 @@ ds_lane_append(struct ds_store *s, const char *path, uint64_t id,
 }
 
 /*
- * The device flushes of the shared commits (commit.c), shared between
- * processes too. Without the lane file, each process makes its own; a
- * commit does not open it (a store opened by ds-admin makes none).
+ * The device flushes and LMDB syncs of the shared commits (commit.c),
+ * shared between processes too. Without the lane file, each process makes
+ * its own; a commit opens it only in a server's process (see lanes_get()).
  */
 static struct lane_file *
 lanes_peek(struct ds_store *s)
 {
+	if (s->lanes && s->lanes->pool)
+		return lanes_get(s);
 	return s->lanes && __atomic_load_n(&s->lanes->state,
 	    __ATOMIC_ACQUIRE) == 1 ? s->lanes->f : NULL;
 }

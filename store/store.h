@@ -133,6 +133,11 @@ struct ds_store_cfg {
 	const char	*dir;		/* data directory */
 	size_t		 map_size;	/* LMDB map size; 0: 8 GiB */
 	unsigned int	 max_readers;	/* LMDB reader slots; 0: 4096 */
+	int		 pool;		/* one of a server's processes: shares
+					   its syncs with the others from the
+					   first commit (else from the first
+					   append, so that a tool run as
+					   another user leaves no file behind) */
 };
 
 struct ds_store;

@@ -239,7 +239,7 @@ void	ds_batch_run(struct ds_store *, const char *path, uint64_t id,
  * lane.c: one stream's small appends batched across processes. Without the
  * lane file (it could not be made) every call answers 0.
  */
-int	ds_lanes_open(struct ds_store *, const char *dir);
+int	ds_lanes_open(struct ds_store *, const char *dir, int pool);
 void	ds_lanes_close(struct ds_store *);
 /* Returns 0 when the append must go the process's own way (append.c). */
 int	ds_lane_append(struct ds_store *, const char *path, uint64_t id,

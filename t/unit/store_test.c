@@ -1355,6 +1355,35 @@ test_reopen(void)
 }
 
 /*
+ * The lane file, which shares syncs between processes, comes with the
+ * first commit of a server's process (ds_store_cfg.pool), and only with
+ * the first append of a store opened for other work.
+ */
+static void
+test_pool(void)
+{
+	struct ds_create c = { .ctype = "text/plain" };
+	struct ds_store_cfg cfg = { .dir = NULL };
+	struct ds_stream_info info;
+	struct ds_store *s;
+	char lanes[sizeof(store_dir) + 8];
+
+	s = store_begin("store", "pool");
+	snprintf(lanes, sizeof(lanes), "%s/lanes", store_dir);
+	must_ds(ds_store_create(s, "p", &c, 1000, &info));
+	ok(access(lanes, F_OK) == -1, "a tool's create makes no lane file");
+	ds_store_close(s);
+	cfg.dir = store_dir;
+	cfg.pool = 1;
+	must_ds(ds_store_open(&cfg, &s));
+	must_ds(ds_store_create(s, "q", &c, 1000, &info));
+	ok(access(lanes, F_OK) == 0, "a server process's first create makes it");
+	ok(ds_lanes_flush_mark(s) != DS_FLUSH_NOMARK,
+	    "and its flushes are numbered there");
+	store_end(s);
+}
+
+/*
  * Device flushes completed by the disk under dev, from its stat file in
  * sysfs (the 16th field, Linux 5.5 on; the kernel counts them on the whole
  * disk, not on a partition), or -1 when they cannot be told: no disk
@@ -1697,5 +1726,6 @@ main(void)
 		store_end(s);
 	}
 	test_reopen();
+	test_pool();
 	return done_testing();
 }
