@@ -329,6 +329,27 @@ apply_create(struct ds_store *s, MDB_txn *txn, void *arg)
 	return ds_sub_on_create(s, txn, cc->path, id);
 }
 
+/* Sets *taken when a stream has id (in the ids database). */
+static enum ds_err
+id_taken(struct ds_store *s, uint64_t id, int *taken)
+{
+	MDB_txn *txn;
+	MDB_val k, v;
+	enum ds_err e;
+	int rc;
+
+	if ((e = ds_rd_begin(s, &txn)) != DS_OK)
+		return e;
+	k.mv_data = &id;
+	k.mv_size = sizeof(id);
+	rc = mdb_get(txn, s->ids, &k, &v);
+	ds_rd_end(txn);
+	*taken = rc == 0;
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return ds_mdb_err(__func__, "mdb_get id", rc);
+	return DS_OK;
+}
+
 /*
  * One attempt at storing the stream r at path under a new id: the
  * segment file with the body (none without a body: see segment.c), then,
@@ -346,12 +367,23 @@ create_once(struct ds_store *s, const char *path, const struct ds_create *req,
 	struct create_commit cc;
 	struct ds_commit cm;
 	uint64_t id = new_id();
+	enum ds_err e;
 
 	*again = 0;
-	if (req->len > 0 && ds_seg_create(s, id, req->body, req->len) == -1) {
-		/* Another create's file: its id, taken meanwhile. */
-		*again = errno == EEXIST;
-		return ds_sys_err(errno);
+	if (req->len > 0) {
+		/*
+		 * The id of a stream created empty has no file: the new one
+		 * must not be made for it, where that stream's first append
+		 * would find it, and be unlinked with its bytes when this
+		 * commit finds the id taken.
+		 */
+		if ((e = id_taken(s, id, again)) != DS_OK || *again)
+			return e;
+		if (ds_seg_create(s, id, req->body, req->len) == -1) {
+			/* Another create's file: its id, taken meanwhile. */
+			*again = errno == EEXIST;
+			return ds_sys_err(errno);
+		}
 	}
 	r->info.id = id;
 	memset(&cc, 0, sizeof(cc));
