@@ -1479,29 +1479,6 @@ test_flush(struct ds_store *s)
 	}
 }
 
-struct fm_job {
-	struct ds_store	*s;
-	struct ds_commit cm;
-};
-
-static enum ds_err
-fm_apply(struct ds_store *s, MDB_txn *txn, void *arg)
-{
-	(void)s;
-	(void)txn;
-	(void)arg;
-	return DS_OK;
-}
-
-static void *
-fm_commit(void *arg)
-{
-	struct fm_job *j = arg;
-
-	ds_commit(j->s, &j->cm);
-	return NULL;
-}
-
 /*
  * The shared flush's marks (lane.c): a flush begun after a range's mark
  * serves it, whoever made it, and so does an LMDB sync where that is known
@@ -1515,7 +1492,8 @@ test_flush_mark(struct ds_store *s)
 	struct ds_stream_info info;
 	struct ds_append_res res;
 	struct ds_store_stats st;
-	struct fm_job fa, fb;
+	struct sc_change fa = { .key = 0x7300, .ret = DS_OK };
+	struct sc_change fb = { .key = 0x7301, .ret = DS_OK };
 	pthread_t ta, tb;
 	uint64_t m, n;
 
@@ -1554,22 +1532,22 @@ test_flush_mark(struct ds_store *s)
 	 * Two batches in one shared commit: A written before flush F began,
 	 * B after. F serves A, not B: the commit flushes.
 	 */
-	memset(&fa, 0, sizeof(fa));
-	memset(&fb, 0, sizeof(fb));
-	fa.cm.apply = fb.cm.apply = fm_apply;
+	fa.cm.apply = fb.cm.apply = sc_apply;
+	fa.cm.arg = &fa;
+	fb.cm.arg = &fb;
 	fa.cm.flush = fb.cm.flush = 1;
 	fa.cm.flush_mark = ds_lanes_flush_mark(s);
 	must(ds_lanes_flush(s, DS_FLUSH_NOMARK) == 0, "flush F");
 	fb.cm.flush_mark = ds_lanes_flush_mark(s);
 	ok(fb.cm.flush_mark > fa.cm.flush_mark, "B's mark is above A's");
-	fa.s = fb.s = s;
+	shared = s;
 	pthread_mutex_lock(&s->cq_mu);
 	s->cq_busy = 1;		/* both queue behind "a commit in progress" */
 	pthread_mutex_unlock(&s->cq_mu);
-	must(pthread_create(&ta, NULL, fm_commit, &fa) == 0, "thread");
+	must(pthread_create(&ta, NULL, sc_commit, &fa) == 0, "thread");
 	while (sc_queued(s) < 1)
 		usleep(1000);
-	must(pthread_create(&tb, NULL, fm_commit, &fb) == 0, "thread");
+	must(pthread_create(&tb, NULL, sc_commit, &fb) == 0, "thread");
 	while (sc_queued(s) < 2)
 		usleep(1000);
 	memset(&st, 0, sizeof(st));
