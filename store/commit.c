@@ -159,45 +159,57 @@ fail:
 
 /*
  * Queues me and returns when it is committed (or failed). A waiter sleeps
- * on its own condition variable: the leader wakes exactly the changes it
+ * on its own futex word (state): the leader wakes exactly the changes it
  * committed, and the first of those that queued meanwhile to lead next,
- * so no thread wakes for another's commit.
+ * so no thread wakes for another's commit. It wakes them after letting go
+ * of cq_mu, so that a woken thread does not sleep again on the mutex the
+ * leader still holds; a change is freed by its owner as soon as its state
+ * is DS_C_DONE, so the leader reads its next pointer before that store.
  */
 void
 ds_commit(struct ds_store *s, struct ds_commit *me)
 {
-	struct ds_commit *list, *c;
+	struct ds_commit *list, *c, *next, *lead;
+	uint32_t st;
 
 	me->e = DS_OK;
 	me->committed = 0;
-	me->done = 0;
 	me->next = NULL;
-	pthread_cond_init(&me->cv, NULL);
+	__atomic_store_n(&me->state, DS_C_WAIT, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&s->cq_mu);
 	*s->cq_tailp = me;
 	s->cq_tailp = &me->next;
-	while (!me->done) {
-		if (s->cq_busy) {
-			pthread_cond_wait(&me->cv, &s->cq_mu);
-			continue;
-		}
-		s->cq_busy = 1;
-		list = s->cq;
-		s->cq = NULL;
-		s->cq_tailp = &s->cq;
+	if (s->cq_busy) {
 		pthread_mutex_unlock(&s->cq_mu);
-		commit_run(s, list);
+		while ((st = __atomic_load_n(&me->state, __ATOMIC_ACQUIRE)) ==
+		    DS_C_WAIT)
+			ds_futex_wait(&me->state, DS_C_WAIT, 0);
+		if (st == DS_C_DONE)
+			return;
+		/* DS_C_LEAD: cq_busy was left set for me. */
 		pthread_mutex_lock(&s->cq_mu);
-		/* Each waiter reads its result under the lock we hold. */
-		for (c = list; c; c = c->next) {
-			c->done = 1;
-			if (c != me)
-				pthread_cond_signal(&c->cv);
-		}
-		s->cq_busy = 0;
-		if (s->cq)
-			pthread_cond_signal(&s->cq->cv);
 	}
+	s->cq_busy = 1;
+	list = s->cq;
+	s->cq = NULL;
+	s->cq_tailp = &s->cq;
 	pthread_mutex_unlock(&s->cq_mu);
-	pthread_cond_destroy(&me->cv);
+	commit_run(s, list);
+	pthread_mutex_lock(&s->cq_mu);
+	if ((lead = s->cq) == NULL)
+		s->cq_busy = 0;
+	pthread_mutex_unlock(&s->cq_mu);
+	/* The next leader first: its commit is the one the others wait on. */
+	if (lead) {
+		__atomic_store_n(&lead->state, DS_C_LEAD, __ATOMIC_RELEASE);
+		ds_futex_wake(&lead->state);
+	}
+	for (c = list; c; c = next) {
+		next = c->next;
+		if (c == me)
+			continue;
+		/* Each reads its result (e, committed) after this store. */
+		__atomic_store_n(&c->state, DS_C_DONE, __ATOMIC_RELEASE);
+		ds_futex_wake(&c->state);
+	}
 }

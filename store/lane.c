@@ -137,16 +137,16 @@ lanes_atfork(void)
 	pthread_atfork(NULL, NULL, lanes_on_fork);
 }
 
-static void
-futex_wait(uint32_t *w, uint32_t v, int ms)
+void
+ds_futex_wait(uint32_t *w, uint32_t v, int ms)
 {
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
 
-	syscall(SYS_futex, w, FUTEX_WAIT, v, &ts, NULL, 0);
+	syscall(SYS_futex, w, FUTEX_WAIT, v, ms > 0 ? &ts : NULL, NULL, 0);
 }
 
-static void
-futex_wake(uint32_t *w)
+void
+ds_futex_wake(uint32_t *w)
 {
 	syscall(SYS_futex, w, FUTEX_WAKE, 1, NULL, NULL, 0);
 }
@@ -426,7 +426,7 @@ slot_lost(struct lslot *sl)
 	sl->e = DS_EIO;
 	sl->state = L_DONE;
 	sl->wake++;
-	futex_wake(&sl->wake);
+	ds_futex_wake(&sl->wake);
 }
 
 /*
@@ -630,7 +630,7 @@ lead(struct ds_store *s, struct lane *ln, const char *path, uint64_t id,
 	/* A slot freed and taken again meanwhile only wakes for nothing. */
 	for (i = 0; i < n; i++)
 		if (t[i].sl && t[i].sl != mine)
-			futex_wake(&t[i].sl->wake);
+			ds_futex_wake(&t[i].sl->wake);
 	free(t);
 	return 0;
 }
@@ -655,7 +655,7 @@ hand_over(struct lane *ln)
 			first = sl;
 	if (first) {
 		first->wake++;
-		futex_wake(&first->wake);
+		ds_futex_wake(&first->wake);
 	}
 	pthread_mutex_unlock(&ln->mu);
 }
@@ -717,7 +717,7 @@ ds_lane_append(struct ds_store *s, const char *path, uint64_t id,
 		} else {
 			if (rc != EBUSY)
 				ds_log("lane lead: %s", strerror(rc));
-			futex_wait(&sl->wake, w, LANE_NAP_MS);
+			ds_futex_wait(&sl->wake, w, LANE_NAP_MS);
 		}
 		lane_lock(ln);
 		if (sl->gen != gen) {

@@ -140,10 +140,10 @@ struct ds_commit {
 	uint64_t	 flush_mark;	/* ...before this ds_lanes_flush_mark() */
 	enum ds_err	 e;
 	int		 committed;
-	int		 done;
-	pthread_cond_t	 cv;		/* its owner waits here */
+	uint32_t	 state;		/* DS_C_*, a futex its owner waits on */
 	struct ds_commit *next;
 };
+enum { DS_C_WAIT, DS_C_LEAD, DS_C_DONE };
 void	ds_commit(struct ds_store *, struct ds_commit *);
 
 /* record.c */
@@ -250,6 +250,13 @@ uint64_t ds_lanes_flush_mark(struct ds_store *);
 #define DS_FLUSH_NOMARK	UINT64_MAX	/* written before the lane file was */
 int	ds_lanes_flush(struct ds_store *, uint64_t mark);
 int	ds_lanes_env_sync(struct ds_store *, uint64_t txnid);
+/*
+ * A futex word, in shared memory or not: wait while *w is v (for at most
+ * ms milliseconds when ms > 0; a wake, a signal or a spurious return ends
+ * it too, so the caller loops), wake one waiter.
+ */
+void	ds_futex_wait(uint32_t *w, uint32_t v, int ms);
+void	ds_futex_wake(uint32_t *w);
 
 /* subs.c: ds_sub_create(), ds_sub_get(), ds_sub_delete(), ds_sub_foreach(),
  * ds_store_secret() */

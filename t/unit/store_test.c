@@ -1494,6 +1494,7 @@ test_flush_mark(struct ds_store *s)
 	struct ds_store_stats st;
 	struct sc_change fa = { .key = 0x7300, .ret = DS_OK };
 	struct sc_change fb = { .key = 0x7301, .ret = DS_OK };
+	struct ds_commit *lead;
 	pthread_t ta, tb;
 	uint64_t m, n;
 
@@ -1552,10 +1553,12 @@ test_flush_mark(struct ds_store *s)
 		usleep(1000);
 	memset(&st, 0, sizeof(st));
 	ds_store_stats_attach(&st);
+	/* The commit in progress ends: it hands the lead over (commit.c). */
 	pthread_mutex_lock(&s->cq_mu);
-	s->cq_busy = 0;
-	pthread_cond_signal(&s->cq->cv);
+	lead = s->cq;
 	pthread_mutex_unlock(&s->cq_mu);
+	__atomic_store_n(&lead->state, DS_C_LEAD, __ATOMIC_RELEASE);
+	ds_futex_wake(&lead->state);
 	pthread_join(ta, NULL);
 	pthread_join(tb, NULL);
 	ds_store_stats_attach(NULL);
