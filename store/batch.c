@@ -8,11 +8,14 @@
  * a process dies). Under that lock the batch validates each append in
  * arrival order against the committed record and producer state as the
  * appends before it leave them, writes the accepted bytes past the
- * committed tail with one pwrite() and one sync (an fdatasync(), or a
- * range written and a flush shared with other streams' batches when the
- * bytes fit in the segment's room: see segment.c), and hands the new
- * tail and producer states to the shared commit (commit.c), which lets go
- * of the lock once they are committed. append.c forms the batches.
+ * committed tail with one pwrite() and makes them durable: a small batch
+ * whose bytes fit in the segment's room commits a copy of them with its
+ * metadata (journal.c); a larger one has the range written out and a
+ * flush shared with other streams' batches (see segment.c); one that
+ * grows the file, an fdatasync(). It hands the new tail and producer
+ * states (and the journal's copy) to the shared commit (commit.c), which
+ * lets go of the lock once they are committed. append.c forms the
+ * batches.
  */
 #include <sys/stat.h>
 
@@ -97,6 +100,7 @@ validate(const struct ds_rec *r, const struct ds_pstate *ps, int have_ps,
 struct seg_write {
 	uint64_t	size0;		/* the file's length before */
 	int		grew;		/* the file is longer than size0 */
+	int		journal;	/* in room, not synced: commit a copy */
 	int		flush;		/* in room: needs the shared flush... */
 	uint64_t	flush_mark;	/* ...of a flush begun after this */
 };
@@ -116,11 +120,13 @@ unwrite(int fd, const struct seg_write *w)
 
 /*
  * Writes bytes at own, the segment's committed length (see "Room" in
- * segment.c). Inside the room, the range is written out and w->flush asks
- * the shared commit for the device flush that makes it durable. Past it,
- * the file is zero-filled up to the room of the new tail and fdatasync()ed
- * whole, which also makes durable anything a crashed append left past the
- * tail. On failure the file is as long as it was.
+ * segment.c). Inside the room, at most DS_JOURNAL_MAX bytes are left
+ * unsynced and w->journal asks the commit to carry a copy (journal.c);
+ * more are written out and w->flush asks the shared commit for the device
+ * flush that makes them durable. Past the room, the file is zero-filled up
+ * to the room of the new tail and fdatasync()ed whole, which also makes
+ * durable anything a crashed append left past the tail. On failure the
+ * file is as long as it was.
  */
 static enum ds_err
 write_data(struct ds_store *s, int fd, uint64_t own, const void *body,
@@ -128,7 +134,7 @@ write_data(struct ds_store *s, int fd, uint64_t own, const void *body,
 {
 	struct stat st;
 	uint64_t end = own + len, room = ds_seg_room(end);
-	int err;
+	int err, in_room;
 
 	memset(w, 0, sizeof(*w));
 	if (fstat(fd, &st) == -1) {
@@ -147,8 +153,12 @@ write_data(struct ds_store *s, int fd, uint64_t own, const void *body,
 	 * maybe its blocks, under the shared flush, which commits neither.
 	 * The growth path below gives it its room.
 	 */
-	if (s->range_sync && end <= ds_seg_room(own) &&
-	    w->size0 >= ds_seg_room(own)) {
+	in_room = end <= ds_seg_room(own) && w->size0 >= ds_seg_room(own);
+	if (in_room && len <= s->journal_max) {
+		w->journal = 1;
+		return DS_OK;
+	}
+	if (s->range_sync && in_room) {
 		if (sync_file_range(fd, (off_t)own, (off_t)len,
 		    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
 		    SYNC_FILE_RANGE_WAIT_AFTER) == -1) {
@@ -250,6 +260,9 @@ struct batch_commit {
 	int			 nslots;
 	int			 moved;		/* the tail moved under the lock */
 	int			 fd;		/* the segment, locked */
+	const void		*jdata;		/* bytes for the journal, or NULL */
+	size_t			 jlen;
+	uint64_t		 jat;		/* ...at this segment position */
 };
 
 /*
@@ -266,8 +279,9 @@ batch_visible(void *arg)
 }
 
 /*
- * Puts a stream's batch into txn (ds_commit()): its record and the
- * producer states it changed. Returns DS_OK or an error.
+ * Puts a stream's batch into txn (ds_commit()): its record, the producer
+ * states it changed and, when not synced in its segment, its bytes.
+ * Returns DS_OK or an error.
  */
 static enum ds_err
 apply_batch(struct ds_store *s, MDB_txn *txn, void *arg)
@@ -315,6 +329,9 @@ apply_batch(struct ds_store *s, MDB_txn *txn, void *arg)
 	c.closer_seq = r->closer_seq;
 	if ((e = ds_index_point(s, txn, &c, r->info.access_ms)) != DS_OK ||
 	    (e = ds_rec_put(s, txn, bc->path, &c)) != DS_OK)
+		return e;
+	if (bc->jdata && (e = ds_journal_put(s, txn, bc->id, bc->jat,
+	    bc->jdata, bc->jlen)) != DS_OK)
 		return e;
 	for (sl = bc->slots; sl < bc->slots + bc->nslots; sl++) {
 		if (!sl->dirty)
@@ -502,6 +519,11 @@ read_done:
 	bc.slots = slots;
 	bc.nslots = nslots;
 	bc.fd = fd;
+	if (written && w.journal) {
+		bc.jdata = data;
+		bc.jlen = len;
+		bc.jat = own;
+	}
 	memset(&cm, 0, sizeof(cm));
 	cm.apply = apply_batch;
 	cm.visible = batch_visible;

@@ -386,7 +386,10 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 		return DS_ENOMEM;
 	s->segdirfd = -1;
 	s->flushfd = -1;
+	s->ckfd = -1;
+	s->journal_max = DS_JOURNAL_MAX;
 	pthread_mutex_init(&s->aq_mu, NULL);
+	pthread_mutex_init(&s->ck_mu, NULL);
 	pthread_mutex_init(&s->cq_mu, NULL);
 	s->cq_tailp = &s->cq;
 	if (snprintf(meta, sizeof(meta), "%s/meta", cfg->dir) >=
@@ -406,9 +409,14 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 		ds_log("open %s: %s", s->segdir, strerror(errno));
 		goto out;
 	}
+	s->ckfd = open(meta, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (s->ckfd == -1) {
+		ds_log("open %s: %s", meta, strerror(errno));
+		goto out;
+	}
 	s->range_sync = ds_seg_flush_open(s);
 	if ((rc = mdb_env_create(&s->env)) != 0 ||
-	    (rc = mdb_env_set_maxdbs(s->env, 8)) != 0 ||
+	    (rc = mdb_env_set_maxdbs(s->env, 10)) != 0 ||
 	    (rc = mdb_env_set_maxreaders(s->env,
 	    cfg->max_readers ? cfg->max_readers : 4096)) != 0 ||
 	    (rc = mdb_env_set_mapsize(s->env,
@@ -445,7 +453,8 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 	    (rc = mdb_dbi_open(txn, "subs", MDB_CREATE, &s->subs)) ||
 	    (rc = mdb_dbi_open(txn, "sublinks", MDB_CREATE, &s->sublinks)) ||
 	    (rc = mdb_dbi_open(txn, "secrets", MDB_CREATE, &s->secrets)) ||
-	    (rc = mdb_dbi_open(txn, "times", MDB_CREATE, &s->times))) {
+	    (rc = mdb_dbi_open(txn, "times", MDB_CREATE, &s->times)) ||
+	    (rc = mdb_dbi_open(txn, "journal", MDB_CREATE, &s->journal))) {
 		e = ds_mdb_err(__func__, "mdb_dbi_open", rc);
 		mdb_txn_abort(txn);
 		goto out;
@@ -454,6 +463,14 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 		goto out;
 	s->sync_flush = ds_seg_sync_flush(s);
 	if (ds_lanes_open(s, cfg->dir, cfg->pool) == -1) {
+		e = DS_ENOMEM;
+		goto out;
+	}
+	/* Segment pages a machine's crash lost, before anyone reads them. */
+	if ((e = ds_journal_replay(s)) != DS_OK)
+		goto out;
+	if (cfg->pool && ds_journal_start(s) == -1) {
+		ds_log("checkpoint thread: %s", strerror(errno));
 		e = DS_ENOMEM;
 		goto out;
 	}
@@ -469,6 +486,7 @@ ds_store_close(struct ds_store *s)
 {
 	if (s == NULL)
 		return;
+	ds_journal_stop(s);
 	ds_lanes_close(s);
 	if (s->env) {
 		rd_forget(s);
@@ -478,7 +496,10 @@ ds_store_close(struct ds_store *s)
 		close(s->segdirfd);
 	if (s->flushfd != -1)
 		close(s->flushfd);
+	if (s->ckfd != -1)
+		close(s->ckfd);
 	pthread_mutex_destroy(&s->aq_mu);
+	pthread_mutex_destroy(&s->ck_mu);
 	pthread_mutex_destroy(&s->cq_mu);
 	free(s->segdir);
 	free(s);

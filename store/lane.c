@@ -47,7 +47,7 @@
 
 #include "store/store_int.h"
 
-#define LANE_MAGIC	0x344e414c53440a00ull	/* "\0\nDSLAN4" */
+#define LANE_MAGIC	0x354e414c53440a00ull	/* "\0\nDSLAN5" */
 #define LANE_N		64		/* lanes, streams appended to at once */
 #define LANE_SLOTS	BATCH_MAX	/* appends waiting in one lane */
 #define LANE_ARENA	(64u << 10)	/* their bytes */
@@ -101,6 +101,7 @@ struct lane_file {
 	uint64_t	 flush_done;	/* the last one finished */
 	pthread_mutex_t	 sync_mu;	/* one LMDB sync at a time */
 	uint64_t	 synced_txn;	/* LMDB durable up to this txn */
+	int64_t		 ckpt_us;	/* the last journal checkpoint began */
 	uint64_t	 pgen[LANE_PROCS];	/* process slot generations */
 	struct lane	 lane[LANE_N];
 };
@@ -864,4 +865,20 @@ ds_lanes_env_sync(struct ds_store *s, uint64_t txnid)
 	}
 	pthread_mutex_unlock(&f->sync_mu);
 	return rc;
+}
+
+/*
+ * Whether a journal checkpoint (journal.c) is due, every_us after the last
+ * one any process began; if so, the caller's begins now. Without the lane
+ * file, each store keeps its own time.
+ */
+int
+ds_lanes_ckpt_due(struct ds_store *s, int64_t every_us)
+{
+	struct lane_file *f = lanes_peek(s);
+	int64_t now = ds_mono_us(), *last = f ? &f->ckpt_us : &s->ck_last_us;
+	int64_t was = __atomic_load_n(last, __ATOMIC_ACQUIRE);
+
+	return now - was >= every_us && __atomic_compare_exchange_n(last,
+	    &was, now, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }

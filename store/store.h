@@ -145,14 +145,24 @@ struct ds_store;
 /*
  * Opens (creating if needed) the store in cfg->dir. Clears reader slots
  * left by dead processes and allocates the LMDB lock file's blocks while
- * there is room (DS_ENOSPC when not even the first ones fit). Checks and
- * repairs no stream: that is ds_store_recover()'s. On success *out owns
+ * there is room (DS_ENOSPC when not even the first ones fit). Writes the
+ * bytes of the journal back into their segments (store/journal.c: what a
+ * machine's crash may have taken from them); checks and repairs nothing
+ * else: that is ds_store_recover()'s. On success *out owns
  * the store until ds_store_close(), which must come after every thread is
  * done with it.
  */
 DS_EXPORT enum ds_err ds_store_open(const struct ds_store_cfg *cfg,
 	    struct ds_store **out);
 DS_EXPORT void ds_store_close(struct ds_store *);
+
+/*
+ * Makes the bytes of the appends committed so far durable in their
+ * segments and drops them from the journal (store/journal.c). A server's
+ * processes (ds_store_cfg.pool) do it on their own every 200 ms; tools
+ * and tests call it.
+ */
+DS_EXPORT enum ds_err ds_store_checkpoint(struct ds_store *);
 
 /*
  * Start-up recovery, run once before a pool starts: truncates bytes past

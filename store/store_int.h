@@ -31,6 +31,9 @@ struct ds_store {
 	MDB_dbi		 secrets;	/* name -> bytes; "sid" -> last sid */
 	MDB_dbi		 times;		/* id (8) + position (8, big-endian)
 					   -> ms: append boundaries (retain.c) */
+	MDB_dbi		 journal;	/* txnid (8, big-endian) + id (8) +
+					   position (8, big-endian) -> bytes
+					   (journal.c) */
 	char		*segdir;	/* <dir>/segments */
 	int		 segdirfd;	/* open directory, for fsync */
 	unsigned	 psize;		/* LMDB page size */
@@ -49,6 +52,15 @@ struct ds_store {
 	struct ds_commit *cq, **cq_tailp; /* changes waiting (commit.c) */
 	int		 cq_busy;	/* one of them is committing */
 	_Atomic uint64_t durable_txn;	/* synced up to here (retain.c) */
+	size_t		 journal_max;	/* DS_JOURNAL_MAX (tests: 0, none) */
+	int		 ckfd;		/* the meta directory: its flock()
+					   orders the checkpoints */
+	pthread_mutex_t	 ck_mu;		/* guards ck_stop */
+	pthread_cond_t	 ck_cv;
+	pthread_t	 ck_thread;	/* a server process's checkpoints */
+	int		 ck_running;
+	int		 ck_stop;
+	int64_t		 ck_last_us;	/* ...the last began (no lane file) */
 };
 
 /*
@@ -250,6 +262,7 @@ uint64_t ds_lanes_flush_mark(struct ds_store *);
 #define DS_FLUSH_NOMARK	UINT64_MAX	/* written before the lane file was */
 int	ds_lanes_flush(struct ds_store *, uint64_t mark);
 int	ds_lanes_env_sync(struct ds_store *, uint64_t txnid);
+int	ds_lanes_ckpt_due(struct ds_store *, int64_t every_us);
 /*
  * A futex word, in shared memory or not: wait while *w is v (for at most
  * ms milliseconds when ms > 0; a wake, a signal or a spurious return ends
@@ -257,6 +270,19 @@ int	ds_lanes_env_sync(struct ds_store *, uint64_t txnid);
  */
 void	ds_futex_wait(uint32_t *w, uint32_t v, int ms);
 void	ds_futex_wake(uint32_t *w);
+
+/*
+ * journal.c: ds_store_checkpoint(). Batches of at most DS_JOURNAL_MAX
+ * bytes written into their segment's room commit a copy of their bytes
+ * (ds_journal_put(), in the batch's transaction) instead of syncing the
+ * segment.
+ */
+#define DS_JOURNAL_MAX	((size_t)16384)
+enum ds_err ds_journal_put(struct ds_store *, MDB_txn *, uint64_t id,
+	    uint64_t at, const void *data, size_t len);
+enum ds_err ds_journal_replay(struct ds_store *);
+int	ds_journal_start(struct ds_store *);
+void	ds_journal_stop(struct ds_store *);
 
 /* subs.c: ds_sub_create(), ds_sub_get(), ds_sub_delete(), ds_sub_foreach(),
  * ds_store_secret() */

@@ -294,6 +294,19 @@ seg_size(uint64_t id)
  * cuts what lies past it and gives a segment written without room its
  * room.
  */
+/* Entries in the journal (store/journal.c). */
+static long long
+journal_entries(struct ds_store *s)
+{
+	MDB_txn *txn;
+	MDB_stat ms;
+
+	must(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) == 0, "txn");
+	must(mdb_stat(txn, s->journal, &ms) == 0, "mdb_stat");
+	mdb_txn_abort(txn);
+	return (long long)ms.ms_entries;
+}
+
 static void
 test_room(struct ds_store *s)
 {
@@ -324,8 +337,13 @@ test_room(struct ds_store *s)
 	is_int((long long)syncs, 1, "... made durable with one fdatasync");
 	must_ds(append(s, "room/a", " world", 0, NULL, NULL, &res));
 	is_int(seg_size(info.id), 4096, "an append inside the room");
+	is_int((long long)st.syncs[DS_SYNC_DATA], (long long)syncs,
+	    "... costs no segment sync: its bytes commit with its record");
+	is_int(journal_entries(s), 1, "... in the journal");
+	must_ds(ds_store_checkpoint(s));
 	is_int((long long)st.syncs[DS_SYNC_DATA], (long long)syncs + 1,
-	    "... costs one segment sync (fdatasync, or the shared flush)");
+	    "a checkpoint syncs the segment");
+	is_int(journal_entries(s), 0, "... and empties the journal");
 	memset(big, 'b', sizeof(big));
 	big[sizeof(big) - 1] = '\0';
 	must_ds(append(s, "room/a", big, 0, NULL, NULL, &res));
@@ -1201,6 +1219,7 @@ test_room_short(struct ds_store *s)
 	 * which the held commit's LMDB sync could serve (s->sync_flush).
 	 */
 	s->sync_flush = 0;
+	s->journal_max = 0;	/* the flush path: see test_journal() */
 	must_ds(ds_store_create(s, "rs/a", &c, 1000, &ia));
 	must_ds(ds_store_create(s, "rs/b", &c, 1000, &ib));
 	must_ds(append(s, "rs/a", "hello world", 0, NULL, NULL, &res));
@@ -1249,6 +1268,7 @@ test_room_short(struct ds_store *s)
 	is_int(seg_size(ia.id), (long long)ds_seg_room(16),
 	    "... and the segment spans its room again");
 	s->sync_flush = sync_flush;
+	s->journal_max = DS_JOURNAL_MAX;
 	errno = 0;
 }
 
@@ -1351,6 +1371,103 @@ test_reopen(void)
 	is_int(ds_store_stat(s, "r", 1000, &info), DS_OK,
 	    "state survives reopening");
 	is_int(info.tail, 7, "tail survives reopening");
+	store_end(s);
+}
+
+/* Overwrites n bytes of stream id's segment at with zeros. */
+static void
+seg_zero(uint64_t id, off_t at, size_t n)
+{
+	char path[512], zero[64] = { 0 };
+	int fd;
+
+	must(n <= sizeof(zero), "seg_zero: %zu bytes", n);
+	seg_name(id, path, sizeof(path));
+	must((fd = open(path, O_WRONLY)) != -1, "open %s", path);
+	must(pwrite(fd, zero, n, at) == (ssize_t)n, "pwrite %s", path);
+	close(fd);
+}
+
+/*
+ * The journal (store/journal.c): a small append inside its segment's room
+ * commits a copy of its bytes instead of syncing the segment; opening the
+ * store writes them back (here after their segment pages were "lost":
+ * zeroed behind the store's back, as a machine's crash could leave them),
+ * as far as each stream still has them; a server process's thread
+ * checkpoints the journal on its own.
+ */
+static void
+test_journal(void)
+{
+	struct ds_create c = { .ctype = "text/plain" };
+	struct ds_store_cfg cfg = { .dir = NULL };
+	struct ds_stream_info ia, ib, ic, id;
+	struct ds_append_res res;
+	struct ds_store_stats st;
+	struct ds_store *s;
+	char path[512], *data;
+	size_t len;
+	unsigned reads;
+	int n;
+
+	s = store_begin("store", "journal");
+	must_ds(ds_store_create(s, "j/a", &c, 1000, &ia));
+	must_ds(ds_store_create(s, "j/b", &c, 1000, &ib));
+	must_ds(ds_store_create(s, "j/c", &c, 1000, &ic));
+	must_ds(ds_store_create(s, "j/d", &c, 1000, &id));
+	memset(&st, 0, sizeof(st));
+	ds_store_stats_attach(&st);
+	must_ds(append(s, "j/a", "hello ", 0, NULL, NULL, &res));
+	is_int(journal_entries(s), 0, "a stream's first bytes make its file: "
+	    "synced, not journalled");
+	is_int((long long)st.syncs[DS_SYNC_DATA], 1, "... one fdatasync");
+	must_ds(append(s, "j/a", "world", 0, NULL, NULL, &res));
+	must_ds(append(s, "j/a", "!!", 0, NULL, NULL, &res));
+	must_ds(append(s, "j/b", "abc", 0, NULL, NULL, &res));
+	must_ds(append(s, "j/b", "xyz", 0, NULL, NULL, &res));
+	must_ds(append(s, "j/c", "abc", 0, NULL, NULL, &res));
+	must_ds(append(s, "j/c", "def", 0, NULL, NULL, &res));
+	is_int(journal_entries(s), 4, "appends inside the room: journalled");
+	is_int((long long)st.syncs[DS_SYNC_DATA], 3,
+	    "... and no segment synced for them");
+	s->journal_max = 2;
+	must_ds(append(s, "j/d", "1", 0, NULL, NULL, &res));
+	must_ds(append(s, "j/d", "234", 0, NULL, NULL, &res));
+	is_int(journal_entries(s), 4, "a batch over the limit is not");
+	s->journal_max = DS_JOURNAL_MAX;
+	ds_store_stats_attach(NULL);
+	must_ds(ds_store_delete(s, "j/c"));
+	ds_store_close(s);
+
+	/* Lost: what was only journalled. */
+	seg_zero(ia.id, 6, 7);
+	seg_zero(ib.id, 3, 3);
+	s = open_store(store_dir);
+	is_int(journal_entries(s), 0, "opening the store replays the journal");
+	data = read_all(s, "j/a", 65536, &len, &reads);
+	ok(len == 13 && memcmp(data, "hello world!!", 13) == 0,
+	    "... and the lost bytes are back");
+	free(data);
+	data = read_all(s, "j/b", 65536, &len, &reads);
+	ok(len == 6 && memcmp(data, "abcxyz", 6) == 0, "... in every stream");
+	free(data);
+	seg_name(ic.id, path, sizeof(path));
+	ok(access(path, F_OK) == -1 && errno == ENOENT,
+	    "a deleted stream's entries make no file");
+	must_ds(append(s, "j/a", "?", 0, NULL, NULL, &res));
+	is_int(journal_entries(s), 1, "one more");
+	ds_store_close(s);
+
+	/* A server's process checkpoints on its own. */
+	cfg.dir = store_dir;
+	cfg.pool = 1;
+	must_ds(ds_store_open(&cfg, &s));
+	is_int(journal_entries(s), 0, "replayed at open");
+	must_ds(append(s, "j/b", "123", 0, NULL, NULL, &res));
+	for (n = 0; journal_entries(s) > 0 && n < 300; n++)
+		usleep(10000);
+	is_int(journal_entries(s), 0, "a server process's thread checkpoints "
+	    "within a few hundred milliseconds");
 	store_end(s);
 }
 
@@ -1708,5 +1825,6 @@ main(void)
 	}
 	test_reopen();
 	test_pool();
+	test_journal();
 	return done_testing();
 }
