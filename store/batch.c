@@ -18,6 +18,7 @@
  * batches.
  */
 #include <sys/stat.h>
+#include <sys/vfs.h>
 
 #include <fcntl.h>
 #include <inttypes.h>
@@ -128,6 +129,22 @@ unwrite(int fd, const struct seg_write *w)
  * durable anything a crashed append left past the tail. On failure the
  * file is as long as it was.
  */
+/*
+ * Whether the file system has room for the journal to grow by: its entries
+ * take LMDB pages until a checkpoint frees them, and an LMDB file that
+ * cannot grow refuses every commit but deletes (ds_meta_reserve()). Near
+ * full, the bytes of a room take the flush path instead, which needs no
+ * new block at all.
+ */
+static int
+journal_room(int fd)
+{
+	struct statfs sf;
+
+	return fstatfs(fd, &sf) == 0 &&
+	    (uint64_t)sf.f_bavail * (uint64_t)sf.f_bsize >= DS_JOURNAL_FREE;
+}
+
 static enum ds_err
 write_data(struct ds_store *s, int fd, uint64_t own, const void *body,
     size_t len, struct seg_write *w)
@@ -154,7 +171,7 @@ write_data(struct ds_store *s, int fd, uint64_t own, const void *body,
 	 * The growth path below gives it its room.
 	 */
 	in_room = end <= ds_seg_room(own) && w->size0 >= ds_seg_room(own);
-	if (in_room && len <= s->journal_max) {
+	if (in_room && len <= s->journal_max && journal_room(fd)) {
 		w->journal = 1;
 		return DS_OK;
 	}

@@ -183,7 +183,7 @@ ds_commit(struct ds_store *s, struct ds_commit *me)
 		pthread_mutex_unlock(&s->cq_mu);
 		while ((st = __atomic_load_n(&me->state, __ATOMIC_ACQUIRE)) ==
 		    DS_C_WAIT)
-			ds_futex_wait(&me->state, DS_C_WAIT, 0);
+			ds_futex_wait(&me->state, DS_C_WAIT, 0, 0);
 		if (st == DS_C_DONE)
 			return;
 		/* DS_C_LEAD: cq_busy was left set for me. */
@@ -202,7 +202,7 @@ ds_commit(struct ds_store *s, struct ds_commit *me)
 	/* The next leader first: its commit is the one the others wait on. */
 	if (lead) {
 		__atomic_store_n(&lead->state, DS_C_LEAD, __ATOMIC_RELEASE);
-		ds_futex_wake(&lead->state);
+		ds_futex_wake(&lead->state, 0);
 	}
 	for (c = list; c; c = next) {
 		next = c->next;
@@ -210,6 +210,6 @@ ds_commit(struct ds_store *s, struct ds_commit *me)
 			continue;
 		/* Each reads its result (e, committed) after this store. */
 		__atomic_store_n(&c->state, DS_C_DONE, __ATOMIC_RELEASE);
-		ds_futex_wake(&c->state);
+		ds_futex_wake(&c->state, 0);
 	}
 }

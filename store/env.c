@@ -390,6 +390,7 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 	s->journal_max = DS_JOURNAL_MAX;
 	pthread_mutex_init(&s->aq_mu, NULL);
 	pthread_mutex_init(&s->ck_mu, NULL);
+	pthread_mutex_init(&s->flush_mu, NULL);
 	pthread_mutex_init(&s->cq_mu, NULL);
 	s->cq_tailp = &s->cq;
 	if (snprintf(meta, sizeof(meta), "%s/meta", cfg->dir) >=
@@ -500,6 +501,7 @@ ds_store_close(struct ds_store *s)
 		close(s->ckfd);
 	pthread_mutex_destroy(&s->aq_mu);
 	pthread_mutex_destroy(&s->ck_mu);
+	pthread_mutex_destroy(&s->flush_mu);
 	pthread_mutex_destroy(&s->cq_mu);
 	free(s->segdir);
 	free(s);

@@ -69,193 +69,248 @@ ds_journal_put(struct ds_store *s, MDB_txn *txn, uint64_t id, uint64_t at,
 	return DS_OK;
 }
 
-/* The distinct stream ids of a checkpoint or a replay. */
-struct idset {
-	uint64_t	*id;
-	size_t		 n, cap;
+/*
+ * The streams one pass handles, by id: an open-addressing table of twice
+ * PASS_STREAMS slots. Each holds its segment open for the whole pass.
+ */
+#define PASS_STREAMS	256		/* segments one pass keeps open */
+#define PASS_SLOTS	(2 * PASS_STREAMS)
+
+enum { J_WRITE = 1, J_SKIP, J_FAILED };
+
+struct jstream {
+	uint64_t	 id;
+	int		 state;		/* 0: free slot, or J_* */
+	int		 fd;		/* J_WRITE: the segment */
+	uint64_t	 lo, hi;	/* what the stream still has of it */
 };
 
-static int
-idset_add(struct idset *set, uint64_t id)
-{
-	uint64_t *p;
-	size_t i;
-
-	/* Entries come in commit order, one stream's usually together. */
-	for (i = set->n; i > 0 && set->n - i < 16; i--)
-		if (set->id[i - 1] == id)
-			return 0;
-	if (set->n == set->cap) {
-		set->cap = set->cap ? set->cap * 2 : 64;
-		if ((p = realloc(set->id, set->cap * sizeof(*p))) == NULL)
-			return -1;
-		set->id = p;
-	}
-	set->id[set->n++] = id;
-	return 0;
-}
-
-static int
-cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
+struct jset {
+	struct jstream	 slot[PASS_SLOTS];
+	int		 n;
+};
 
 /*
- * Makes the segments of the set durable, as the appends' flush path does
- * (batch.c): each one's dirty pages written out and waited for, then one
- * device flush begun after the last (shared: see ds_lanes_flush()); or,
- * without room writes here, each one's fdatasync(). A segment that is
- * gone belonged to a stream deleted since: nothing of it needs keeping.
- * Returns 0, or -1 when one could not be synced.
+ * Looks at stream id as txn has it: J_SKIP when it has no segment bytes
+ * to keep (deleted since, or never had any: logged if its file is gone),
+ * J_FAILED when it cannot be told or its segment not opened, else J_WRITE
+ * with its segment open and the range it still has.
  */
-static int
-sync_segments(struct ds_store *s, struct idset *set)
-{
-	size_t i;
-	int fd, rc, ret = 0, any = 0;
-
-	qsort(set->id, set->n, sizeof(*set->id), cmp_u64);
-	for (i = 0; i < set->n; i++) {
-		if (i > 0 && set->id[i] == set->id[i - 1])
-			continue;
-		if ((fd = ds_seg_open(s, set->id[i], O_RDONLY)) == -1) {
-			if (errno != ENOENT)
-				ret = -1;
-			continue;
-		}
-		if (s->range_sync)
-			rc = sync_file_range(fd, 0, 0,
-			    SYNC_FILE_RANGE_WAIT_BEFORE |
-			    SYNC_FILE_RANGE_WRITE |
-			    SYNC_FILE_RANGE_WAIT_AFTER);
-		else
-			rc = ds_stats_fdatasync(fd);
-		if (rc == -1) {
-			ds_log("sync segment %016" PRIx64 ": %s", set->id[i],
-			    strerror(errno));
-			ret = -1;
-		}
-		any = 1;
-		close(fd);
-	}
-	if (ret == 0 && any && s->range_sync &&
-	    ds_lanes_flush(s, ds_lanes_flush_mark(s)) == -1) {
-		ds_log("shared flush: %s", strerror(errno));
-		ret = -1;
-	}
-	return ret;
-}
-
-/* Deletes the entries up to key last (a change for the shared commit). */
-static enum ds_err
-drop_upto(struct ds_store *s, MDB_txn *txn, void *arg)
-{
-	const char *last = arg;
-	MDB_cursor *cur;
-	MDB_val k, v;
-	int rc;
-
-	if ((rc = mdb_cursor_open(txn, s->journal, &cur)) != 0)
-		return ds_mdb_err(__func__, "mdb_cursor_open", rc);
-	while ((rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
-		if (k.mv_size != JKEY_LEN ||
-		    memcmp(k.mv_data, last, JKEY_LEN) > 0)
-			break;
-		if ((rc = mdb_cursor_del(cur, 0)) != 0)
-			break;
-	}
-	mdb_cursor_close(cur);
-	if (rc != 0 && rc != MDB_NOTFOUND)
-		return ds_mdb_err(__func__, "journal", rc);
-	return DS_OK;
-}
-
-static enum ds_err
-drop(struct ds_store *s, const char *last)
-{
-	struct ds_commit cm;
-
-	memset(&cm, 0, sizeof(cm));
-	cm.apply = drop_upto;
-	cm.arg = (void *)last;
-	ds_commit(s, &cm);
-	return cm.e;
-}
-
-/*
- * Writes an entry's bytes back into its segment, as far as its stream,
- * in txn, still has them: committed, and retained. Returns 0, or -1 on a
- * write error.
- */
-static int
-replay_one(struct ds_store *s, MDB_txn *txn, uint64_t id, uint64_t at,
-    const MDB_val *v, struct idset *set)
+static void
+jstream_open(struct ds_store *s, MDB_txn *txn, struct jstream *st)
 {
 	char path[DS_PATH_MAX + 1];
 	struct ds_rec r;
-	uint64_t lo, hi, end = at + v->mv_size;
-	MDB_val ik = { sizeof(id), &id }, iv;
+	MDB_val ik = { sizeof(st->id), &st->id }, iv;
 	enum ds_err e;
-	int fd, rc, ret = 0;
+	int rc;
 
-	/* A stream deleted since needs nothing kept. */
-	if ((rc = mdb_get(txn, s->ids, &ik, &iv)) == MDB_NOTFOUND)
-		return 0;
-	if (rc != 0) {
-		ds_mdb_err(__func__, "mdb_get id", rc);
-		return -1;
+	st->state = J_FAILED;
+	st->fd = -1;
+	if ((rc = mdb_get(txn, s->ids, &ik, &iv)) == MDB_NOTFOUND) {
+		st->state = J_SKIP;
+		return;
 	}
-	if (iv.mv_size > DS_PATH_MAX) {
-		ds_log("stream %016" PRIx64 ": id entry too long", id);
-		return -1;
+	if (rc != 0 || iv.mv_size > DS_PATH_MAX) {
+		ds_log("stream %016" PRIx64 ": id entry: %s", st->id,
+		    rc ? mdb_strerror(rc) : "too long");
+		return;
 	}
 	memcpy(path, iv.mv_data, iv.mv_size);
 	path[iv.mv_size] = '\0';
 	if ((e = ds_rec_get(s, txn, path, &r)) == DS_ENOTFOUND ||
-	    (e == DS_OK && r.info.id != id))
-		return 0;
+	    (e == DS_OK && r.info.id != st->id)) {
+		st->state = J_SKIP;
+		return;
+	}
 	if (e != DS_OK)
-		return -1;
-	lo = ds_own_first(&r) - r.info.base;
-	hi = r.info.tail - r.info.base;
-	if (lo < at)
-		lo = at;
-	if (hi > end)
-		hi = end;
-	if (lo >= hi)
-		return 0;
-	if ((fd = ds_seg_open(s, id, O_WRONLY)) == -1) {
+		return;		/* logged */
+	st->lo = ds_own_first(&r) - r.info.base;
+	st->hi = r.info.tail - r.info.base;
+	if ((st->fd = ds_seg_open(s, st->id, O_WRONLY)) == -1) {
 		if (errno != ENOENT)
-			return -1;	/* logged */
-		ds_log("%s: segment missing for %" PRIu64 " journalled bytes",
-		    path, hi - lo);
-		return 0;
+			return;	/* logged */
+		ds_log("%s: segment missing; its journalled bytes are "
+		    "dropped", path);
+		st->state = J_SKIP;
+		return;
 	}
-	if (ds_seg_write(fd, lo, (const char *)v->mv_data + (lo - at),
-	    hi - lo) == -1) {
-		ds_log("%s: replay at %" PRIu64 ": %s", path, lo,
-		    strerror(errno));
-		ret = -1;
+	st->state = J_WRITE;
+}
+
+/* The slot of stream id in the pass, or NULL. */
+static struct jstream *
+jstream_find(struct jset *set, uint64_t id)
+{
+	struct jstream *st;
+	unsigned i = (unsigned)ds_id_hash(id) % PASS_SLOTS;
+
+	for (;; i = (i + 1) % PASS_SLOTS) {
+		st = &set->slot[i];
+		if (st->state == 0)
+			return NULL;
+		if (st->id == id)
+			return st;
 	}
-	close(fd);
-	if (ret == 0 && idset_add(set, id) == -1)
-		ret = -1;
-	return ret;
 }
 
 /*
- * One pass over the journal: up to max entries (0: all), replayed first
- * when replay is set; their segments synced, then the entries dropped.
- * Returns DS_OK (also when there was nothing to do) or an error, with the
- * entries kept; *full says whether it stopped at max.
+ * The slot of stream id, looked at in txn the first time; NULL when the
+ * pass has as many streams as it takes.
+ */
+static struct jstream *
+jstream_get(struct ds_store *s, MDB_txn *txn, struct jset *set, uint64_t id)
+{
+	struct jstream *st;
+	unsigned i = (unsigned)ds_id_hash(id) % PASS_SLOTS;
+
+	for (;; i = (i + 1) % PASS_SLOTS) {
+		st = &set->slot[i];
+		if (st->state == 0)
+			break;
+		if (st->id == id)
+			return st;
+	}
+	if (set->n == PASS_STREAMS)
+		return NULL;
+	set->n++;
+	st->id = id;
+	jstream_open(s, txn, st);
+	return st;
+}
+
+/*
+ * Writes an entry's bytes, at position at of its segment, again: as far
+ * as the stream still has them. Written through the pass's own descriptor,
+ * an error of their write-out reaches the sync below, even when an earlier
+ * write-out of the same pages failed and was reported to another (Linux
+ * reports such an error once per open file, and marks the pages clean).
+ */
+static void
+jstream_write(struct jstream *st, uint64_t at, const MDB_val *v)
+{
+	uint64_t lo = st->lo > at ? st->lo : at;
+	uint64_t hi = st->hi < at + v->mv_size ? st->hi : at + v->mv_size;
+
+	if (st->state != J_WRITE || lo >= hi)
+		return;
+	if (ds_seg_write(st->fd, lo, (const char *)v->mv_data + (lo - at),
+	    hi - lo) == -1) {
+		ds_log("segment %016" PRIx64 ": write at %" PRIu64 ": %s",
+		    st->id, lo, strerror(errno));
+		st->state = J_FAILED;
+	}
+}
+
+/*
+ * Makes what the pass wrote durable: at a checkpoint, as the appends'
+ * flush path does (batch.c), each segment's pages written out and waited
+ * for, then one device flush begun after the last (shared: see
+ * ds_lanes_flush()); at a replay, or without room writes here, each
+ * segment's fdatasync(), which also makes its size and blocks durable. A
+ * stream whose segment fails is J_FAILED; a failed flush fails them all.
+ */
+static void
+jset_sync(struct ds_store *s, struct jset *set, int replay)
+{
+	struct jstream *st;
+	int rc, range = s->range_sync && !replay, any = 0;
+
+	for (st = set->slot; st < set->slot + PASS_SLOTS; st++) {
+		if (st->state != J_WRITE)
+			continue;
+		if (range)
+			rc = sync_file_range(st->fd, 0, 0,
+			    SYNC_FILE_RANGE_WAIT_BEFORE |
+			    SYNC_FILE_RANGE_WRITE |
+			    SYNC_FILE_RANGE_WAIT_AFTER);
+		else
+			rc = ds_stats_fdatasync(st->fd);
+		if (rc == -1) {
+			ds_log("sync segment %016" PRIx64 ": %s", st->id,
+			    strerror(errno));
+			st->state = J_FAILED;
+		}
+		any = 1;
+	}
+	if (range && any &&
+	    ds_lanes_flush(s, ds_lanes_flush_mark(s)) == -1) {
+		ds_log("shared flush: %s", strerror(errno));
+		for (st = set->slot; st < set->slot + PASS_SLOTS; st++)
+			if (st->state == J_WRITE)
+				st->state = J_FAILED;
+	}
+}
+
+static void
+jset_close(struct jset *set)
+{
+	struct jstream *st;
+
+	for (st = set->slot; st < set->slot + PASS_SLOTS; st++)
+		if (st->state != 0 && st->fd != -1)
+			close(st->fd);
+}
+
+/*
+ * Deletes the entries up to key last but those of streams that failed.
+ * Its own transaction, not the shared commit: it frees pages and must
+ * commit on a full disk, as a delete does (no ds_meta_reserve()).
  */
 static enum ds_err
-pass(struct ds_store *s, size_t max, int replay, int *full)
+drop(struct ds_store *s, struct jset *set, const char *last)
 {
-	struct idset set = { NULL, 0, 0 };
+	struct jstream *st;
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	MDB_cursor_op op = MDB_FIRST;
+	enum ds_err e;
+	uint64_t id;
+	int rc;
+
+	if ((e = ds_txn_begin(s, 0, &txn)) != DS_OK)
+		return e;
+	if ((rc = mdb_cursor_open(txn, s->journal, &cur)) != 0) {
+		mdb_txn_abort(txn);
+		return ds_mdb_err(__func__, "mdb_cursor_open", rc);
+	}
+	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+		op = MDB_NEXT;	/* after a delete, the next entry */
+		if (k.mv_size != JKEY_LEN)
+			continue;	/* not ours */
+		if (memcmp(k.mv_data, last, JKEY_LEN) > 0)
+			break;
+		memcpy(&id, (const char *)k.mv_data + 8, sizeof(id));
+		/* (Every entry up to last was in the pass.) */
+		if ((st = jstream_find(set, id)) == NULL ||
+		    st->state == J_FAILED)
+			continue;
+		if ((rc = mdb_cursor_del(cur, 0)) != 0)
+			break;
+	}
+	mdb_cursor_close(cur);
+	if (rc != 0 && rc != MDB_NOTFOUND) {
+		mdb_txn_abort(txn);
+		return ds_mdb_err(__func__, "journal", rc);
+	}
+	return ds_txn_commit_sync(s, txn);
+}
+
+/*
+ * One pass over the journal, up to CKPT_MAX entries of at most
+ * PASS_STREAMS streams: each entry's bytes written again into its segment
+ * (see jstream_write()), the segments synced, then the entries dropped but
+ * for the streams that failed, whose entries stay for the next pass.
+ * Returns DS_OK when every stream's bytes were made durable (also when
+ * there was nothing to do), or an error; *full says whether the journal
+ * has more to take.
+ */
+static enum ds_err
+pass(struct ds_store *s, int replay, int *full)
+{
+	struct jset *set;
+	struct jstream *st;
 	char last[JKEY_LEN];
 	MDB_txn *txn;
 	MDB_cursor *cur;
@@ -264,54 +319,76 @@ pass(struct ds_store *s, size_t max, int replay, int *full)
 	enum ds_err e;
 	size_t n = 0;
 	uint64_t id;
-	int rc = 0;
+	int rc = 0, failed = 0;
 
+	*full = 0;
+	if ((set = calloc(1, sizeof(*set))) == NULL)
+		return DS_ENOMEM;
 	if ((e = ds_txn_begin(s, MDB_RDONLY, &txn)) != DS_OK)
-		return e;
+		goto out;
 	if ((rc = mdb_cursor_open(txn, s->journal, &cur)) != 0) {
 		mdb_txn_abort(txn);
-		return ds_mdb_err(__func__, "mdb_cursor_open", rc);
+		e = ds_mdb_err(__func__, "mdb_cursor_open", rc);
+		goto out;
 	}
-	e = DS_OK;
-	while ((max == 0 || n < max) &&
-	    (rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+	while (n < CKPT_MAX && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
 		op = MDB_NEXT;
 		if (k.mv_size != JKEY_LEN)
 			continue;	/* not ours: left alone */
 		memcpy(&id, (const char *)k.mv_data + 8, sizeof(id));
-		if (replay ? replay_one(s, txn, id,
-		    ds_be64_get((const char *)k.mv_data + 16), &v, &set) :
-		    idset_add(&set, id)) {
-			e = DS_EIO;
+		if ((st = jstream_get(s, txn, set, id)) == NULL) {
+			*full = 1;
 			break;
 		}
+		jstream_write(st, ds_be64_get((const char *)k.mv_data + 16), &v);
 		memcpy(last, k.mv_data, JKEY_LEN);
 		n++;
 	}
-	if (e == DS_OK && rc != 0 && rc != MDB_NOTFOUND)
+	if (n == CKPT_MAX)
+		*full = 1;
+	if (rc != 0 && rc != MDB_NOTFOUND)
 		e = ds_mdb_err(__func__, "journal", rc);
-	*full = max > 0 && n == max;
 	mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
-	if (e == DS_OK && n > 0) {
-		if (sync_segments(s, &set) == -1)
-			e = DS_EIO;
-		else
-			e = drop(s, last);
+	if (e != DS_OK || n == 0)
+		goto out;
+	jset_sync(s, set, replay);
+	e = drop(s, set, last);
+	for (st = set->slot; st < set->slot + PASS_SLOTS; st++)
+		failed += st->state == J_FAILED;
+	if (e == DS_OK && failed > 0) {
+		ds_log("journal: %d streams' segments could not be made "
+		    "durable; their entries are kept", failed);
+		e = DS_EIO;
+		*full = 0;	/* no use trying again at once */
 	}
-	free(set.id);
+out:
+	jset_close(set);
+	free(set);
 	return e;
 }
 
+/*
+ * At open (ds_store_open()): every entry, written back and synced. A
+ * stream that fails keeps its entries and the store opens all the same:
+ * one bad segment must not keep every other stream from being served.
+ */
 enum ds_err
 ds_journal_replay(struct ds_store *s)
 {
 	enum ds_err e;
 	int full;
 
-	if ((e = pass(s, 0, 1, &full)) != DS_OK)
-		ds_log("journal replay: %s", ds_strerror(e));
-	return e;
+	while (flock(s->ckfd, LOCK_EX) == -1)
+		if (errno != EINTR)
+			return ds_sys_err(errno);
+	while ((e = pass(s, 1, &full)) == DS_OK && full)
+		;
+	flock(s->ckfd, LOCK_UN);
+	if (e != DS_OK)
+		ds_log("journal replay: %s; the entries not written back are "
+		    "kept", ds_strerror(e));
+	return DS_OK;
 }
 
 DS_EXPORT enum ds_err
@@ -324,7 +401,7 @@ ds_store_checkpoint(struct ds_store *s)
 		if (errno != EINTR)
 			return ds_sys_err(errno);
 	/* Appends faster than a pass a turn would make it grow for good. */
-	while ((e = pass(s, CKPT_MAX, 0, &full)) == DS_OK && full)
+	while ((e = pass(s, 0, &full)) == DS_OK && full)
 		;
 	flock(s->ckfd, LOCK_UN);
 	return e;

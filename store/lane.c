@@ -139,17 +139,19 @@ lanes_atfork(void)
 }
 
 void
-ds_futex_wait(uint32_t *w, uint32_t v, int ms)
+ds_futex_wait(uint32_t *w, uint32_t v, int ms, int shared)
 {
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
 
-	syscall(SYS_futex, w, FUTEX_WAIT, v, ms > 0 ? &ts : NULL, NULL, 0);
+	syscall(SYS_futex, w, shared ? FUTEX_WAIT : FUTEX_WAIT_PRIVATE, v,
+	    ms > 0 ? &ts : NULL, NULL, 0);
 }
 
 void
-ds_futex_wake(uint32_t *w)
+ds_futex_wake(uint32_t *w, int shared)
 {
-	syscall(SYS_futex, w, FUTEX_WAKE, 1, NULL, NULL, 0);
+	syscall(SYS_futex, w, shared ? FUTEX_WAKE : FUTEX_WAKE_PRIVATE, 1,
+	    NULL, NULL, 0, 1);
 }
 
 /* Sets (F_WRLCK), drops (F_UNLCK) or waits for one byte's lock. */
@@ -427,7 +429,7 @@ slot_lost(struct lslot *sl)
 	sl->e = DS_EIO;
 	sl->state = L_DONE;
 	sl->wake++;
-	ds_futex_wake(&sl->wake);
+	ds_futex_wake(&sl->wake, 1);
 }
 
 /*
@@ -631,7 +633,7 @@ lead(struct ds_store *s, struct lane *ln, const char *path, uint64_t id,
 	/* A slot freed and taken again meanwhile only wakes for nothing. */
 	for (i = 0; i < n; i++)
 		if (t[i].sl && t[i].sl != mine)
-			ds_futex_wake(&t[i].sl->wake);
+			ds_futex_wake(&t[i].sl->wake, 1);
 	free(t);
 	return 0;
 }
@@ -656,7 +658,7 @@ hand_over(struct lane *ln)
 			first = sl;
 	if (first) {
 		first->wake++;
-		ds_futex_wake(&first->wake);
+		ds_futex_wake(&first->wake, 1);
 	}
 	pthread_mutex_unlock(&ln->mu);
 }
@@ -718,7 +720,7 @@ ds_lane_append(struct ds_store *s, const char *path, uint64_t id,
 		} else {
 			if (rc != EBUSY)
 				ds_log("lane lead: %s", strerror(rc));
-			ds_futex_wait(&sl->wake, w, LANE_NAP_MS);
+			ds_futex_wait(&sl->wake, w, LANE_NAP_MS, 1);
 		}
 		lane_lock(ln);
 		if (sl->gen != gen) {
@@ -810,8 +812,15 @@ ds_lanes_flush(struct ds_store *s, uint64_t mark)
 	uint64_t n;
 	int rc, saved;
 
-	if (f == NULL)
-		return ds_seg_flush(s);
+	if (f == NULL) {
+		/* The commit leader and a checkpoint may both be here. */
+		pthread_mutex_lock(&s->flush_mu);
+		rc = ds_seg_flush(s);
+		saved = errno;
+		pthread_mutex_unlock(&s->flush_mu);
+		errno = saved;
+		return rc;
+	}
 	if (mark == DS_FLUSH_NOMARK)
 		mark = __atomic_load_n(&f->flush_started, __ATOMIC_SEQ_CST);
 	if (__atomic_load_n(&f->flush_done, __ATOMIC_ACQUIRE) > mark)

@@ -42,6 +42,7 @@ struct ds_store {
 	int		 range_sync;	/* room writes (ds_seg_flush_open()) */
 	int		 flushfd;	/* ...flushed with this file */
 	int		 flush_plain;	/* by an fdatasync() alone */
+	pthread_mutex_t	 flush_mu;	/* ds_seg_flush(), without a lane file */
 	int		 sync_flush;	/* an LMDB sync flushes them too */
 	unsigned	 flush_len;	/* else its length, 0 or 1, toggled */
 	int64_t		 flush_changed;	/* when it last was (ds_mono_us()) */
@@ -264,20 +265,21 @@ int	ds_lanes_flush(struct ds_store *, uint64_t mark);
 int	ds_lanes_env_sync(struct ds_store *, uint64_t txnid);
 int	ds_lanes_ckpt_due(struct ds_store *, int64_t every_us);
 /*
- * A futex word, in shared memory or not: wait while *w is v (for at most
- * ms milliseconds when ms > 0; a wake, a signal or a spurious return ends
- * it too, so the caller loops), wake one waiter.
+ * A futex word, in memory shared between processes (shared) or not: wait
+ * while *w is v (for at most ms milliseconds when ms > 0; a wake, a signal
+ * or a spurious return ends it too, so the caller loops), wake one waiter.
  */
-void	ds_futex_wait(uint32_t *w, uint32_t v, int ms);
-void	ds_futex_wake(uint32_t *w);
+void	ds_futex_wait(uint32_t *w, uint32_t v, int ms, int shared);
+void	ds_futex_wake(uint32_t *w, int shared);
 
 /*
  * journal.c: ds_store_checkpoint(). Batches of at most DS_JOURNAL_MAX
  * bytes written into their segment's room commit a copy of their bytes
  * (ds_journal_put(), in the batch's transaction) instead of syncing the
- * segment.
+ * segment, while the file system has DS_JOURNAL_FREE bytes free.
  */
 #define DS_JOURNAL_MAX	((size_t)16384)
+#define DS_JOURNAL_FREE	((uint64_t)64 << 20)	/* ...while this much is free */
 enum ds_err ds_journal_put(struct ds_store *, MDB_txn *, uint64_t id,
 	    uint64_t at, const void *data, size_t len);
 enum ds_err ds_journal_replay(struct ds_store *);

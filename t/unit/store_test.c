@@ -1405,7 +1405,7 @@ test_journal(void)
 	struct ds_append_res res;
 	struct ds_store_stats st;
 	struct ds_store *s;
-	char path[512], *data;
+	char path[512], moved[600], *data;
 	size_t len;
 	unsigned reads;
 	int n;
@@ -1456,6 +1456,42 @@ test_journal(void)
 	    "a deleted stream's entries make no file");
 	must_ds(append(s, "j/a", "?", 0, NULL, NULL, &res));
 	is_int(journal_entries(s), 1, "one more");
+
+	/*
+	 * A checkpoint writes the bytes again from the journal before it
+	 * syncs (a failed write-out is reported once, to whoever had the
+	 * file open, and its pages are marked clean): here, pages spoilt.
+	 */
+	seg_zero(ia.id, 13, 1);
+	must_ds(ds_store_checkpoint(s));
+	data = read_all(s, "j/a", 65536, &len, &reads);
+	ok(len == 14 && memcmp(data, "hello world!!?", 14) == 0,
+	    "a checkpoint writes the journalled bytes again");
+	free(data);
+	is_int(journal_entries(s), 0, "... and drops them");
+
+	/* A segment that cannot be opened keeps its entries alone. */
+	must_ds(append(s, "j/a", "+", 0, NULL, NULL, &res));
+	must_ds(append(s, "j/b", "-", 0, NULL, NULL, &res));
+	seg_name(ib.id, path, sizeof(path));
+	snprintf(moved, sizeof(moved), "%s.away", path);
+	must(rename(path, moved) == 0 && symlink(path, path) == 0,
+	    "a symlink loop for %s", path);
+	ok(ds_store_checkpoint(s) != DS_OK, "a checkpoint that cannot sync "
+	    "a segment fails");
+	is_int(journal_entries(s), 1, "... keeps that stream's entries, and "
+	    "drops the others'");
+	ds_store_close(s);
+	s = open_store(store_dir);
+	ok(s != NULL, "the store opens although an entry cannot be replayed");
+	is_int(journal_entries(s), 1, "... and keeps it");
+	must(unlink(path) == 0 && rename(moved, path) == 0, "restore %s",
+	    path);
+	must_ds(ds_store_checkpoint(s));
+	is_int(journal_entries(s), 0, "once the segment is back, it goes");
+	data = read_all(s, "j/b", 65536, &len, &reads);
+	ok(len == 7 && memcmp(data, "abcxyz-", 7) == 0, "j/b reads whole");
+	free(data);
 	ds_store_close(s);
 
 	/* A server's process checkpoints on its own. */
@@ -1675,7 +1711,7 @@ test_flush_mark(struct ds_store *s)
 	lead = s->cq;
 	pthread_mutex_unlock(&s->cq_mu);
 	__atomic_store_n(&lead->state, DS_C_LEAD, __ATOMIC_RELEASE);
-	ds_futex_wake(&lead->state);
+	ds_futex_wake(&lead->state, 0);
 	pthread_join(ta, NULL);
 	pthread_join(tb, NULL);
 	ds_store_stats_attach(NULL);
