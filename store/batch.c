@@ -18,7 +18,7 @@
  * batches.
  */
 #include <sys/stat.h>
-#include <sys/vfs.h>
+#include <sys/statvfs.h>
 
 #include <fcntl.h>
 #include <inttypes.h>
@@ -120,16 +120,6 @@ unwrite(int fd, const struct seg_write *w)
 }
 
 /*
- * Writes bytes at own, the segment's committed length (see "Room" in
- * segment.c). Inside the room, at most DS_JOURNAL_MAX bytes are left
- * unsynced and w->journal asks the commit to carry a copy (journal.c);
- * more are written out and w->flush asks the shared commit for the device
- * flush that makes them durable. Past the room, the file is zero-filled up
- * to the room of the new tail and fdatasync()ed whole, which also makes
- * durable anything a crashed append left past the tail. On failure the
- * file is as long as it was.
- */
-/*
  * Whether the file system has room for the journal to grow by: its entries
  * take LMDB pages until a checkpoint frees them, and an LMDB file that
  * cannot grow refuses every commit but deletes (ds_meta_reserve()). Near
@@ -139,15 +129,26 @@ unwrite(int fd, const struct seg_write *w)
 static int
 journal_room(int fd)
 {
-	struct statfs sf;
+	struct statvfs sf;
 
-	return fstatfs(fd, &sf) == 0 &&
-	    (uint64_t)sf.f_bavail * (uint64_t)sf.f_bsize >= DS_JOURNAL_FREE;
+	return fstatvfs(fd, &sf) == 0 &&
+	    (uint64_t)sf.f_bavail * (uint64_t)sf.f_frsize >= DS_JOURNAL_FREE;
 }
 
+/*
+ * Writes bytes at own, the segment's committed length (see "Room" in
+ * segment.c). Inside the room, at most DS_JOURNAL_MAX bytes are left
+ * unsynced and w->journal asks the commit to carry a copy (journal.c),
+ * when journal says it may take them; else they are written out and
+ * w->flush asks the shared commit for the device flush that makes them
+ * durable. Past the room, the file is zero-filled up to the room of the
+ * new tail and fdatasync()ed whole, which also makes durable anything a
+ * crashed append left past the tail. On failure the file is as long as it
+ * was.
+ */
 static enum ds_err
 write_data(struct ds_store *s, int fd, uint64_t own, const void *body,
-    size_t len, struct seg_write *w)
+    size_t len, int journal, struct seg_write *w)
 {
 	struct stat st;
 	uint64_t end = own + len, room = ds_seg_room(end);
@@ -171,7 +172,7 @@ write_data(struct ds_store *s, int fd, uint64_t own, const void *body,
 	 * The growth path below gives it its room.
 	 */
 	in_room = end <= ds_seg_room(own) && w->size0 >= ds_seg_room(own);
-	if (in_room && len <= s->journal_max && journal_room(fd)) {
+	if (in_room && journal && len <= s->journal_max && journal_room(fd)) {
 		w->journal = 1;
 		return DS_OK;
 	}
@@ -420,7 +421,8 @@ ds_batch_run(struct ds_store *s, const char *path, uint64_t id,
 	char *buf = NULL;
 	const void *data = NULL;
 	int fd, nslots = 0, naccepted = 0, written = 0, committed = 0;
-	int created = 0;
+	int created = 0, journal = 0;
+	MDB_stat ms;
 
 	if ((fd = ds_seg_open(s, id, O_RDWR)) == -1) {
 		e = errno == ENOENT ? open_unborn(s, path, id, batch->now, &fd,
@@ -450,6 +452,13 @@ ds_batch_run(struct ds_store *s, const char *path, uint64_t id,
 		goto read_done;
 	tail0 = r.info.tail;
 	closed0 = r.info.flags & DS_F_CLOSED;
+	/*
+	 * A journal that checkpoints cannot empty (a segment that fails to
+	 * sync keeps its entries) stops taking bytes at DS_JOURNAL_CAP
+	 * entries: every batch then syncs its own, as before the journal.
+	 */
+	journal = mdb_stat(txn, s->journal, &ms) == 0 &&
+	    ms.ms_entries < DS_JOURNAL_CAP;
 	memset(&none, 0, sizeof(none));
 	for (b = batch; b; b = b->next) {
 		p = b->req->producer;
@@ -517,7 +526,8 @@ read_done:
 				}
 			data = buf;
 		}
-		if ((e = write_data(s, fd, own, data, len, &w)) != DS_OK)
+		if ((e = write_data(s, fd, own, data, len, journal, &w)) !=
+		    DS_OK)
 			goto out;
 		written = 1;	/* from here, undone unless committed */
 		/* The stream's first bytes: its file may be new (see above). */

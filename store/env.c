@@ -388,6 +388,7 @@ ds_store_open(const struct ds_store_cfg *cfg, struct ds_store **out)
 	s->flushfd = -1;
 	s->ckfd = -1;
 	s->journal_max = DS_JOURNAL_MAX;
+	s->ckpt_max = DS_CKPT_MAX;
 	pthread_mutex_init(&s->aq_mu, NULL);
 	pthread_mutex_init(&s->ck_mu, NULL);
 	pthread_mutex_init(&s->flush_mu, NULL);

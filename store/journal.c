@@ -45,7 +45,6 @@
 #define JKEY_LEN	24
 #define CKPT_LOOK_MS	50		/* a process's thread looks... */
 #define CKPT_EVERY_US	200000		/* ...whether one is due */
-#define CKPT_MAX	8192		/* entries one checkpoint takes */
 
 static void
 jkey(char *k, uint64_t txnid, uint64_t id, uint64_t at)
@@ -130,8 +129,8 @@ jstream_open(struct ds_store *s, MDB_txn *txn, struct jstream *st)
 	if ((st->fd = ds_seg_open(s, st->id, O_WRONLY)) == -1) {
 		if (errno != ENOENT)
 			return;	/* logged */
-		ds_log("%s: segment missing; its journalled bytes are "
-		    "dropped", path);
+		ds_log("%s: segment gone (the stream deleted since?); its "
+		    "journalled bytes are dropped", path);
 		st->state = J_SKIP;
 		return;
 	}
@@ -298,16 +297,55 @@ drop(struct ds_store *s, struct jset *set, const char *last)
 }
 
 /*
- * One pass over the journal, up to CKPT_MAX entries of at most
+ * One checkpoint or replay: the entries committed up to upto_txn, when it
+ * began (later ones wait for the next: appends that never stop must not
+ * keep it going), and the streams that failed in it, whose entries it
+ * passes over (they stay for the next).
+ */
+struct jrun {
+	int		 replay;
+	uint64_t	 upto_txn;
+	uint64_t	*failed;
+	size_t		 nfailed, cap;
+	enum ds_err	 drop_e;	/* the entries written back stayed */
+};
+
+static int
+run_failed(const struct jrun *run, uint64_t id)
+{
+	size_t i;
+
+	for (i = 0; i < run->nfailed; i++)
+		if (run->failed[i] == id)
+			return 1;
+	return 0;
+}
+
+static enum ds_err
+run_fail(struct jrun *run, uint64_t id)
+{
+	uint64_t *p;
+
+	if (run->nfailed == run->cap) {
+		run->cap = run->cap ? run->cap * 2 : 16;
+		if ((p = realloc(run->failed, run->cap * sizeof(*p))) == NULL)
+			return DS_ENOMEM;
+		run->failed = p;
+	}
+	run->failed[run->nfailed++] = id;
+	return DS_OK;
+}
+
+/*
+ * One pass over the journal, up to DS_CKPT_MAX entries of at most
  * PASS_STREAMS streams: each entry's bytes written again into its segment
  * (see jstream_write()), the segments synced, then the entries dropped but
- * for the streams that failed, whose entries stay for the next pass.
- * Returns DS_OK when every stream's bytes were made durable (also when
- * there was nothing to do), or an error; *full says whether the journal
- * has more to take.
+ * for the streams that failed, which join run->failed. Returns DS_OK (a
+ * stream's failure included) or an error that stops the run; *full says
+ * whether the run has more to take.
  */
 static enum ds_err
-pass(struct ds_store *s, int replay, int *full)
+pass(struct ds_store *s, struct jrun *run, int *full)
 {
 	struct jset *set;
 	struct jstream *st;
@@ -319,7 +357,7 @@ pass(struct ds_store *s, int replay, int *full)
 	enum ds_err e;
 	size_t n = 0;
 	uint64_t id;
-	int rc = 0, failed = 0;
+	int rc = 0;
 
 	*full = 0;
 	if ((set = calloc(1, sizeof(*set))) == NULL)
@@ -331,12 +369,17 @@ pass(struct ds_store *s, int replay, int *full)
 		e = ds_mdb_err(__func__, "mdb_cursor_open", rc);
 		goto out;
 	}
-	while (n < CKPT_MAX && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
 		op = MDB_NEXT;
 		if (k.mv_size != JKEY_LEN)
 			continue;	/* not ours: left alone */
+		if (ds_be64_get(k.mv_data) > run->upto_txn)
+			break;
 		memcpy(&id, (const char *)k.mv_data + 8, sizeof(id));
-		if ((st = jstream_get(s, txn, set, id)) == NULL) {
+		if (run_failed(run, id))
+			continue;
+		if (n == s->ckpt_max ||
+		    (st = jstream_get(s, txn, set, id)) == NULL) {
 			*full = 1;
 			break;
 		}
@@ -344,24 +387,20 @@ pass(struct ds_store *s, int replay, int *full)
 		memcpy(last, k.mv_data, JKEY_LEN);
 		n++;
 	}
-	if (n == CKPT_MAX)
-		*full = 1;
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		e = ds_mdb_err(__func__, "journal", rc);
 	mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
 	if (e != DS_OK || n == 0)
 		goto out;
-	jset_sync(s, set, replay);
-	e = drop(s, set, last);
+	jset_sync(s, set, run->replay);
 	for (st = set->slot; st < set->slot + PASS_SLOTS; st++)
-		failed += st->state == J_FAILED;
-	if (e == DS_OK && failed > 0) {
-		ds_log("journal: %d streams' segments could not be made "
-		    "durable; their entries are kept", failed);
-		e = DS_EIO;
-		*full = 0;	/* no use trying again at once */
-	}
+		if (st->state == J_FAILED && (e = run_fail(run, st->id)) !=
+		    DS_OK)
+			goto out;
+	/* The bytes are durable: a failed drop only leaves them to redo. */
+	if ((run->drop_e = drop(s, set, last)) != DS_OK)
+		*full = 0;
 out:
 	jset_close(set);
 	free(set);
@@ -369,42 +408,68 @@ out:
 }
 
 /*
- * At open (ds_store_open()): every entry, written back and synced. A
- * stream that fails keeps its entries and the store opens all the same:
- * one bad segment must not keep every other stream from being served.
+ * Runs passes until the journal holds nothing up to the run's start but
+ * the entries of streams that failed (*nfailed, logged). Returns DS_OK,
+ * or the error that stopped it before every stream's bytes were written
+ * back and synced; *drop_e is the error of a failed drop, after which
+ * they were.
+ */
+static enum ds_err
+run(struct ds_store *s, int replay, size_t *nfailed, enum ds_err *drop_e)
+{
+	struct jrun r = { replay, 0, NULL, 0, 0, DS_OK };
+	MDB_envinfo ei;
+	enum ds_err e;
+	int rc, full;
+
+	*nfailed = 0;
+	*drop_e = DS_OK;
+	if ((rc = mdb_env_info(s->env, &ei)) != 0)
+		return ds_mdb_err(__func__, "mdb_env_info", rc);
+	r.upto_txn = ei.me_last_txnid;
+	while (flock(s->ckfd, LOCK_EX) == -1)
+		if (errno != EINTR)
+			return ds_sys_err(errno);
+	while ((e = pass(s, &r, &full)) == DS_OK && full)
+		;
+	flock(s->ckfd, LOCK_UN);
+	if (r.nfailed > 0)
+		ds_log("journal: %zu streams' segments could not be written "
+		    "and synced; their entries are kept", r.nfailed);
+	*nfailed = r.nfailed;
+	*drop_e = r.drop_e;
+	free(r.failed);
+	return e;
+}
+
+/*
+ * At open (ds_store_open()): every entry written back and synced. A
+ * stream that fails keeps its entries (a read of it fails, or may see
+ * what the crash left) and the store opens all the same: one bad segment
+ * must not keep every other stream from being served; nor must a drop
+ * that cannot commit (a full disk). Anything else fails the open: bytes
+ * not written back would read as lost.
  */
 enum ds_err
 ds_journal_replay(struct ds_store *s)
 {
-	enum ds_err e;
-	int full;
+	enum ds_err e, drop_e;
+	size_t nfailed;
 
-	while (flock(s->ckfd, LOCK_EX) == -1)
-		if (errno != EINTR)
-			return ds_sys_err(errno);
-	while ((e = pass(s, 1, &full)) == DS_OK && full)
-		;
-	flock(s->ckfd, LOCK_UN);
-	if (e != DS_OK)
-		ds_log("journal replay: %s; the entries not written back are "
-		    "kept", ds_strerror(e));
-	return DS_OK;
+	if ((e = run(s, 1, &nfailed, &drop_e)) != DS_OK)
+		ds_log("journal replay: %s", ds_strerror(e));
+	return e;
 }
 
 DS_EXPORT enum ds_err
 ds_store_checkpoint(struct ds_store *s)
 {
-	enum ds_err e;
-	int full;
+	enum ds_err e, drop_e;
+	size_t nfailed;
 
-	while (flock(s->ckfd, LOCK_EX) == -1)
-		if (errno != EINTR)
-			return ds_sys_err(errno);
-	/* Appends faster than a pass a turn would make it grow for good. */
-	while ((e = pass(s, 0, &full)) == DS_OK && full)
-		;
-	flock(s->ckfd, LOCK_UN);
-	return e;
+	if ((e = run(s, 0, &nfailed, &drop_e)) != DS_OK)
+		return e;
+	return nfailed > 0 ? DS_EIO : drop_e;
 }
 
 /* The checkpoints of a server's process (see the top). */

@@ -151,7 +151,7 @@ void
 ds_futex_wake(uint32_t *w, int shared)
 {
 	syscall(SYS_futex, w, shared ? FUTEX_WAKE : FUTEX_WAKE_PRIVATE, 1,
-	    NULL, NULL, 0, 1);
+	    NULL, NULL, 0);
 }
 
 /* Sets (F_WRLCK), drops (F_UNLCK) or waits for one byte's lock. */

@@ -160,7 +160,9 @@ DS_EXPORT void ds_store_close(struct ds_store *);
  * Makes the bytes of the appends committed so far durable in their
  * segments and drops them from the journal (store/journal.c). A server's
  * processes (ds_store_cfg.pool) do it on their own every 200 ms; tools
- * and tests call it.
+ * and tests call it. Returns DS_OK, DS_EIO when the segments of some
+ * streams could not be written and synced (their entries are kept for
+ * the next), or the error that stopped it.
  */
 DS_EXPORT enum ds_err ds_store_checkpoint(struct ds_store *);
 

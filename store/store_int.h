@@ -54,6 +54,7 @@ struct ds_store {
 	int		 cq_busy;	/* one of them is committing */
 	_Atomic uint64_t durable_txn;	/* synced up to here (retain.c) */
 	size_t		 journal_max;	/* DS_JOURNAL_MAX (tests: 0, none) */
+	size_t		 ckpt_max;	/* DS_CKPT_MAX (tests: fewer) */
 	int		 ckfd;		/* the meta directory: its flock()
 					   orders the checkpoints */
 	pthread_mutex_t	 ck_mu;		/* guards ck_stop */
@@ -276,10 +277,13 @@ void	ds_futex_wake(uint32_t *w, int shared);
  * journal.c: ds_store_checkpoint(). Batches of at most DS_JOURNAL_MAX
  * bytes written into their segment's room commit a copy of their bytes
  * (ds_journal_put(), in the batch's transaction) instead of syncing the
- * segment, while the file system has DS_JOURNAL_FREE bytes free.
+ * segment, while the file system has DS_JOURNAL_FREE bytes free and the
+ * journal fewer than DS_JOURNAL_CAP entries.
  */
 #define DS_JOURNAL_MAX	((size_t)16384)
 #define DS_JOURNAL_FREE	((uint64_t)64 << 20)	/* ...while this much is free */
+#define DS_JOURNAL_CAP	65536			/* ...and it has fewer entries */
+#define DS_CKPT_MAX	8192			/* entries a checkpoint pass takes */
 enum ds_err ds_journal_put(struct ds_store *, MDB_txn *, uint64_t id,
 	    uint64_t at, const void *data, size_t len);
 enum ds_err ds_journal_replay(struct ds_store *);

@@ -1470,27 +1470,35 @@ test_journal(void)
 	free(data);
 	is_int(journal_entries(s), 0, "... and drops them");
 
-	/* A segment that cannot be opened keeps its entries alone. */
+	/*
+	 * A segment that cannot be opened keeps its entries alone, even when
+	 * they, oldest, fill whole passes.
+	 */
 	must_ds(append(s, "j/a", "+", 0, NULL, NULL, &res));
-	must_ds(append(s, "j/b", "-", 0, NULL, NULL, &res));
+	for (n = 0; n < 6; n++)
+		must_ds(append(s, "j/b", "-", 0, NULL, NULL, &res));
+	must_ds(append(s, "j/a", "+", 0, NULL, NULL, &res));
 	seg_name(ib.id, path, sizeof(path));
 	snprintf(moved, sizeof(moved), "%s.away", path);
 	must(rename(path, moved) == 0 && symlink(path, path) == 0,
 	    "a symlink loop for %s", path);
+	s->ckpt_max = 2;
 	ok(ds_store_checkpoint(s) != DS_OK, "a checkpoint that cannot sync "
 	    "a segment fails");
-	is_int(journal_entries(s), 1, "... keeps that stream's entries, and "
-	    "drops the others'");
+	s->ckpt_max = DS_CKPT_MAX;
+	is_int(journal_entries(s), 6, "... keeps that stream's entries, and "
+	    "drops the others', also behind them (passes of 2 entries)");
 	ds_store_close(s);
 	s = open_store(store_dir);
 	ok(s != NULL, "the store opens although an entry cannot be replayed");
-	is_int(journal_entries(s), 1, "... and keeps it");
+	is_int(journal_entries(s), 6, "... and keeps them");
 	must(unlink(path) == 0 && rename(moved, path) == 0, "restore %s",
 	    path);
 	must_ds(ds_store_checkpoint(s));
 	is_int(journal_entries(s), 0, "once the segment is back, it goes");
 	data = read_all(s, "j/b", 65536, &len, &reads);
-	ok(len == 7 && memcmp(data, "abcxyz-", 7) == 0, "j/b reads whole");
+	ok(len == 12 && memcmp(data, "abcxyz------", 12) == 0,
+	    "j/b reads whole");
 	free(data);
 	ds_store_close(s);
 
