@@ -308,6 +308,8 @@ struct jrun {
 	uint64_t	*failed;
 	size_t		 nfailed, cap;
 	enum ds_err	 drop_e;	/* the entries written back stayed */
+	char		 from[JKEY_LEN]; /* the passes so far took up to here */
+	int		 have_from;
 };
 
 static int
@@ -369,16 +371,28 @@ pass(struct ds_store *s, struct jrun *run, int *full)
 		e = ds_mdb_err(__func__, "mdb_cursor_open", rc);
 		goto out;
 	}
+	/*
+	 * What an earlier pass of the run took and left is a failed
+	 * stream's, or written back already (its drop failed).
+	 */
+	if (run->have_from) {
+		k.mv_size = JKEY_LEN;
+		k.mv_data = run->from;
+		op = MDB_SET_RANGE;
+	}
 	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
 		op = MDB_NEXT;
 		if (k.mv_size != JKEY_LEN)
 			continue;	/* not ours: left alone */
+		if (run->have_from && memcmp(k.mv_data, run->from,
+		    JKEY_LEN) <= 0)
+			continue;
 		if (ds_be64_get(k.mv_data) > run->upto_txn)
 			break;
 		memcpy(&id, (const char *)k.mv_data + 8, sizeof(id));
 		if (run_failed(run, id))
 			continue;
-		if (n == s->ckpt_max ||
+		if ((n > 0 && n >= s->ckpt_max) ||
 		    (st = jstream_get(s, txn, set, id)) == NULL) {
 			*full = 1;
 			break;
@@ -399,8 +413,11 @@ pass(struct ds_store *s, struct jrun *run, int *full)
 		    DS_OK)
 			goto out;
 	/* The bytes are durable: a failed drop only leaves them to redo. */
-	if ((run->drop_e = drop(s, set, last)) != DS_OK)
-		*full = 0;
+	if ((e = drop(s, set, last)) != DS_OK)
+		run->drop_e = e;
+	e = DS_OK;
+	memcpy(run->from, last, JKEY_LEN);
+	run->have_from = 1;
 out:
 	jset_close(set);
 	free(set);
@@ -417,7 +434,7 @@ out:
 static enum ds_err
 run(struct ds_store *s, int replay, size_t *nfailed, enum ds_err *drop_e)
 {
-	struct jrun r = { replay, 0, NULL, 0, 0, DS_OK };
+	struct jrun r = { .replay = replay, .drop_e = DS_OK };
 	MDB_envinfo ei;
 	enum ds_err e;
 	int rc, full;
