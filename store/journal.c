@@ -17,19 +17,18 @@
  *
  * Checkpoints keep the journal short: every CKPT_EVERY_US a thread of one
  * of the server's processes (ds_store_cfg.pool; the lane file says whose
- * turn it is) reads the entries, makes the segment of each stream they
- * name durable and then deletes them. Every entry it read was committed
- * after its bytes were written to the segment, so the segment's sync
- * covers them. One process at a time does it (an flock() on the meta
- * directory); a deletion lost in a crash only means those entries are
- * written again at the next start.
+ * turn it is) reads the entries, writes each one's bytes into its segment
+ * again (see jstream_write()), makes those segments durable and then
+ * deletes the entries, but those of a stream whose segment failed. One
+ * process at a time does it (an flock() on the meta directory); a
+ * deletion lost in a crash only means those entries are written again.
  *
  * Replay: a machine that went down may have lost segment pages that were
- * never synced. Opening the store writes every entry back into its
- * segment (within what the stream has committed and retained, when it
- * still exists), syncs those segments and deletes the entries. The bytes
- * at a committed position never change, so writing them again while other
- * processes run is harmless.
+ * never synced. Opening the store does the same with every entry, so
+ * their bytes are back before anyone reads. The bytes at a committed
+ * position never change, so writing them again while other processes run
+ * is harmless; only what the stream still has is written (committed, not
+ * trimmed, not deleted).
  */
 #include <sys/file.h>
 
