@@ -149,7 +149,7 @@ ext4_mode(dev_t dev)
 
 /*
  * Whether an fdatasync() of a clean file flushes the device's cache on the
- * ext4 file system of dirfd, and so makes the ranges written before it
+ * ext4 file system of dirfd, in mode, and so makes the ranges written before it
  * durable: from Linux 6.5 on ext4 without a journal issues the flush
  * whatever the inode's state, and with a journal one does for a file whose
  * last transaction is committed. data=journal (the mount's mode, or a
@@ -163,19 +163,16 @@ ext4_mode(dev_t dev)
  * (and two flushes) with one.
  */
 static int
-flush_plain(int dirfd)
+flush_plain(int dirfd, enum ext4_mode mode)
 {
 	struct utsname u;
-	struct stat st;
 	unsigned maj = 0, min = 0;
 	int flags = 0;
 
 	if (uname(&u) == -1 || sscanf(u.release, "%u.%u", &maj, &min) != 2 ||
 	    maj < 6 || (maj == 6 && min < 5))
 		return 0;
-	if (fstat(dirfd, &st) == -1)
-		return 0;
-	switch (ext4_mode(st.st_dev)) {
+	switch (mode) {
 	case EXT4_NOJOURNAL:
 	case EXT4_JOURNAL_META:
 		break;
@@ -201,6 +198,8 @@ int
 ds_seg_flush_open(struct ds_store *s)
 {
 	struct statfs sf;
+	struct stat st;
+	enum ext4_mode mode;
 
 	s->flushfd = -1;
 	if (fstatfs(s->segdirfd, &sf) == -1 || sf.f_type != 0xEF53)
@@ -212,7 +211,10 @@ ds_seg_flush_open(struct ds_store *s)
 		    "fdatasync()ed", s->segdir, strerror(errno));
 		return 0;
 	}
-	s->flush_plain = flush_plain(s->segdirfd);
+	mode = fstat(s->segdirfd, &st) == 0 ? ext4_mode(st.st_dev) :
+	    EXT4_UNKNOWN;
+	s->flush_plain = flush_plain(s->segdirfd, mode);
+	s->seg_nojournal = mode == EXT4_NOJOURNAL;
 	/* A new file: its transaction is the latest (see ds_seg_flush()). */
 	s->flush_changed = ds_mono_us();
 	return 1;
@@ -237,7 +239,7 @@ ds_seg_sync_flush(struct ds_store *s)
 	    mdb_env_get_fd(s->env, &fd) != 0 || fstat(fd, &meta) == -1 ||
 	    fstat(s->segdirfd, &seg) == -1 || meta.st_dev != seg.st_dev)
 		return 0;
-	return ext4_mode(seg.st_dev) == EXT4_NOJOURNAL;
+	return s->seg_nojournal;
 }
 
 /*

@@ -42,6 +42,7 @@ struct ds_store {
 	int		 range_sync;	/* room writes (ds_seg_flush_open()) */
 	int		 flushfd;	/* ...flushed with this file */
 	int		 flush_plain;	/* by an fdatasync() alone */
+	int		 seg_nojournal;	/* their ext4 has no journal */
 	pthread_mutex_t	 flush_mu;	/* ds_seg_flush(), without a lane file */
 	int		 sync_flush;	/* an LMDB sync flushes them too */
 	unsigned	 flush_len;	/* else its length, 0 or 1, toggled */
