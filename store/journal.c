@@ -99,25 +99,11 @@ jstream_open(struct ds_store *s, MDB_txn *txn, struct jstream *st)
 {
 	char path[DS_PATH_MAX + 1];
 	struct ds_rec r;
-	MDB_val ik = { sizeof(st->id), &st->id }, iv;
 	enum ds_err e;
-	int rc;
 
 	st->state = J_FAILED;
 	st->fd = -1;
-	if ((rc = mdb_get(txn, s->ids, &ik, &iv)) == MDB_NOTFOUND) {
-		st->state = J_SKIP;
-		return;
-	}
-	if (rc != 0 || iv.mv_size > DS_PATH_MAX) {
-		ds_log("stream %016" PRIx64 ": id entry: %s", st->id,
-		    rc ? mdb_strerror(rc) : "too long");
-		return;
-	}
-	memcpy(path, iv.mv_data, iv.mv_size);
-	path[iv.mv_size] = '\0';
-	if ((e = ds_rec_get(s, txn, path, &r)) == DS_ENOTFOUND ||
-	    (e == DS_OK && r.info.id != st->id)) {
+	if ((e = ds_rec_find_id(s, txn, st->id, path, &r)) == DS_ENOTFOUND) {
 		st->state = J_SKIP;
 		return;
 	}

@@ -167,9 +167,13 @@ ds_rec_get(struct ds_store *s, MDB_txn *txn, const char *path, struct ds_rec *r)
 	return DS_OK;
 }
 
-/* Finds a stream's record by id (the source of a fork). */
+/*
+ * Finds the record of the stream with id into r, and its path: DS_ENOTFOUND
+ * when no stream has the id (none, or its path holds another stream's
+ * record), DS_ECORRUPT for an id entry too long for a path.
+ */
 enum ds_err
-ds_rec_get_id(struct ds_store *s, MDB_txn *txn, uint64_t id, char *path,
+ds_rec_find_id(struct ds_store *s, MDB_txn *txn, uint64_t id, char *path,
     struct ds_rec *r)
 {
 	MDB_val k, v;
@@ -178,21 +182,33 @@ ds_rec_get_id(struct ds_store *s, MDB_txn *txn, uint64_t id, char *path,
 
 	k.mv_data = &id;
 	k.mv_size = sizeof(id);
-	rc = mdb_get(txn, s->ids, &k, &v);
-	if (rc == MDB_NOTFOUND || (rc == 0 && v.mv_size > DS_PATH_MAX)) {
-		ds_log("stream %016" PRIx64 " has no id entry", id);
-		return DS_ECORRUPT;
-	}
+	if ((rc = mdb_get(txn, s->ids, &k, &v)) == MDB_NOTFOUND)
+		return DS_ENOTFOUND;
 	if (rc != 0)
 		return ds_mdb_err(__func__, "mdb_get id", rc);
+	if (v.mv_size > DS_PATH_MAX) {
+		ds_log("stream %016" PRIx64 ": id entry too long", id);
+		return DS_ECORRUPT;
+	}
 	memcpy(path, v.mv_data, v.mv_size);
 	path[v.mv_size] = '\0';
-	if ((e = ds_rec_get(s, txn, path, r)) == DS_OK && r->info.id != id) {
-		ds_log("%s: id entry %016" PRIx64 " names another stream",
-		    path, id);
+	if ((e = ds_rec_get(s, txn, path, r)) == DS_OK && r->info.id != id)
+		e = DS_ENOTFOUND;
+	return e;
+}
+
+/* Finds a stream's record by id (the source of a fork): it must exist. */
+enum ds_err
+ds_rec_get_id(struct ds_store *s, MDB_txn *txn, uint64_t id, char *path,
+    struct ds_rec *r)
+{
+	enum ds_err e;
+
+	if ((e = ds_rec_find_id(s, txn, id, path, r)) == DS_ENOTFOUND) {
+		ds_log("stream %016" PRIx64 " has no record", id);
 		e = DS_ECORRUPT;
 	}
-	return e == DS_ENOTFOUND ? DS_ECORRUPT : e;
+	return e;
 }
 
 /* Stores r at path within txn; DS_ETOOBIG when it does not encode. */

@@ -167,6 +167,8 @@ int	ds_rec_decode(const MDB_val *, struct ds_rec *);
 size_t	ds_rec_encode(const struct ds_rec *, char *buf, size_t bufsz);
 enum ds_err ds_rec_get(struct ds_store *, MDB_txn *, const char *path,
 	    struct ds_rec *);
+enum ds_err ds_rec_find_id(struct ds_store *, MDB_txn *, uint64_t id,
+	    char *path, struct ds_rec *);
 enum ds_err ds_rec_get_id(struct ds_store *, MDB_txn *, uint64_t id,
 	    char *path, struct ds_rec *);
 enum ds_err ds_rec_put(struct ds_store *, MDB_txn *, const char *path,
