@@ -122,20 +122,27 @@ jstream_open(struct ds_store *s, MDB_txn *txn, struct jstream *st)
 	st->state = J_WRITE;
 }
 
-/* The slot of stream id in the pass, or NULL. */
+/* The slot of stream id in the pass, or the free slot it would take. */
 static struct jstream *
-jstream_find(struct jset *set, uint64_t id)
+jstream_slot(struct jset *set, uint64_t id)
 {
 	struct jstream *st;
 	unsigned i = (unsigned)ds_id_hash(id) % PASS_SLOTS;
 
 	for (;; i = (i + 1) % PASS_SLOTS) {
 		st = &set->slot[i];
-		if (st->state == 0)
-			return NULL;
-		if (st->id == id)
+		if (st->state == 0 || st->id == id)
 			return st;
 	}
+}
+
+/* The slot of stream id in the pass, or NULL. */
+static struct jstream *
+jstream_find(struct jset *set, uint64_t id)
+{
+	struct jstream *st = jstream_slot(set, id);
+
+	return st->state != 0 ? st : NULL;
 }
 
 /*
@@ -145,16 +152,10 @@ jstream_find(struct jset *set, uint64_t id)
 static struct jstream *
 jstream_get(struct ds_store *s, MDB_txn *txn, struct jset *set, uint64_t id)
 {
-	struct jstream *st;
-	unsigned i = (unsigned)ds_id_hash(id) % PASS_SLOTS;
+	struct jstream *st = jstream_slot(set, id);
 
-	for (;; i = (i + 1) % PASS_SLOTS) {
-		st = &set->slot[i];
-		if (st->state == 0)
-			break;
-		if (st->id == id)
-			return st;
-	}
+	if (st->state != 0)
+		return st;
 	if (set->n == PASS_STREAMS)
 		return NULL;
 	set->n++;
