@@ -177,9 +177,7 @@ write_data(struct ds_store *s, int fd, uint64_t own, const void *body,
 		return DS_OK;
 	}
 	if (s->range_sync && in_room) {
-		if (sync_file_range(fd, (off_t)own, (off_t)len,
-		    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-		    SYNC_FILE_RANGE_WAIT_AFTER) == -1) {
+		if (ds_seg_write_out(fd, own, len) == -1) {
 			ds_log("sync_file_range: %s", strerror(errno));
 			goto fail;
 		}

@@ -205,10 +205,7 @@ jset_sync(struct ds_store *s, struct jset *set, int replay)
 		if (st->state != J_WRITE)
 			continue;
 		if (range)
-			rc = sync_file_range(st->fd, 0, 0,
-			    SYNC_FILE_RANGE_WAIT_BEFORE |
-			    SYNC_FILE_RANGE_WRITE |
-			    SYNC_FILE_RANGE_WAIT_AFTER);
+			rc = ds_seg_write_out(st->fd, 0, 0);
 		else
 			rc = ds_stats_fdatasync(st->fd);
 		if (rc == -1) {

@@ -274,6 +274,19 @@ ds_seg_flush(struct ds_store *s)
 	return ds_stats_fdatasync(s->flushfd);
 }
 
+/*
+ * Writes len bytes at offset at (len 0: to the end of the file) out of the
+ * page cache and waits for them: durable once a device flush begun after
+ * this returns has finished (ds_seg_flush(), ds_lanes_flush()).
+ */
+int
+ds_seg_write_out(int fd, uint64_t at, uint64_t len)
+{
+	return sync_file_range(fd, (off_t)at, (off_t)len,
+	    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+	    SYNC_FILE_RANGE_WAIT_AFTER);
+}
+
 /* Writes all of buf at file offset at, retrying short writes and EINTR. */
 int
 ds_seg_write(int fd, uint64_t at, const void *buf, size_t len)

@@ -193,6 +193,7 @@ int	ds_seg_open_new(struct ds_store *, uint64_t id, int *created);
 int	ds_seg_sync_dir(const struct ds_store *, uint64_t id);
 int	ds_seg_lock(int fd);
 int	ds_seg_write(int fd, uint64_t at, const void *buf, size_t len);
+int	ds_seg_write_out(int fd, uint64_t at, uint64_t len);
 int	ds_seg_read(int fd, uint64_t at, void *buf, size_t len);
 int	ds_seg_unlink(const struct ds_store *, uint64_t id);
 #define DS_SEG_ROOM_STEP	((uint64_t)65536)
