@@ -287,13 +287,6 @@ seg_size(uint64_t id)
 	return stat(path, &st) == 0 ? st.st_size : -1;
 }
 
-/*
- * Room (segment.c): a segment is kept zero-filled up to ds_seg_room() of
- * its committed bytes; an append inside the room is not fdatasync()ed on
- * its own but flushed by its shared commit; recovery keeps the room,
- * cuts what lies past it and gives a segment written without room its
- * room.
- */
 /* Entries in the journal (store/journal.c). */
 static long long
 journal_entries(struct ds_store *s)
@@ -307,6 +300,13 @@ journal_entries(struct ds_store *s)
 	return (long long)ms.ms_entries;
 }
 
+/*
+ * Room (segment.c): a segment is kept zero-filled up to ds_seg_room() of
+ * its committed bytes; an append inside the room is not fdatasync()ed on
+ * its own: its bytes commit with its record (journal.c) and a checkpoint
+ * syncs the segment later; recovery keeps the room, cuts what lies past
+ * it and gives a segment written without room its room.
+ */
 static void
 test_room(struct ds_store *s)
 {
